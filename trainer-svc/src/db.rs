@@ -1,0 +1,1 @@
+//! The database: entities, migrations and queries (sea-orm; SQLite or PostgreSQL).

@@ -1,0 +1,1 @@
+//! Hold-out metrics for correctness and time predictions.

@@ -1,0 +1,51 @@
+//! One completed task as the trainer reads it, whatever the source (database
+//! table, CSV file or simulator).
+
+/// One completed task, in the shape of the `completed_tasks` contract table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    /// The learner.
+    pub user_id: String,
+    /// The exercise, when the app has one.
+    pub item_id: Option<String>,
+    /// Topic (skill) label.
+    pub topic: String,
+    /// The app's difficulty label; empty when unknown (derived from item statistics).
+    pub difficulty: String,
+    /// Whether the first answer was correct.
+    pub correct: bool,
+    /// Seconds taken; `None` when not recorded.
+    pub seconds: Option<f64>,
+    /// Completion time as Unix milliseconds; only the order within a learner matters
+    /// (CSV `ts` columns that are row numbers are taken as they are).
+    pub completed_at_ms: i64,
+}
+
+/// Why a row cannot be used for training. Such rows are skipped and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RowProblem {
+    /// `user_id` is empty.
+    EmptyUser,
+    /// `topic` is empty.
+    EmptyTopic,
+    /// `seconds` is negative, NaN or infinite.
+    BadSeconds,
+}
+
+impl TaskRow {
+    /// Checks the row against what training needs.
+    pub fn problem(&self) -> Option<RowProblem> {
+        if self.user_id.trim().is_empty() {
+            return Some(RowProblem::EmptyUser);
+        }
+        if self.topic.trim().is_empty() {
+            return Some(RowProblem::EmptyTopic);
+        }
+        if let Some(s) = self.seconds
+            && (!s.is_finite() || s < 0.0)
+        {
+            return Some(RowProblem::BadSeconds);
+        }
+        None
+    }
+}

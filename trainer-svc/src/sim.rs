@@ -1,0 +1,1 @@
+//! A seedable learner simulator: demo data, load and end-to-end test traffic.
