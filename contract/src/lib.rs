@@ -1,1 +1,22 @@
-//! placeholder
+//! What training and serving must agree on, in one place:
+//! - [`features`]: the feature code (one pure function per row, documented formulas);
+//! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
+//! - [`artifact`]: the model file's contract and the checks that refuse a bad one;
+//! - [`onnx`]: the ONNX writer; [`linear`]: the linear family's graph;
+//! - [`bootstrap`]: the model served before any training.
+//!
+//! This crate knows neither gRPC nor the database.
+
+pub mod artifact;
+pub mod bootstrap;
+pub mod features;
+pub mod linear;
+pub mod onnx;
+pub mod priors;
+
+pub use artifact::{Artifact, ArtifactError, IndexField, IndexInput, ModelMetadata};
+pub use features::{
+    CandidateKey, Event, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureContext, FeatureRow,
+    Features,
+};
+pub use priors::{PriorTable, Priors, Stat};

@@ -1,0 +1,234 @@
+//! The model artifact: one ONNX file per version whose `metadata_props` carry
+//! everything serving needs besides the graph, and the checks that refuse a
+//! file that does not honour this contract.
+//!
+//! Graph contract:
+//! - input `features`: float `[batch, FEATURE_COUNT]`, rows from [`crate::features`];
+//! - optional int64 `[batch]` inputs listed in [`ModelMetadata::index_inputs`]
+//!   (embedding indices: 0 is out-of-vocabulary, `i + 1` is `vocabulary[i]`);
+//! - output `p_correct`: float `[batch]`, probability of a correct first answer;
+//! - output `log_seconds`: float `[batch, 3]`, the 10th, 50th and 90th
+//!   percentiles of log-seconds.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, label_key};
+use crate::onnx::{DimValue, FLOAT, GraphBuilder, INT64, ModelProto, ValueInfoProto};
+use crate::priors::Priors;
+
+/// The `metadata_props` key holding [`ModelMetadata`] as JSON.
+pub const METADATA_KEY: &str = "taskcast.model";
+/// Name of the feature-matrix input.
+pub const INPUT_FEATURES: &str = "features";
+/// Name of the probability output.
+pub const OUTPUT_P_CORRECT: &str = "p_correct";
+/// Name of the log-seconds quantile output.
+pub const OUTPUT_LOG_SECONDS: &str = "log_seconds";
+/// The quantiles of [`OUTPUT_LOG_SECONDS`], in column order.
+pub const TIME_QUANTILES: [f64; 3] = [0.1, 0.5, 0.9];
+
+/// Which request field an index input is looked up from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexField {
+    /// The request's `user_id`.
+    User,
+    /// The candidate's topic.
+    Topic,
+    /// The candidate's effective difficulty (app label, or derived from the item).
+    Difficulty,
+    /// The candidate's item id.
+    Item,
+}
+
+/// An int64 input a family needs, such as an embedding index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexInput {
+    /// Graph input name.
+    pub name: String,
+    /// Where the label comes from.
+    pub field: IndexField,
+    /// Known labels; index `i + 1` is `vocabulary[i]`, 0 is out-of-vocabulary.
+    pub vocabulary: Vec<String>,
+}
+
+impl IndexInput {
+    /// `label_key(label) → index`, for lookups on the request path.
+    pub fn lookup(&self) -> HashMap<u64, i64> {
+        self.vocabulary.iter().enumerate().map(|(i, v)| (label_key(v), i as i64 + 1)).collect()
+    }
+}
+
+/// Everything an artifact says about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    /// Version id, unique in the registry.
+    pub version: String,
+    /// Model family ("linear", "mlp", "bootstrap").
+    pub family: String,
+    /// Must equal [`FEATURE_SCHEMA`].
+    pub feature_schema: String,
+    /// Feature names in input order; must equal [`FEATURE_NAMES`].
+    pub features: Vec<String>,
+    /// How many most recent attempts the features use.
+    pub history_window: u32,
+    /// RFC 3339 training time.
+    pub trained_at: String,
+    /// Hold-out metrics at training time.
+    pub metrics: BTreeMap<String, f64>,
+    /// Rows the model was fitted on.
+    pub training_rows: u64,
+    /// A typical value per feature (training mean); explanations measure each
+    /// feature's effect as the change when it is set to this value.
+    pub feature_baseline: Vec<f32>,
+    /// Extra int64 inputs, e.g. embedding indices.
+    #[serde(default)]
+    pub index_inputs: Vec<IndexInput>,
+    /// Population, topic, difficulty and item priors from the training rows.
+    pub priors: Priors,
+}
+
+/// Why an artifact is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The bytes are not an ONNX protobuf.
+    #[error("not an ONNX model: {0}")]
+    NotOnnx(#[from] prost::DecodeError),
+    /// No `taskcast.model` metadata entry.
+    #[error("the ONNX file has no `{METADATA_KEY}` metadata; it was not written by taskcast")]
+    MissingMetadata,
+    /// The metadata entry does not parse.
+    #[error("invalid `{METADATA_KEY}` metadata: {0}")]
+    BadMetadata(#[from] serde_json::Error),
+    /// Trained for another feature schema.
+    #[error("feature schema mismatch: model has `{found}`, this build computes `{expected}`")]
+    SchemaMismatch {
+        /// What this build computes.
+        expected: &'static str,
+        /// What the model declares.
+        found: String,
+    },
+    /// Same schema id but other feature names or order.
+    #[error("feature list mismatch: model expects {found:?}")]
+    FeatureMismatch {
+        /// What the model declares.
+        found: Vec<String>,
+    },
+    /// The graph lacks a required input or output, or declares it with the wrong type.
+    #[error("graph {kind} `{name}` is missing or not {expected}")]
+    Io {
+        /// "input" or "output".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The required type and shape.
+        expected: String,
+    },
+    /// A metadata value is out of range.
+    #[error("invalid metadata: {0}")]
+    Invalid(String),
+}
+
+/// A parsed, contract-checked model file.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// What the file says about itself.
+    pub metadata: ModelMetadata,
+    /// Hex sha256 of the file.
+    pub sha256: String,
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Artifact {
+    /// Parses `bytes` and checks them against this build's contract: feature
+    /// schema, feature list, graph inputs and outputs. Refusal is an error,
+    /// never a panic, whatever the bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
+        let model = ModelProto::from_bytes(bytes)?;
+        let json = model.metadata(METADATA_KEY).ok_or(ArtifactError::MissingMetadata)?;
+        let metadata: ModelMetadata = serde_json::from_str(json)?;
+        if metadata.feature_schema != FEATURE_SCHEMA {
+            return Err(ArtifactError::SchemaMismatch {
+                expected: FEATURE_SCHEMA,
+                found: metadata.feature_schema,
+            });
+        }
+        if metadata.features.len() != FEATURE_COUNT
+            || metadata.features.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b)
+        {
+            return Err(ArtifactError::FeatureMismatch { found: metadata.features });
+        }
+        if metadata.feature_baseline.len() != FEATURE_COUNT
+            || metadata.feature_baseline.iter().any(|v| !v.is_finite())
+        {
+            return Err(ArtifactError::Invalid(format!(
+                "feature_baseline must hold {FEATURE_COUNT} finite values"
+            )));
+        }
+        if metadata.history_window == 0 {
+            return Err(ArtifactError::Invalid("history_window must be at least 1".into()));
+        }
+        let graph = model.graph.as_ref().ok_or_else(|| ArtifactError::Io {
+            kind: "input",
+            name: INPUT_FEATURES.into(),
+            expected: "present (the file has no graph)".into(),
+        })?;
+        check_io(&graph.input, "input", INPUT_FEATURES, FLOAT, &[None, Some(FEATURE_COUNT as i64)])?;
+        for idx in &metadata.index_inputs {
+            check_io(&graph.input, "input", &idx.name, INT64, &[None])?;
+        }
+        check_io(&graph.output, "output", OUTPUT_P_CORRECT, FLOAT, &[None])?;
+        check_io(&graph.output, "output", OUTPUT_LOG_SECONDS, FLOAT, &[None, Some(3)])?;
+        Ok(Artifact { metadata, sha256: sha256_hex(bytes) })
+    }
+
+    /// Writes a graph and its metadata as an ONNX file.
+    pub fn write(graph: GraphBuilder, metadata: &ModelMetadata) -> Result<Vec<u8>, ArtifactError> {
+        let json = serde_json::to_string(metadata)?;
+        Ok(graph.finish(vec![(METADATA_KEY.to_string(), json)]).to_bytes())
+    }
+}
+
+/// Checks a declared value: element type and rank, and any fixed sizes given
+/// (`None` accepts any size, symbolic or fixed).
+fn check_io(
+    list: &[ValueInfoProto],
+    kind: &'static str,
+    name: &str,
+    elem: i32,
+    dims: &[Option<i64>],
+) -> Result<(), ArtifactError> {
+    let expected = || {
+        let shape: Vec<String> =
+            dims.iter().map(|d| d.map_or("batch".to_string(), |n| n.to_string())).collect();
+        format!("{} [{}]", if elem == FLOAT { "float" } else { "int64" }, shape.join(", "))
+    };
+    let err = || ArtifactError::Io { kind, name: name.to_string(), expected: expected() };
+    let vi = list.iter().find(|v| v.name == name).ok_or_else(err)?;
+    let tensor = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).ok_or_else(err)?;
+    if tensor.elem_type != elem {
+        return Err(err());
+    }
+    let shape = tensor.shape.as_ref().ok_or_else(err)?;
+    if shape.dim.len() != dims.len() {
+        return Err(err());
+    }
+    for (d, want) in shape.dim.iter().zip(dims) {
+        if let (Some(n), Some(DimValue::Value(have))) = (want, &d.value)
+            && have != n
+        {
+            return Err(err());
+        }
+        if let (Some(_), Some(DimValue::Param(_)) | None) = (want, &d.value) {
+            return Err(err());
+        }
+    }
+    Ok(())
+}

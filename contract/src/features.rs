@@ -1,0 +1,483 @@
+//! The feature code: one pure function from (history, candidate, priors) to
+//! the model's input row, shared by training and serving so the two can never
+//! disagree on a formula or a scale.
+//!
+//! Two steps, both pure:
+//! 1. [`Event::resolve`] turns each completed attempt into an [`Event`] (hashed
+//!    labels, log time, and the item prior it was attempted against);
+//! 2. [`FeatureContext::new`] summarises the candidate-independent part of a
+//!    history window once, and [`FeatureContext::row`] produces one row per
+//!    candidate with a single pass over the window.
+//!
+//! # Formulas
+//! Notation: a history window `H` (the most recent `history_window` attempts,
+//! oldest first); for an attempt `j`, `c_j ∈ {0,1}`, `t_j = log_time(seconds_j)`
+//! (absent when no time was recorded) and `(r_j, m_j)` the prior rate and
+//! log-time of its item ([`PriorTable::item`]). For a subset `S` of `H`:
+//! `n_S = |S|`, `c_S = Σ c_j`, `nt_S` = timed attempts, `t_S = Σ t_j`.
+//! `K = K_LEARNER = 4` is the learner-level pseudo-count; `logit(p) =
+//! ln(p/(1−p))` with `p` clamped to `[1e-4, 1−1e-4]`.
+//! `P`, `T`, `D`, `I` are the population, candidate topic, candidate
+//! (effective) difficulty and candidate item priors, each a `(rate, log_time)`.
+//!
+//! | # | name | formula |
+//! |---|---|---|
+//! | 0 | `prior_item_logit` | `logit(I.rate)` (= topic prior when the item is unknown) |
+//! | 1 | `prior_item_log_time` | `I.log_time` |
+//! | 2 | `prior_topic_logit` | `logit(T.rate)` |
+//! | 3 | `prior_topic_log_time` | `T.log_time` |
+//! | 4 | `prior_difficulty_logit` | `logit(D.rate)` |
+//! | 5 | `prior_difficulty_log_time` | `D.log_time` |
+//! | 6 | `overall_rate_logit` | `logit((c_H + K·P.rate)/(n_H + K))` =: `logit(R)` |
+//! | 7 | `overall_log_time` | `(t_H + K·P.log_time)/(nt_H + K)` =: `M` |
+//! | 8 | `overall_count` | `ln(1 + n_H)` |
+//! | 9 | `topic_rate_logit` | `logit((c_Ht + K·T.rate)/(n_Ht + K))`, `Ht` = attempts in the candidate's topic |
+//! | 10 | `topic_log_time` | `(t_Ht + K·T.log_time)/(nt_Ht + K)` |
+//! | 11 | `topic_count` | `ln(1 + n_Ht)` |
+//! | 12 | `difficulty_rate_logit` | as 9 over `Hd`, attempts of the candidate's effective difficulty, toward `D` |
+//! | 13 | `difficulty_log_time` | as 10 over `Hd`, toward `D` |
+//! | 14 | `difficulty_count` | `ln(1 + n_Hd)` |
+//! | 15 | `recent_rate_logit` | `logit((c_L + K·R)/(n_L + K))`, `L` = last 5 attempts of `H` |
+//! | 16 | `recent_log_time` | `(t_L + K·M)/(nt_L + K)` |
+//! | 17 | `ability` | `Σ_H (c_j − r_j) / (n_H + K)`: success beyond what the items predicted |
+//! | 18 | `topic_ability` | `Σ_Ht (c_j − r_j) / (n_Ht + K)` |
+//! | 19 | `recent_ability` | `Σ_L (c_j − r_j) / (n_L + K)` |
+//! | 20 | `speed` | `Σ_H,timed (t_j − m_j) / (nt_H + K)`: log-time beyond what the items predicted |
+//! | 21 | `topic_speed` | `Σ_Ht,timed (t_j − m_j) / (nt_Ht + K)` |
+//! | 22 | `item_count` | `ln(1 + n_Hi)`, `Hi` = earlier attempts at the candidate's item |
+//! | 23 | `item_last_correct` | `+1` / `−1` if the last attempt at the item was right / wrong, `0` if none |
+//!
+//! With an empty history every learner feature equals its prior, so a new
+//! learner gets the topic / difficulty / item / population prediction.
+
+use crate::priors::{Prior, PriorTable};
+
+/// Identifier of this feature schema; a model trained on another is refused.
+pub const FEATURE_SCHEMA: &str = "taskcast.features/v1";
+/// Learner-level pseudo-count (see the module docs).
+pub const K_LEARNER: f64 = 4.0;
+/// Size of the "recent" window.
+pub const RECENT: usize = 5;
+/// Default number of most recent attempts the features look at.
+pub const DEFAULT_HISTORY_WINDOW: u32 = 256;
+/// Times above one hour are taken as one hour: an 8-hour "response time" is a
+/// learner who walked away, not a slow solver.
+pub const LOG_TIME_CAP: f64 = 8.188_689_124_444_2; // ln(3600)
+
+/// Feature names in input order.
+pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
+    "prior_item_logit",
+    "prior_item_log_time",
+    "prior_topic_logit",
+    "prior_topic_log_time",
+    "prior_difficulty_logit",
+    "prior_difficulty_log_time",
+    "overall_rate_logit",
+    "overall_log_time",
+    "overall_count",
+    "topic_rate_logit",
+    "topic_log_time",
+    "topic_count",
+    "difficulty_rate_logit",
+    "difficulty_log_time",
+    "difficulty_count",
+    "recent_rate_logit",
+    "recent_log_time",
+    "ability",
+    "topic_ability",
+    "recent_ability",
+    "speed",
+    "topic_speed",
+    "item_count",
+    "item_last_correct",
+];
+
+/// Number of features.
+pub const FEATURE_COUNT: usize = 24;
+
+/// One model input row.
+pub type FeatureRow = [f32; FEATURE_COUNT];
+
+/// Stable 64-bit key of a label (FNV-1a); the empty label is 0, meaning "none".
+pub fn label_key(label: &str) -> u64 {
+    if label.is_empty() {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // 0 is reserved for "none"; a label hashing there moves to 1.
+    h.max(1)
+}
+
+/// Log-seconds of an attempt as the features and priors use it:
+/// `ln(min(max(seconds, 1), 3600))`; `None` when no positive, finite time was recorded.
+pub fn log_time(seconds: Option<f64>) -> Option<f64> {
+    match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(s.max(1.0).ln().min(LOG_TIME_CAP)),
+        _ => None,
+    }
+}
+
+/// `ln(p / (1 − p))` with `p` clamped away from 0 and 1.
+pub fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
+}
+
+/// A completed attempt, resolved against the priors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    /// [`label_key`] of the topic.
+    pub topic: u64,
+    /// Effective difficulty key ([`PriorTable::effective_difficulty`]).
+    pub difficulty: u64,
+    /// [`label_key`] of the item id (0 when absent).
+    pub item: u64,
+    /// Whether it was answered correctly.
+    pub correct: bool,
+    /// [`log_time`] of its seconds.
+    pub log_time: Option<f64>,
+    /// Prior success rate of its item.
+    pub prior_rate: f64,
+    /// Prior log-time of its item.
+    pub prior_log_time: f64,
+}
+
+impl Event {
+    /// Resolves one attempt. `seconds` of `None` (or ≤ 0) means not recorded.
+    pub fn resolve(
+        topic: &str,
+        difficulty: &str,
+        item: &str,
+        correct: bool,
+        seconds: Option<f64>,
+        table: &PriorTable,
+    ) -> Self {
+        let key = CandidateKey::new(topic, difficulty, item, table);
+        let prior = table.item(key.item, key.topic);
+        Event {
+            topic: key.topic,
+            difficulty: key.difficulty,
+            item: key.item,
+            correct,
+            log_time: log_time(seconds),
+            prior_rate: prior.rate,
+            prior_log_time: prior.log_time,
+        }
+    }
+}
+
+/// A candidate task, resolved against the priors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CandidateKey {
+    /// [`label_key`] of the topic.
+    pub topic: u64,
+    /// Effective difficulty key.
+    pub difficulty: u64,
+    /// [`label_key`] of the item id (0 when absent).
+    pub item: u64,
+}
+
+impl CandidateKey {
+    /// Hashes the labels and derives the difficulty where the app gave none.
+    pub fn new(topic: &str, difficulty: &str, item: &str, table: &PriorTable) -> Self {
+        let topic = label_key(topic);
+        let item = label_key(item);
+        let difficulty = table.effective_difficulty(label_key(difficulty), item, topic);
+        CandidateKey { topic, difficulty, item }
+    }
+}
+
+/// The most recent `window` attempts of a history ordered oldest first.
+pub fn window(history: &[Event], window: u32) -> &[Event] {
+    let w = window as usize;
+    &history[history.len().saturating_sub(w)..]
+}
+
+/// Sums over a subset of the history.
+#[derive(Clone, Copy, Debug, Default)]
+struct Agg {
+    n: f64,
+    correct: f64,
+    n_timed: f64,
+    log_time: f64,
+    /// Σ (c_j − r_j)
+    surprise: f64,
+    /// Σ over timed (t_j − m_j)
+    slowness: f64,
+}
+
+impl Agg {
+    #[inline]
+    fn add(&mut self, e: &Event) {
+        let c = if e.correct { 1.0 } else { 0.0 };
+        self.n += 1.0;
+        self.correct += c;
+        self.surprise += c - e.prior_rate;
+        if let Some(t) = e.log_time {
+            self.n_timed += 1.0;
+            self.log_time += t;
+            self.slowness += t - e.prior_log_time;
+        }
+    }
+
+    fn rate(&self, prior: f64) -> f64 {
+        (self.correct + K_LEARNER * prior) / (self.n + K_LEARNER)
+    }
+
+    fn mean_log_time(&self, prior: f64) -> f64 {
+        (self.log_time + K_LEARNER * prior) / (self.n_timed + K_LEARNER)
+    }
+
+    fn ability(&self) -> f64 {
+        self.surprise / (self.n + K_LEARNER)
+    }
+
+    fn speed(&self) -> f64 {
+        self.slowness / (self.n_timed + K_LEARNER)
+    }
+}
+
+/// The candidate-independent summary of one history window.
+#[derive(Clone, Debug)]
+pub struct FeatureContext<'h> {
+    history: &'h [Event],
+    population: Prior,
+    overall: Agg,
+    recent: Agg,
+}
+
+/// One candidate's features and whether they rest on priors alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    /// The model input row.
+    pub row: FeatureRow,
+    /// The learner has no attempt in the candidate's topic.
+    pub cold_start: bool,
+}
+
+impl<'h> FeatureContext<'h> {
+    /// Summarises `history`, which must already be cut to the model's window
+    /// ([`window`]) and ordered oldest first.
+    pub fn new(history: &'h [Event], table: &PriorTable) -> Self {
+        let mut overall = Agg::default();
+        for e in history {
+            overall.add(e);
+        }
+        let mut recent = Agg::default();
+        for e in &history[history.len().saturating_sub(RECENT)..] {
+            recent.add(e);
+        }
+        FeatureContext { history, population: table.population(), overall, recent }
+    }
+
+    /// The feature row for one candidate.
+    pub fn row(&self, cand: &CandidateKey, table: &PriorTable) -> Features {
+        let mut topic = Agg::default();
+        let mut difficulty = Agg::default();
+        let mut item_n = 0f64;
+        let mut item_last = 0f64;
+        for e in self.history {
+            if cand.topic != 0 && e.topic == cand.topic {
+                topic.add(e);
+            }
+            if cand.difficulty != 0 && e.difficulty == cand.difficulty {
+                difficulty.add(e);
+            }
+            if cand.item != 0 && e.item == cand.item {
+                item_n += 1.0;
+                item_last = if e.correct { 1.0 } else { -1.0 };
+            }
+        }
+        let p_item = table.item(cand.item, cand.topic);
+        let p_topic = table.topic(cand.topic);
+        let p_diff = if cand.difficulty != 0 {
+            table.difficulty(cand.difficulty)
+        } else {
+            self.population
+        };
+        let pop = self.population;
+        let overall_rate = self.overall.rate(pop.rate);
+        let overall_time = self.overall.mean_log_time(pop.log_time);
+        let values: [f64; FEATURE_COUNT] = [
+            logit(p_item.rate),
+            p_item.log_time,
+            logit(p_topic.rate),
+            p_topic.log_time,
+            logit(p_diff.rate),
+            p_diff.log_time,
+            logit(overall_rate),
+            overall_time,
+            (1.0 + self.overall.n).ln(),
+            logit(topic.rate(p_topic.rate)),
+            topic.mean_log_time(p_topic.log_time),
+            (1.0 + topic.n).ln(),
+            logit(difficulty.rate(p_diff.rate)),
+            difficulty.mean_log_time(p_diff.log_time),
+            (1.0 + difficulty.n).ln(),
+            logit(self.recent.rate(overall_rate)),
+            self.recent.mean_log_time(overall_time),
+            self.overall.ability(),
+            topic.ability(),
+            self.recent.ability(),
+            self.overall.speed(),
+            topic.speed(),
+            (1.0 + item_n).ln(),
+            item_last,
+        ];
+        Features { row: values.map(|v| v as f32), cold_start: topic.n == 0.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::priors::{DEFAULT_LOG_TIME, DEFAULT_RATE, Priors, Stat};
+
+    fn idx(name: &str) -> usize {
+        FEATURE_NAMES.iter().position(|n| *n == name).unwrap()
+    }
+
+    fn close(a: f32, b: f64) {
+        assert!((f64::from(a) - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    fn empty_table() -> PriorTable {
+        PriorTable::new(&Priors::default())
+    }
+
+    #[test]
+    fn label_key_is_stable_and_reserves_zero() {
+        assert_eq!(label_key(""), 0);
+        // FNV-1a 64 of "a", a published test vector.
+        assert_eq!(label_key("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(label_key("fractions"), label_key("Fractions"));
+    }
+
+    #[test]
+    fn log_time_rules() {
+        assert_eq!(log_time(None), None);
+        assert_eq!(log_time(Some(0.0)), None);
+        assert_eq!(log_time(Some(-3.0)), None);
+        assert_eq!(log_time(Some(f64::NAN)), None);
+        assert_eq!(log_time(Some(0.5)), Some(0.0));
+        assert!((log_time(Some(20.0)).unwrap() - 20f64.ln()).abs() < 1e-12);
+        assert_eq!(log_time(Some(28_814.0)), Some(LOG_TIME_CAP));
+        assert!((LOG_TIME_CAP - 3600f64.ln()).abs() < 1e-12);
+        assert!((DEFAULT_LOG_TIME - 60f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn empty_history_gives_priors() {
+        let t = empty_table();
+        let ctx = FeatureContext::new(&[], &t);
+        let f = ctx.row(&CandidateKey::new("algebra", "", "", &t), &t);
+        assert!(f.cold_start);
+        let l = logit(DEFAULT_RATE);
+        for name in [
+            "prior_item_logit",
+            "prior_topic_logit",
+            "prior_difficulty_logit",
+            "overall_rate_logit",
+            "topic_rate_logit",
+            "difficulty_rate_logit",
+            "recent_rate_logit",
+        ] {
+            close(f.row[idx(name)], l);
+        }
+        for name in ["prior_item_log_time", "overall_log_time", "topic_log_time", "recent_log_time"] {
+            close(f.row[idx(name)], DEFAULT_LOG_TIME);
+        }
+        for name in ["overall_count", "ability", "speed", "item_count", "item_last_correct"] {
+            close(f.row[idx(name)], 0.0);
+        }
+    }
+
+    /// Three attempts, hand-computed with population rate 0.6 and ln 60 priors.
+    #[test]
+    fn hand_computed_history() {
+        let t = empty_table();
+        let h = [
+            Event::resolve("algebra", "easy", "q1", true, Some(10.0), &t),
+            Event::resolve("algebra", "hard", "q2", false, Some(100.0), &t),
+            Event::resolve("geometry", "easy", "q3", true, None, &t),
+        ];
+        let ctx = FeatureContext::new(&h, &t);
+        let f = ctx.row(&CandidateKey::new("algebra", "easy", "q2", &t), &t);
+        assert!(!f.cold_start);
+        let (k, p, m) = (4.0, 0.6, 60f64.ln());
+        // overall: 2 of 3 correct, times ln10 + ln100 over 2 timed
+        let r = (2.0 + k * p) / (3.0 + k);
+        close(f.row[idx("overall_rate_logit")], logit(r));
+        let mm = (10f64.ln() + 100f64.ln() + k * m) / (2.0 + k);
+        close(f.row[idx("overall_log_time")], mm);
+        close(f.row[idx("overall_count")], 4f64.ln());
+        // topic algebra: 1 of 2
+        close(f.row[idx("topic_rate_logit")], logit((1.0 + k * p) / (2.0 + k)));
+        close(f.row[idx("topic_count")], 3f64.ln());
+        // difficulty easy: attempts 1 and 3, both right, one timed
+        close(f.row[idx("difficulty_rate_logit")], logit((2.0 + k * p) / (2.0 + k)));
+        close(f.row[idx("difficulty_log_time")], (10f64.ln() + k * m) / (1.0 + k));
+        // recent = all three (fewer than 5), shrunk toward overall
+        close(f.row[idx("recent_rate_logit")], logit((2.0 + k * r) / (3.0 + k)));
+        close(f.row[idx("recent_log_time")], (10f64.ln() + 100f64.ln() + k * mm) / (2.0 + k));
+        // ability: (1-0.6) + (0-0.6) + (1-0.6) over 3+4
+        close(f.row[idx("ability")], 0.2 / 7.0);
+        close(f.row[idx("topic_ability")], -0.2 / 6.0);
+        // speed: (ln10 - m) + (ln100 - m) over 2+4
+        close(f.row[idx("speed")], (10f64.ln() + 100f64.ln() - 2.0 * m) / 6.0);
+        // item q2 was attempted once, wrong
+        close(f.row[idx("item_count")], 2f64.ln());
+        close(f.row[idx("item_last_correct")], -1.0);
+    }
+
+    #[test]
+    fn window_keeps_most_recent() {
+        let t = empty_table();
+        let h: Vec<Event> =
+            (0..10).map(|i| Event::resolve("a", "", "", i >= 7, Some(5.0), &t)).collect();
+        assert_eq!(window(&h, 3).len(), 3);
+        assert!(window(&h, 3).iter().all(|e| e.correct));
+        assert_eq!(window(&h, 256).len(), 10);
+        assert_eq!(window(&h, 0).len(), 0);
+    }
+
+    #[test]
+    fn priors_reach_features() {
+        let mut p = Priors::default();
+        let mut s = Stat::default();
+        for i in 0..100 {
+            s.add(i < 90, Some(30.0));
+        }
+        p.population = s;
+        let mut hard = Stat::default();
+        for i in 0..40 {
+            hard.add(i < 4, Some(200.0));
+        }
+        p.items.insert("tough".into(), hard);
+        p.item_topics.insert("tough".into(), "t".into());
+        let t = PriorTable::new(&p);
+        let ctx = FeatureContext::new(&[], &t);
+        let easy = ctx.row(&CandidateKey::new("t", "", "other", &t), &t);
+        let tough = ctx.row(&CandidateKey::new("t", "", "tough", &t), &t);
+        assert!(tough.row[idx("prior_item_logit")] < easy.row[idx("prior_item_logit")]);
+        assert!(tough.row[idx("prior_item_log_time")] > easy.row[idx("prior_item_log_time")]);
+    }
+
+    #[test]
+    fn every_row_is_finite_for_extreme_inputs() {
+        let t = empty_table();
+        let h: Vec<Event> = (0..300)
+            .map(|i| {
+                let secs = [Some(f64::MAX), Some(1e-300), None, Some(f64::INFINITY)][i % 4];
+                Event::resolve("\u{1F600}", "", &i.to_string(), i % 2 == 0, secs, &t)
+            })
+            .collect();
+        let ctx = FeatureContext::new(window(&h, 256), &t);
+        let f = ctx.row(&CandidateKey::new("", "", "", &t), &t);
+        assert!(f.row.iter().all(|v| v.is_finite()));
+    }
+}

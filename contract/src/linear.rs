@@ -1,0 +1,56 @@
+//! The linear model family's graph: logistic regression for correctness and a
+//! linear regression on log-seconds with fixed residual quantile offsets.
+//! The trainer fits it; the bootstrap model is one with hand-set weights.
+
+use crate::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
+use crate::features::{FEATURE_COUNT, FeatureRow};
+use crate::onnx::{Dim, GraphBuilder};
+
+/// Weights on raw feature rows (any standardisation already folded in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearModel {
+    /// Logit weights per feature.
+    pub p_weights: [f32; FEATURE_COUNT],
+    /// Logit intercept.
+    pub p_bias: f32,
+    /// Log-seconds weights per feature.
+    pub t_weights: [f32; FEATURE_COUNT],
+    /// Log-seconds intercept.
+    pub t_bias: f32,
+    /// Added to the log-seconds estimate for the 10th, 50th and 90th percentiles
+    /// (the residual quantiles on training rows).
+    pub t_quantile_offsets: [f32; 3],
+}
+
+impl LinearModel {
+    /// The forward pass in plain Rust, in f32 like ONNX Runtime: `(p_correct, [q10, q50, q90])`.
+    pub fn predict(&self, row: &FeatureRow) -> (f32, [f32; 3]) {
+        let dot = |w: &[f32; FEATURE_COUNT], b: f32| {
+            w.iter().zip(row).fold(0f32, |acc, (w, x)| acc + w * x) + b
+        };
+        let z = dot(&self.p_weights, self.p_bias);
+        let loc = dot(&self.t_weights, self.t_bias);
+        (1.0 / (1.0 + (-z).exp()), self.t_quantile_offsets.map(|o| loc + o))
+    }
+
+    /// The ONNX graph (inputs and outputs per [`crate::artifact`]).
+    pub fn graph(&self) -> GraphBuilder {
+        let f = FEATURE_COUNT as i64;
+        let mut g = GraphBuilder::new("taskcast_linear");
+        g.input_f32(INPUT_FEATURES, &[Dim::Batch, Dim::Fixed(f)])
+            .output_f32(OUTPUT_P_CORRECT, &[Dim::Batch])
+            .output_f32(OUTPUT_LOG_SECONDS, &[Dim::Batch, Dim::Fixed(3)])
+            .init_f32("p_w", &[f, 1], &self.p_weights)
+            .init_f32("p_b", &[1], &[self.p_bias])
+            .init_f32("t_w", &[f, 1], &self.t_weights)
+            .init_f32("t_b", &[1], &[self.t_bias])
+            .init_f32("t_q", &[1, 3], &self.t_quantile_offsets)
+            .init_i64("flat", &[1], &[-1])
+            .node("Gemm", &[INPUT_FEATURES, "p_w", "p_b"], &["logit"], vec![])
+            .node("Sigmoid", &["logit"], &["p_col"], vec![])
+            .node("Reshape", &["p_col", "flat"], &[OUTPUT_P_CORRECT], vec![])
+            .node("Gemm", &[INPUT_FEATURES, "t_w", "t_b"], &["loc"], vec![])
+            .node("Add", &["loc", "t_q"], &[OUTPUT_LOG_SECONDS], vec![]);
+        g
+    }
+}
