@@ -58,7 +58,11 @@ pub struct IndexInput {
 impl IndexInput {
     /// `label_key(label) → index`, for lookups on the request path.
     pub fn lookup(&self) -> HashMap<u64, i64> {
-        self.vocabulary.iter().enumerate().map(|(i, v)| (label_key(v), i as i64 + 1)).collect()
+        self.vocabulary
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (label_key(v), i as i64 + 1))
+            .collect()
     }
 }
 
@@ -152,7 +156,9 @@ impl Artifact {
     /// never a panic, whatever the bytes.
     pub fn parse(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
         let model = ModelProto::from_bytes(bytes)?;
-        let json = model.metadata(METADATA_KEY).ok_or(ArtifactError::MissingMetadata)?;
+        let json = model
+            .metadata(METADATA_KEY)
+            .ok_or(ArtifactError::MissingMetadata)?;
         let metadata: ModelMetadata = serde_json::from_str(json)?;
         if metadata.feature_schema != FEATURE_SCHEMA {
             return Err(ArtifactError::SchemaMismatch {
@@ -161,9 +167,15 @@ impl Artifact {
             });
         }
         if metadata.features.len() != FEATURE_COUNT
-            || metadata.features.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b)
+            || metadata
+                .features
+                .iter()
+                .zip(FEATURE_NAMES)
+                .any(|(a, b)| a != b)
         {
-            return Err(ArtifactError::FeatureMismatch { found: metadata.features });
+            return Err(ArtifactError::FeatureMismatch {
+                found: metadata.features,
+            });
         }
         if metadata.feature_baseline.len() != FEATURE_COUNT
             || metadata.feature_baseline.iter().any(|v| !v.is_finite())
@@ -173,26 +185,45 @@ impl Artifact {
             )));
         }
         if metadata.history_window == 0 {
-            return Err(ArtifactError::Invalid("history_window must be at least 1".into()));
+            return Err(ArtifactError::Invalid(
+                "history_window must be at least 1".into(),
+            ));
         }
         let graph = model.graph.as_ref().ok_or_else(|| ArtifactError::Io {
             kind: "input",
             name: INPUT_FEATURES.into(),
             expected: "present (the file has no graph)".into(),
         })?;
-        check_io(&graph.input, "input", INPUT_FEATURES, FLOAT, &[None, Some(FEATURE_COUNT as i64)])?;
+        check_io(
+            &graph.input,
+            "input",
+            INPUT_FEATURES,
+            FLOAT,
+            &[None, Some(FEATURE_COUNT as i64)],
+        )?;
         for idx in &metadata.index_inputs {
             check_io(&graph.input, "input", &idx.name, INT64, &[None])?;
         }
         check_io(&graph.output, "output", OUTPUT_P_CORRECT, FLOAT, &[None])?;
-        check_io(&graph.output, "output", OUTPUT_LOG_SECONDS, FLOAT, &[None, Some(3)])?;
-        Ok(Artifact { metadata, sha256: sha256_hex(bytes) })
+        check_io(
+            &graph.output,
+            "output",
+            OUTPUT_LOG_SECONDS,
+            FLOAT,
+            &[None, Some(3)],
+        )?;
+        Ok(Artifact {
+            metadata,
+            sha256: sha256_hex(bytes),
+        })
     }
 
     /// Writes a graph and its metadata as an ONNX file.
     pub fn write(graph: GraphBuilder, metadata: &ModelMetadata) -> Result<Vec<u8>, ArtifactError> {
         let json = serde_json::to_string(metadata)?;
-        Ok(graph.finish(vec![(METADATA_KEY.to_string(), json)]).to_bytes())
+        Ok(graph
+            .finish(vec![(METADATA_KEY.to_string(), json)])
+            .to_bytes())
     }
 }
 
@@ -206,13 +237,27 @@ fn check_io(
     dims: &[Option<i64>],
 ) -> Result<(), ArtifactError> {
     let expected = || {
-        let shape: Vec<String> =
-            dims.iter().map(|d| d.map_or("batch".to_string(), |n| n.to_string())).collect();
-        format!("{} [{}]", if elem == FLOAT { "float" } else { "int64" }, shape.join(", "))
+        let shape: Vec<String> = dims
+            .iter()
+            .map(|d| d.map_or("batch".to_string(), |n| n.to_string()))
+            .collect();
+        format!(
+            "{} [{}]",
+            if elem == FLOAT { "float" } else { "int64" },
+            shape.join(", ")
+        )
     };
-    let err = || ArtifactError::Io { kind, name: name.to_string(), expected: expected() };
+    let err = || ArtifactError::Io {
+        kind,
+        name: name.to_string(),
+        expected: expected(),
+    };
     let vi = list.iter().find(|v| v.name == name).ok_or_else(err)?;
-    let tensor = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).ok_or_else(err)?;
+    let tensor = vi
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .ok_or_else(err)?;
     if tensor.elem_type != elem {
         return Err(err());
     }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::artifact::{Artifact, ArtifactError, ModelMetadata};
 use crate::features::{
     CandidateKey, DEFAULT_HISTORY_WINDOW, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA,
-    FeatureContext,
+    FeatureContext, feature_index,
 };
 use crate::linear::LinearModel;
 use crate::priors::{PriorTable, Priors};
@@ -26,7 +26,7 @@ pub const BOOTSTRAP_VERSION: &str = "bootstrap-1";
 fn weight(pairs: &[(&str, f32)]) -> [f32; FEATURE_COUNT] {
     let mut w = [0f32; FEATURE_COUNT];
     for (name, v) in pairs {
-        if let Some(i) = FEATURE_NAMES.iter().position(|n| n == name) {
+        if let Some(i) = feature_index(name) {
             w[i] += v;
         }
     }
@@ -59,7 +59,10 @@ pub fn bootstrap_model() -> Result<Vec<u8>, ArtifactError> {
     let priors = Priors::default();
     let table = PriorTable::new(&priors);
     let empty = FeatureContext::new(&[], &table);
-    let baseline = empty.row(&CandidateKey::new("", "", "", &table), &table).row.to_vec();
+    let baseline = empty
+        .row(&CandidateKey::new("", "", "", &table), &table)
+        .row
+        .to_vec();
     let metadata = ModelMetadata {
         version: BOOTSTRAP_VERSION.into(),
         family: "bootstrap".into(),

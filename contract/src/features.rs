@@ -95,6 +95,11 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
 /// Number of features.
 pub const FEATURE_COUNT: usize = 24;
 
+/// Position of a feature by name.
+pub fn feature_index(name: &str) -> Option<usize> {
+    FEATURE_NAMES.iter().position(|n| *n == name)
+}
+
 /// One model input row.
 pub type FeatureRow = [f32; FEATURE_COUNT];
 
@@ -187,7 +192,36 @@ impl CandidateKey {
         let topic = label_key(topic);
         let item = label_key(item);
         let difficulty = table.effective_difficulty(label_key(difficulty), item, topic);
-        CandidateKey { topic, difficulty, item }
+        CandidateKey {
+            topic,
+            difficulty,
+            item,
+        }
+    }
+}
+
+/// The label keys a row's index inputs are looked up by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowKeys {
+    /// `label_key(user_id)`.
+    pub user: u64,
+    /// The candidate's resolved keys.
+    pub topic: u64,
+    /// Effective difficulty key.
+    pub difficulty: u64,
+    /// Item key.
+    pub item: u64,
+}
+
+impl RowKeys {
+    /// Keys for one candidate of one learner.
+    pub fn new(user: u64, cand: &CandidateKey) -> Self {
+        RowKeys {
+            user,
+            topic: cand.topic,
+            difficulty: cand.difficulty,
+            item: cand.item,
+        }
     }
 }
 
@@ -271,7 +305,12 @@ impl<'h> FeatureContext<'h> {
         for e in &history[history.len().saturating_sub(RECENT)..] {
             recent.add(e);
         }
-        FeatureContext { history, population: table.population(), overall, recent }
+        FeatureContext {
+            history,
+            population: table.population(),
+            overall,
+            recent,
+        }
     }
 
     /// The feature row for one candidate.
@@ -328,7 +367,10 @@ impl<'h> FeatureContext<'h> {
             (1.0 + item_n).ln(),
             item_last,
         ];
-        Features { row: values.map(|v| v as f32), cold_start: topic.n == 0.0 }
+        Features {
+            row: values.map(|v| v as f32),
+            cold_start: topic.n == 0.0,
+        }
     }
 }
 
@@ -388,10 +430,21 @@ mod tests {
         ] {
             close(f.row[idx(name)], l);
         }
-        for name in ["prior_item_log_time", "overall_log_time", "topic_log_time", "recent_log_time"] {
+        for name in [
+            "prior_item_log_time",
+            "overall_log_time",
+            "topic_log_time",
+            "recent_log_time",
+        ] {
             close(f.row[idx(name)], DEFAULT_LOG_TIME);
         }
-        for name in ["overall_count", "ability", "speed", "item_count", "item_last_correct"] {
+        for name in [
+            "overall_count",
+            "ability",
+            "speed",
+            "item_count",
+            "item_last_correct",
+        ] {
             close(f.row[idx(name)], 0.0);
         }
     }
@@ -416,19 +469,37 @@ mod tests {
         close(f.row[idx("overall_log_time")], mm);
         close(f.row[idx("overall_count")], 4f64.ln());
         // topic algebra: 1 of 2
-        close(f.row[idx("topic_rate_logit")], logit((1.0 + k * p) / (2.0 + k)));
+        close(
+            f.row[idx("topic_rate_logit")],
+            logit((1.0 + k * p) / (2.0 + k)),
+        );
         close(f.row[idx("topic_count")], 3f64.ln());
         // difficulty easy: attempts 1 and 3, both right, one timed
-        close(f.row[idx("difficulty_rate_logit")], logit((2.0 + k * p) / (2.0 + k)));
-        close(f.row[idx("difficulty_log_time")], (10f64.ln() + k * m) / (1.0 + k));
+        close(
+            f.row[idx("difficulty_rate_logit")],
+            logit((2.0 + k * p) / (2.0 + k)),
+        );
+        close(
+            f.row[idx("difficulty_log_time")],
+            (10f64.ln() + k * m) / (1.0 + k),
+        );
         // recent = all three (fewer than 5), shrunk toward overall
-        close(f.row[idx("recent_rate_logit")], logit((2.0 + k * r) / (3.0 + k)));
-        close(f.row[idx("recent_log_time")], (10f64.ln() + 100f64.ln() + k * mm) / (2.0 + k));
+        close(
+            f.row[idx("recent_rate_logit")],
+            logit((2.0 + k * r) / (3.0 + k)),
+        );
+        close(
+            f.row[idx("recent_log_time")],
+            (10f64.ln() + 100f64.ln() + k * mm) / (2.0 + k),
+        );
         // ability: (1-0.6) + (0-0.6) + (1-0.6) over 3+4
         close(f.row[idx("ability")], 0.2 / 7.0);
         close(f.row[idx("topic_ability")], -0.2 / 6.0);
         // speed: (ln10 - m) + (ln100 - m) over 2+4
-        close(f.row[idx("speed")], (10f64.ln() + 100f64.ln() - 2.0 * m) / 6.0);
+        close(
+            f.row[idx("speed")],
+            (10f64.ln() + 100f64.ln() - 2.0 * m) / 6.0,
+        );
         // item q2 was attempted once, wrong
         close(f.row[idx("item_count")], 2f64.ln());
         close(f.row[idx("item_last_correct")], -1.0);
@@ -437,8 +508,9 @@ mod tests {
     #[test]
     fn window_keeps_most_recent() {
         let t = empty_table();
-        let h: Vec<Event> =
-            (0..10).map(|i| Event::resolve("a", "", "", i >= 7, Some(5.0), &t)).collect();
+        let h: Vec<Event> = (0..10)
+            .map(|i| Event::resolve("a", "", "", i >= 7, Some(5.0), &t))
+            .collect();
         assert_eq!(window(&h, 3).len(), 3);
         assert!(window(&h, 3).iter().all(|e| e.correct));
         assert_eq!(window(&h, 256).len(), 10);

@@ -3,7 +3,8 @@
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
 //! - [`artifact`]: the model file's contract and the checks that refuse a bad one;
 //! - [`onnx`]: the ONNX writer; [`linear`]: the linear family's graph;
-//! - [`bootstrap`]: the model served before any training.
+//! - [`bootstrap`]: the model served before any training;
+//! - `runtime` (feature `runtime`): running an artifact with ONNX Runtime.
 //!
 //! This crate knows neither gRPC nor the database.
 
@@ -13,10 +14,12 @@ pub mod features;
 pub mod linear;
 pub mod onnx;
 pub mod priors;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 
 pub use artifact::{Artifact, ArtifactError, IndexField, IndexInput, ModelMetadata};
 pub use features::{
     CandidateKey, Event, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureContext, FeatureRow,
-    Features,
+    Features, RowKeys,
 };
 pub use priors::{PriorTable, Priors, Stat};

