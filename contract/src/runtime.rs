@@ -55,6 +55,16 @@ impl From<ort::Error> for RuntimeError {
     }
 }
 
+/// Where to load ONNX Runtime from: the configured path, else `ORT_DYLIB_PATH`
+/// (which `.cargo/config.toml` sets for `cargo run` and `cargo test`), else
+/// `.ort/libonnxruntime.so` where `scripts/setup-ort.sh` puts it.
+pub fn library_path(configured: Option<&Path>) -> std::path::PathBuf {
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
+        .unwrap_or_else(|| ".ort/libonnxruntime.so".into())
+}
+
 /// Loads the ONNX Runtime shared library once per process; later calls are no-ops.
 pub fn init(library: &Path) -> Result<(), RuntimeError> {
     if ENVIRONMENT.get().is_some() {

@@ -1,1 +1,164 @@
 //! `trainer-svc import`: a CSV file into `completed_tasks`, in one transaction.
+//!
+//! The file is parsed on a blocking thread and handed over in batches through
+//! a small bounded channel, so decompression and parsing overlap with the
+//! database inserts while memory stays at a few batches. Everything goes into
+//! one transaction: a malformed line anywhere means nothing is imported and
+//! the error names the line.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::csv_source::{CsvError, CsvSource};
+use crate::db::{Db, DbError, INSERT_BATCH};
+use crate::rows::TaskRow;
+
+/// Batches parsed ahead of the database.
+const CHANNEL_BATCHES: usize = 4;
+
+/// How far an import has got, passed to the progress callback after each batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Rows inserted so far (not yet committed).
+    pub rows: u64,
+    /// Bytes of the file read so far (compressed bytes for gzip).
+    pub bytes_read: u64,
+    /// Size of the file in bytes.
+    pub total_bytes: u64,
+}
+
+/// The outcome of a successful import.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImportReport {
+    /// Rows imported (committed).
+    pub rows_imported: u64,
+    /// Wall time, from opening the file to the commit.
+    pub elapsed: Duration,
+}
+
+impl ImportReport {
+    /// Import throughput.
+    pub fn rows_per_second(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.rows_imported as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Why an import failed; in every case nothing was imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file is missing, unreadable or has a malformed line.
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// What is wrong, with the line number where there is one.
+        source: CsvError,
+    },
+    /// The database refused the rows.
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    /// The parsing thread died.
+    #[error("CSV reader thread failed: {0}")]
+    Reader(String),
+}
+
+impl ImportError {
+    /// The malformed line, when the failure is about one line of the file.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            ImportError::Csv { source, .. } => source.line(),
+            _ => None,
+        }
+    }
+}
+
+type Batch = Result<Vec<TaskRow>, CsvError>;
+
+/// Parses `source` into batches until the end, an error, or the receiver hanging up.
+fn read_batches(source: CsvSource, tx: tokio::sync::mpsc::Sender<Batch>) {
+    let mut batch = Vec::with_capacity(INSERT_BATCH);
+    for item in source {
+        match item {
+            Ok((_line, row)) => {
+                batch.push(row);
+                if batch.len() >= INSERT_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Ok(batch));
+    }
+}
+
+/// Imports every row of the CSV file at `path` (plain or gzip) into
+/// `completed_tasks` in one transaction, calling `progress` after each batch.
+///
+/// On SQLite the transaction holds the pool's only connection until the
+/// commit, so other users of the same `Db` wait for the import.
+pub async fn import_csv(
+    db: &Db,
+    path: &Path,
+    mut progress: impl FnMut(&ImportProgress),
+) -> Result<ImportReport, ImportError> {
+    let started = Instant::now();
+    let csv_err = |source| ImportError::Csv {
+        path: path.display().to_string(),
+        source,
+    };
+    let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // Opening and reading the header here reports a missing file or a bad
+    // header before any transaction starts.
+    let source = CsvSource::open(path).map_err(csv_err)?;
+    let bytes_read = source.bytes_read_counter();
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
+    let reader = tokio::task::spawn_blocking(move || read_batches(source, tx));
+
+    let mut inserter = db.task_inserter().await?;
+    let mut rows = 0u64;
+    while let Some(batch) = rx.recv().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // Dropping the inserter would roll back too; doing it here
+                // frees the connection before the error is returned.
+                inserter.rollback().await?;
+                return Err(csv_err(e));
+            }
+        };
+        rows += batch.len() as u64;
+        if let Err(e) = inserter.extend(batch).await {
+            drop(rx);
+            let _ = inserter.rollback().await;
+            return Err(e.into());
+        }
+        progress(&ImportProgress {
+            rows,
+            bytes_read: bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+            total_bytes,
+        });
+    }
+    if let Err(e) = reader.await {
+        let _ = inserter.rollback().await;
+        return Err(ImportError::Reader(e.to_string()));
+    }
+    let rows_imported = inserter.commit().await?;
+    Ok(ImportReport {
+        rows_imported,
+        elapsed: started.elapsed(),
+    })
+}

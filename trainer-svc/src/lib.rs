@@ -1,9 +1,23 @@
 //! trainer-svc: reads completed tasks, retrains, evaluates chronologically,
 //! keeps every version in a registry and tells inference replicas to swap.
 
+pub mod config;
 pub mod csv_source;
+pub mod dataset;
 pub mod db;
+pub mod evaluate;
+pub mod family;
+pub mod gate;
 pub mod import;
-pub mod rows;
-pub mod sim;
+pub mod linear;
 pub mod metrics;
+pub mod offline;
+pub mod pipeline;
+pub mod publisher;
+pub mod rows;
+pub mod runner;
+pub mod server;
+pub mod service;
+pub mod sim;
+pub mod source;
+pub mod telemetry;

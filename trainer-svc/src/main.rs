@@ -1,1 +1,201 @@
-fn main() {}
+//! `trainer-svc`: the command line. `serve` runs the service; `import`,
+//! `train`, `eval` and `simulate` are offline tools on the same code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use trainer_svc::family::{Family, FitOptions};
+use trainer_svc::pipeline::TrainSpec;
+
+/// Retrains Taskcast models from completed tasks, evaluates them on a
+/// chronological hold-out, keeps a registry and notifies inference replicas.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the trainer service (gRPC Trainer API, automatic retraining,
+    /// model registry, WatchModels for inference replicas).
+    Serve(trainer_svc::config::ServeConfig),
+    /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty])
+    /// into completed_tasks, all or nothing.
+    Import {
+        /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
+        #[arg(
+            long,
+            env = "TASKCAST_DATABASE_URL",
+            default_value = "sqlite://taskcast.db?mode=rwc"
+        )]
+        database_url: String,
+        /// The CSV file, plain or gzip.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Train one model family on a CSV file and write an ONNX file that
+    /// `inference-svc --model` serves.
+    Train {
+        #[command(flatten)]
+        common: Offline,
+        /// Model family.
+        #[arg(long, default_value = "linear")]
+        family: Family,
+        /// Where to write the model.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate model families and baselines on the chronological hold-out of
+    /// a CSV file (the last 20% of each learner's attempts).
+    Eval {
+        #[command(flatten)]
+        common: Offline,
+        /// Families to evaluate (repeatable); all when omitted.
+        #[arg(long)]
+        family: Vec<Family>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write simulated learners' completed tasks as CSV (demo and test data).
+    Simulate {
+        /// Output CSV file ("-" for stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Learners to simulate.
+        #[arg(long, default_value_t = 200)]
+        learners: usize,
+        /// Mean attempts per learner.
+        #[arg(long, default_value_t = 60)]
+        attempts: usize,
+        /// Random seed (same seed, same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+/// Options shared by the offline training commands.
+#[derive(Args)]
+struct Offline {
+    /// The CSV file, plain or gzip.
+    #[arg(long)]
+    data: PathBuf,
+    /// Attempts of history the features look back over.
+    #[arg(long, default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
+    history_window: u32,
+    /// L2 strength of the linear family's logistic regression.
+    #[arg(long, default_value_t = trainer_svc::linear::DEFAULT_ALPHA)]
+    alpha: f64,
+    /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
+    #[arg(long, env = "TASKCAST_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+}
+
+impl Offline {
+    fn spec(&self, family: Family) -> anyhow::Result<TrainSpec> {
+        let lib = taskcast_contract::runtime::library_path(self.ort_lib.as_deref());
+        taskcast_contract::runtime::init(&lib)?;
+        Ok(TrainSpec {
+            family,
+            fit: FitOptions {
+                alpha: self.alpha,
+                ..FitOptions::default()
+            },
+            history_window: self.history_window,
+            ..TrainSpec::default()
+        })
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => {
+            taskcast_proto::serve::init_tracing(config.log_format, "info");
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
+                .await
+                .with_context(|| format!("binding {}", config.metrics_listen))?;
+            tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, "trainer-svc starting");
+            trainer_svc::server::run(
+                listener,
+                Some(metrics),
+                config,
+                taskcast_proto::serve::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Import { database_url, data } => {
+            let db = trainer_svc::db::Db::connect(&database_url)
+                .await
+                .with_context(|| format!("opening {database_url}"))?;
+            let report = trainer_svc::import::import_csv(&db, &data, |_| {}).await?;
+            println!(
+                "imported {} rows from {} in {:.1}s",
+                report.rows_imported,
+                data.display(),
+                report.elapsed.as_secs_f64()
+            );
+        }
+        Command::Train {
+            common,
+            family,
+            out,
+        } => {
+            let spec = common.spec(family)?;
+            trainer_svc::offline::train(&common.data, &spec, &out).await?;
+        }
+        Command::Eval {
+            common,
+            family,
+            json,
+        } => {
+            let families = if family.is_empty() {
+                Family::ALL.to_vec()
+            } else {
+                family
+            };
+            let spec = common.spec(families[0])?;
+            trainer_svc::offline::eval(&common.data, &families, &spec, json).await?;
+        }
+        Command::Simulate {
+            out,
+            learners,
+            attempts,
+            seed,
+        } => {
+            let config = trainer_svc::sim::SimConfig {
+                seed,
+                learners,
+                attempts_per_learner: attempts,
+                ..Default::default()
+            };
+            let rows = trainer_svc::sim::Simulator::new(config)?.generate();
+            if out.as_os_str() == "-" {
+                trainer_svc::sim::write_csv(&rows, std::io::stdout().lock())?;
+            } else {
+                let file = std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                trainer_svc::sim::write_csv(&rows, std::io::BufWriter::new(file))?;
+                eprintln!("wrote {} rows to {}", rows.len(), out.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

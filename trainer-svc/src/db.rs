@@ -1,1 +1,0 @@
-//! The database: entities, migrations and queries (sea-orm; SQLite or PostgreSQL).

@@ -1,0 +1,285 @@
+//! Schema migrations, applied by [`super::Db::connect`]. The same statements
+//! run on SQLite and PostgreSQL; every `CREATE` is `IF NOT EXISTS` so a schema
+//! made by the app backend (which owns `completed_tasks`) is accepted as is.
+
+use sea_orm_migration::prelude::*;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+/// The first schema.
+struct Initial;
+
+impl MigrationName for Initial {
+    // Fixed rather than derived from the module path so moving the file cannot
+    // make an applied migration look new.
+    fn name(&self) -> &str {
+        "m20250601_000001_initial"
+    }
+}
+
+#[derive(DeriveIden)]
+enum CompletedTasks {
+    Table,
+    Id,
+    UserId,
+    Topic,
+    Difficulty,
+    ItemId,
+    Correct,
+    Seconds,
+    CompletedAt,
+    PredictedPCorrect,
+    PredictedSeconds,
+    ModelVersion,
+}
+
+#[derive(DeriveIden)]
+enum ModelVersions {
+    Table,
+    Version,
+    Family,
+    FeatureSchema,
+    Onnx,
+    Sha256,
+    Metrics,
+    State,
+    Reason,
+    CreatedAt,
+    PromotedAt,
+    SizeBytes,
+    RunId,
+    Seq,
+}
+
+#[derive(DeriveIden)]
+enum Promotions {
+    Table,
+    Id,
+    Version,
+    PromotedAt,
+    Kind,
+}
+
+#[derive(DeriveIden)]
+enum TrainingRuns {
+    Table,
+    Id,
+    Trigger,
+    Family,
+    State,
+    Phase,
+    Progress,
+    RowsUsed,
+    RowsSkipped,
+    SkippedDetail,
+    Metrics,
+    ModelVersion,
+    GateReason,
+    Error,
+    StartedAt,
+    FinishedAt,
+}
+
+#[derive(DeriveIden)]
+enum TrainerState {
+    Table,
+    Key,
+    Value,
+}
+
+fn text(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).text().not_null().take()
+}
+
+fn text_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).text().null().take()
+}
+
+fn double_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).double().null().take()
+}
+
+fn ts(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col)
+        .timestamp_with_time_zone()
+        .not_null()
+        .take()
+}
+
+fn ts_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).timestamp_with_time_zone().null().take()
+}
+
+fn big_pk(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col)
+        .big_integer()
+        .not_null()
+        .auto_increment()
+        .primary_key()
+        .take()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(CompletedTasks::Table)
+                    .if_not_exists()
+                    .col(big_pk(CompletedTasks::Id))
+                    .col(text(CompletedTasks::UserId))
+                    .col(text(CompletedTasks::Topic))
+                    .col(text(CompletedTasks::Difficulty).default(""))
+                    .col(text_null(CompletedTasks::ItemId))
+                    .col(ColumnDef::new(CompletedTasks::Correct).boolean().not_null())
+                    .col(double_null(CompletedTasks::Seconds))
+                    .col(ts(CompletedTasks::CompletedAt))
+                    .col(double_null(CompletedTasks::PredictedPCorrect))
+                    .col(double_null(CompletedTasks::PredictedSeconds))
+                    .col(text_null(CompletedTasks::ModelVersion))
+                    .to_owned(),
+            )
+            .await?;
+        // The training scan's order and keyset; the primary key already
+        // indexes `id` for the watermark queries.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_completed_tasks_user_time_id")
+                    .table(CompletedTasks::Table)
+                    .col(CompletedTasks::UserId)
+                    .col(CompletedTasks::CompletedAt)
+                    .col(CompletedTasks::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(ModelVersions::Table)
+                    .if_not_exists()
+                    .col(text(ModelVersions::Version).primary_key())
+                    .col(text(ModelVersions::Family))
+                    .col(text(ModelVersions::FeatureSchema))
+                    .col(ColumnDef::new(ModelVersions::Onnx).blob().not_null())
+                    .col(text(ModelVersions::Sha256))
+                    .col(text(ModelVersions::Metrics).default("{}"))
+                    .col(text(ModelVersions::State))
+                    .col(text(ModelVersions::Reason).default(""))
+                    .col(ts(ModelVersions::CreatedAt))
+                    .col(ts_null(ModelVersions::PromotedAt))
+                    .col(
+                        ColumnDef::new(ModelVersions::SizeBytes)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(text_null(ModelVersions::RunId))
+                    .col(ColumnDef::new(ModelVersions::Seq).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_model_versions_created_at")
+                    .table(ModelVersions::Table)
+                    .col(ModelVersions::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        // At most one active version, enforced by the database so that two
+        // replicas promoting at once cannot both win. Same syntax on both backends.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX IF NOT EXISTS idx_model_versions_one_active \
+                 ON model_versions (state) WHERE state = 'active'",
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Promotions::Table)
+                    .if_not_exists()
+                    .col(big_pk(Promotions::Id))
+                    .col(text(Promotions::Version))
+                    .col(ts(Promotions::PromotedAt))
+                    .col(text(Promotions::Kind))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(TrainingRuns::Table)
+                    .if_not_exists()
+                    .col(text(TrainingRuns::Id).primary_key())
+                    .col(text(TrainingRuns::Trigger))
+                    .col(text(TrainingRuns::Family))
+                    .col(text(TrainingRuns::State))
+                    .col(text(TrainingRuns::Phase).default(""))
+                    .col(
+                        ColumnDef::new(TrainingRuns::Progress)
+                            .double()
+                            .not_null()
+                            .default(0.0),
+                    )
+                    .col(
+                        ColumnDef::new(TrainingRuns::RowsUsed)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(TrainingRuns::RowsSkipped)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(text(TrainingRuns::SkippedDetail).default("{}"))
+                    .col(text(TrainingRuns::Metrics).default("{}"))
+                    .col(text_null(TrainingRuns::ModelVersion))
+                    .col(text(TrainingRuns::GateReason).default(""))
+                    .col(text(TrainingRuns::Error).default(""))
+                    .col(ts(TrainingRuns::StartedAt))
+                    .col(ts_null(TrainingRuns::FinishedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_training_runs_state")
+                    .table(TrainingRuns::Table)
+                    .col(TrainingRuns::State)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(TrainerState::Table)
+                    .if_not_exists()
+                    .col(text(TrainerState::Key).primary_key())
+                    .col(text(TrainerState::Value))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! `completed_tasks`: bulk inserts and the keyset-paged training scan.
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use super::entities::completed_task::{Column, Entity};
+use super::{Db, DbError, DbResult, completed_at_from_ms};
+use crate::rows::TaskRow;
+
+/// Inserts `rows` with one multi-row `INSERT` (callers keep it within
+/// [`Db::insert_batch_rows`]).
+async fn insert_chunk(conn: &impl ConnectionTrait, rows: &[TaskRow]) -> DbResult<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut stmt = Query::insert();
+    stmt.into_table(Entity).columns([
+        Column::UserId,
+        Column::ItemId,
+        Column::Topic,
+        Column::Difficulty,
+        Column::Correct,
+        Column::Seconds,
+        Column::CompletedAt,
+    ]);
+    for r in rows {
+        let at = completed_at_from_ms(r.completed_at_ms).ok_or_else(|| {
+            DbError::Invalid(format!(
+                "completed_at {} ms is outside years 1..=9999",
+                r.completed_at_ms
+            ))
+        })?;
+        stmt.values([
+            Expr::val(r.user_id.clone()),
+            Expr::val(r.item_id.clone()),
+            Expr::val(r.topic.clone()),
+            Expr::val(r.difficulty.clone()),
+            Expr::val(r.correct),
+            Expr::val(r.seconds),
+            Expr::val(at),
+        ])
+        .map_err(|e| DbError::Invalid(e.to_string()))?;
+    }
+    let res = conn.execute(&stmt).await?;
+    Ok(res.rows_affected())
+}
+
+/// Streams rows into `completed_tasks` inside one transaction, in batches of
+/// [`Db::insert_batch_rows`]. Nothing is visible to others until [`TaskInserter::commit`];
+/// dropping the inserter (or an error) rolls everything back.
+pub struct TaskInserter {
+    tx: DatabaseTransaction,
+    buf: Vec<TaskRow>,
+    batch: usize,
+    written: u64,
+}
+
+impl TaskInserter {
+    /// Adds one row, flushing a full batch to the database.
+    pub async fn push(&mut self, row: TaskRow) -> DbResult<()> {
+        self.buf.push(row);
+        if self.buf.len() >= self.batch {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds many rows.
+    pub async fn extend(&mut self, rows: impl IntoIterator<Item = TaskRow>) -> DbResult<()> {
+        for r in rows {
+            self.push(r).await?;
+        }
+        Ok(())
+    }
+
+    /// Rows sent to the database so far (not counting the unflushed batch).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    async fn flush(&mut self) -> DbResult<()> {
+        self.written += insert_chunk(&self.tx, &self.buf).await?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered and commits; returns the rows inserted.
+    pub async fn commit(mut self) -> DbResult<u64> {
+        self.flush().await?;
+        self.tx.commit().await?;
+        Ok(self.written)
+    }
+
+    /// Discards everything inserted through this inserter.
+    pub async fn rollback(self) -> DbResult<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+/// The keyset cursor: the sort key of the last row returned.
+#[derive(Clone, Debug)]
+struct Cursor {
+    user_id: String,
+    completed_at: DateTime<Utc>,
+    id: i64,
+}
+
+/// Pages through `completed_tasks` ordered by `(user_id, completed_at, id)`.
+///
+/// Each page is one query `WHERE (user_id, completed_at, id) > <last key>
+/// ORDER BY user_id, completed_at, id LIMIT n`, served by the index on those
+/// columns, so memory is one page and no connection is held between pages
+/// (important on SQLite, whose pool has one connection). Rows inserted
+/// during the scan with ids above `up_to_id` are never returned.
+pub struct TaskPager {
+    conn: DatabaseConnection,
+    page_size: u64,
+    up_to_id: Option<i64>,
+    cursor: Option<Cursor>,
+    done: bool,
+}
+
+/// One row of `completed_tasks` as selected by the scan.
+type ScanTuple = (
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    bool,
+    Option<f64>,
+    DateTime<Utc>,
+);
+
+impl TaskPager {
+    /// The next page of `(id, row)`, or `None` when the scan is over.
+    pub async fn next_page(&mut self) -> DbResult<Option<Vec<(i64, TaskRow)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut q = Entity::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::UserId,
+                Column::ItemId,
+                Column::Topic,
+                Column::Difficulty,
+                Column::Correct,
+                Column::Seconds,
+                Column::CompletedAt,
+            ])
+            .order_by_asc(Column::UserId)
+            .order_by_asc(Column::CompletedAt)
+            .order_by_asc(Column::Id)
+            .limit(self.page_size);
+        if let Some(up) = self.up_to_id {
+            q = q.filter(Column::Id.lte(up));
+        }
+        if let Some(c) = &self.cursor {
+            // A row-value comparison keeps this a single index range scan on
+            // both PostgreSQL and SQLite (>= 3.15).
+            q = q.filter(
+                Expr::tuple([
+                    Expr::col((Entity, Column::UserId)),
+                    Expr::col((Entity, Column::CompletedAt)),
+                    Expr::col((Entity, Column::Id)),
+                ])
+                .gt(Expr::tuple([
+                    Expr::val(c.user_id.clone()),
+                    Expr::val(c.completed_at),
+                    Expr::val(c.id),
+                ])),
+            );
+        }
+        let rows: Vec<ScanTuple> = q.into_tuple().all(&self.conn).await?;
+        if (rows.len() as u64) < self.page_size {
+            self.done = true;
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        if let Some((id, user_id, _, _, _, _, _, completed_at)) = rows.last() {
+            self.cursor = Some(Cursor {
+                user_id: user_id.clone(),
+                completed_at: *completed_at,
+                id: *id,
+            });
+        }
+        let page = rows
+            .into_iter()
+            .map(
+                |(id, user_id, item_id, topic, difficulty, correct, seconds, at)| {
+                    (
+                        id,
+                        TaskRow {
+                            user_id,
+                            item_id,
+                            topic,
+                            difficulty,
+                            correct,
+                            seconds,
+                            completed_at_ms: at.timestamp_millis(),
+                        },
+                    )
+                },
+            )
+            .collect();
+        Ok(Some(page))
+    }
+
+    /// The scan as a stream of single rows (still fetched a page at a time).
+    pub fn into_stream(self) -> impl Stream<Item = DbResult<(i64, TaskRow)>> + Send {
+        use futures::StreamExt;
+        futures::stream::try_unfold(self, |mut pager| async move {
+            Ok(pager
+                .next_page()
+                .await?
+                .map(|page| (futures::stream::iter(page.into_iter().map(Ok)), pager)))
+        })
+        .flat_map(|r| match r {
+            Ok(s) => s.left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        })
+    }
+}
+
+impl Db {
+    /// Inserts rows in one transaction, as multi-row `INSERT`s of
+    /// [`Db::insert_batch_rows`]; all or nothing. Returns the rows inserted.
+    pub async fn insert_tasks(&self, rows: &[TaskRow]) -> DbResult<u64> {
+        let tx = self.conn.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(self.insert_batch_rows()) {
+            n += insert_chunk(&tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Starts a streaming all-or-nothing insert (used by the CSV import).
+    ///
+    /// On SQLite the transaction holds the only pooled connection until it
+    /// commits or is dropped: do not run other queries on this `Db` meanwhile.
+    pub async fn task_inserter(&self) -> DbResult<TaskInserter> {
+        Ok(TaskInserter {
+            tx: self.conn.begin().await?,
+            buf: Vec::with_capacity(self.insert_batch_rows()),
+            batch: self.insert_batch_rows(),
+            written: 0,
+        })
+    }
+
+    /// Number of rows in `completed_tasks`.
+    pub async fn count_tasks(&self) -> DbResult<u64> {
+        Ok(Entity::find().count(&self.conn).await?)
+    }
+
+    /// Highest `completed_tasks.id`, `None` when the table is empty.
+    pub async fn max_task_id(&self) -> DbResult<Option<i64>> {
+        let max: Option<Option<i64>> = Entity::find()
+            .select_only()
+            .column_as(Column::Id.max(), "max_id")
+            .into_tuple()
+            .one(&self.conn)
+            .await?;
+        Ok(max.flatten())
+    }
+
+    /// Rows with `id > after` (arrived since the watermark `after`).
+    pub async fn count_tasks_after(&self, after: i64) -> DbResult<u64> {
+        Ok(Entity::find()
+            .filter(Column::Id.gt(after))
+            .count(&self.conn)
+            .await?)
+    }
+
+    /// Pages through all rows (or those with `id <= up_to_id`) in
+    /// `(user_id, completed_at, id)` order, `page_size` rows per query.
+    /// `page_size` 0 is taken as 1.
+    pub fn scan_tasks(&self, page_size: u64, up_to_id: Option<i64>) -> TaskPager {
+        TaskPager {
+            conn: self.conn.clone(),
+            page_size: std::cmp::max(page_size, 1),
+            up_to_id,
+            cursor: None,
+            done: false,
+        }
+    }
+}

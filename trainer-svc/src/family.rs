@@ -1,0 +1,123 @@
+//! Model families behind one interface: fit on a [`Dataset`], predict in
+//! Rust, describe the ONNX graph and its index inputs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use taskcast_contract::linear::LinearModel;
+use taskcast_contract::onnx::GraphBuilder;
+use taskcast_contract::runtime::Output;
+use taskcast_contract::{FEATURE_COUNT, FeatureRow, IndexInput};
+
+use crate::dataset::{Dataset, Rows};
+use crate::linear::{self, FitError};
+
+/// A trainable model family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Logistic + least-squares regression on the shared features.
+    Linear,
+}
+
+impl Family {
+    /// Every family, for `eval` tables.
+    pub const ALL: [Family; 1] = [Family::Linear];
+
+    /// The family's name in artifacts, the registry and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Linear => "linear",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown model family `{s}` (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// Hyper-parameters of every family.
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    /// L2 strength for the linear family's logistic regression.
+    pub alpha: f64,
+    /// Seed for families that draw random numbers.
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            alpha: linear::DEFAULT_ALPHA,
+            seed: 7,
+        }
+    }
+}
+
+/// A fitted model of some family.
+#[derive(Clone, Debug)]
+pub enum Fitted {
+    /// See [`Family::Linear`].
+    Linear(LinearModel),
+}
+
+impl Fitted {
+    /// Fits `family` on the dataset's training rows.
+    pub fn fit(family: Family, ds: &Dataset, opts: &FitOptions) -> Result<Fitted, FitError> {
+        match family {
+            Family::Linear => Ok(Fitted::Linear(linear::fit(&ds.train, opts.alpha)?)),
+        }
+    }
+
+    /// The family.
+    pub fn family(&self) -> Family {
+        match self {
+            Fitted::Linear(_) => Family::Linear,
+        }
+    }
+
+    /// In-Rust forward pass over `rows` (the reference the export must match).
+    pub fn predict(&self, rows: &Rows) -> Vec<Output> {
+        match self {
+            Fitted::Linear(m) => (0..rows.len())
+                .map(|i| {
+                    let mut row: FeatureRow = [0.0; FEATURE_COUNT];
+                    row.copy_from_slice(rows.row(i));
+                    let (p_correct, log_seconds) = m.predict(&row);
+                    Output {
+                        p_correct,
+                        log_seconds,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The ONNX graph.
+    pub fn graph(&self) -> GraphBuilder {
+        match self {
+            Fitted::Linear(m) => m.graph(),
+        }
+    }
+
+    /// Index inputs the graph takes (vocabularies), built from the dataset.
+    pub fn index_inputs(&self, _ds: &Dataset) -> Vec<IndexInput> {
+        match self {
+            Fitted::Linear(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Family `linear`: linfa's L2 logistic regression for correctness and linfa's
+//! least-squares regression on log-seconds for time, on standardised features;
+//! the standardisation is folded back into the weights so the exported graph
+//! takes the shared feature rows as they are.
+
+use linfa::prelude::*;
+use linfa_linear::LinearRegression;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use taskcast_contract::FEATURE_COUNT;
+use taskcast_contract::features::feature_index;
+use taskcast_contract::linear::LinearModel;
+
+use crate::dataset::Rows;
+
+/// L2 strength on the summed log loss (linfa's convention; ≈ 1/C of scikit-learn).
+pub const DEFAULT_ALPHA: f64 = 1.0;
+
+/// Why a fit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// Nothing to learn from.
+    #[error("no training rows")]
+    Empty,
+    /// Every training row has the same outcome.
+    #[error("every training row has the same outcome; correctness cannot be learned")]
+    OneClass,
+    /// linfa refused the problem.
+    #[error("linfa: {0}")]
+    Linfa(String),
+}
+
+/// Per-feature mean and scale; constant or duplicate columns get weight 0.
+struct Scaling {
+    mean: [f64; FEATURE_COUNT],
+    scale: [f64; FEATURE_COUNT],
+    used: Vec<usize>,
+}
+
+impl Scaling {
+    fn fit(rows: &Rows, idx: &[usize]) -> Scaling {
+        let n = idx.len().max(1) as f64;
+        let mut mean = [0f64; FEATURE_COUNT];
+        let mut sq = [0f64; FEATURE_COUNT];
+        for &i in idx {
+            for (j, v) in rows.row(i).iter().enumerate() {
+                mean[j] += f64::from(*v);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        for &i in idx {
+            for (j, v) in rows.row(i).iter().enumerate() {
+                sq[j] += (f64::from(*v) - mean[j]).powi(2);
+            }
+        }
+        let scale = sq.map(|s| (s / n).sqrt());
+        // A column identical to an earlier one (e.g. item and topic priors
+        // when no row has an item) makes least squares singular: drop it.
+        let mut used: Vec<usize> = Vec::new();
+        for j in 0..FEATURE_COUNT {
+            if scale[j] < 1e-9 {
+                continue;
+            }
+            let dup = used
+                .iter()
+                .any(|&k| idx.iter().all(|&i| rows.row(i)[j] == rows.row(i)[k]));
+            if !dup {
+                used.push(j);
+            }
+        }
+        Scaling {
+            mean,
+            scale: scale.map(|s| if s < 1e-9 { 1.0 } else { s }),
+            used,
+        }
+    }
+
+    fn matrix(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
+        let mut x = Array2::<f64>::zeros((idx.len(), self.used.len()));
+        for (r, &i) in idx.iter().enumerate() {
+            let row = rows.row(i);
+            for (c, &j) in self.used.iter().enumerate() {
+                x[[r, c]] = (f64::from(row[j]) - self.mean[j]) / self.scale[j];
+            }
+        }
+        x
+    }
+
+    /// Weights on standardised used columns → weights and bias on raw rows.
+    fn unfold(&self, w: &Array1<f64>, b: f64) -> ([f32; FEATURE_COUNT], f32) {
+        let mut raw = [0f32; FEATURE_COUNT];
+        let mut bias = b;
+        for (c, &j) in self.used.iter().enumerate() {
+            let wj = w[c] / self.scale[j];
+            raw[j] = wj as f32;
+            bias -= wj * self.mean[j];
+        }
+        (raw, bias as f32)
+    }
+}
+
+/// Fits the linear family on `rows` (all of them).
+pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
+    if rows.is_empty() {
+        return Err(FitError::Empty);
+    }
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let positives = rows.correct.iter().filter(|c| **c).count();
+    if positives == 0 || positives == rows.len() {
+        return Err(FitError::OneClass);
+    }
+    let scaling = Scaling::fit(rows, &all);
+    let x = scaling.matrix(rows, &all);
+    let y = Array1::from_iter(rows.correct.iter().copied());
+    let fitted = LogisticRegression::default()
+        .alpha(alpha)
+        .max_iterations(200)
+        .gradient_tolerance(1e-5)
+        .fit(&linfa::Dataset::new(x, y))
+        .map_err(|e| FitError::Linfa(e.to_string()))?;
+    // linfa's "positive" class is the more frequent label, not `true`: flip
+    // when `false` is positive, or the model would predict the complement.
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    let (p_weights, p_bias) = scaling.unfold(
+        &fitted.params().mapv(|w| w * sign),
+        fitted.intercept() * sign,
+    );
+
+    let timed: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| rows.log_time(i).is_some())
+        .collect();
+    let (t_weights, t_bias, offsets) = if timed.len() > FEATURE_COUNT * 2 {
+        let ts = Scaling::fit(rows, &timed);
+        let xt = ts.matrix(rows, &timed);
+        let yt = Array1::from_iter(timed.iter().filter_map(|&i| rows.log_time(i)));
+        let reg = LinearRegression::new()
+            .fit(&linfa::Dataset::new(xt.clone(), yt.clone()))
+            .map_err(|e| FitError::Linfa(e.to_string()))?;
+        let pred = reg.predict(&xt);
+        let mut resid: Vec<f64> = yt.iter().zip(pred.iter()).map(|(y, p)| y - p).collect();
+        resid.sort_by(f64::total_cmp);
+        let q = |p: f64| resid[((resid.len() - 1) as f64 * p).round() as usize];
+        let (w, b) = ts.unfold(reg.params(), reg.intercept());
+        (w, b, [q(0.1) as f32, q(0.5) as f32, q(0.9) as f32])
+    } else {
+        // No times to learn from: predict the population's typical time from
+        // the item prior, with the bootstrap's spread.
+        let mut w = [0f32; FEATURE_COUNT];
+        if let Some(i) = feature_index("prior_item_log_time") {
+            w[i] = 1.0;
+        }
+        (w, 0.0, [-1.0, 0.0, 1.0])
+    };
+    Ok(LinearModel {
+        p_weights,
+        p_bias,
+        t_weights,
+        t_bias,
+        t_quantile_offsets: offsets,
+    })
+}

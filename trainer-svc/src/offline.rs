@@ -1,0 +1,205 @@
+//! The offline commands: `train` and `eval` on a CSV file, with a progress
+//! bar and a metrics table, on exactly the code the service runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::dataset::Dataset;
+use crate::family::Family;
+use crate::metrics::MetricSet;
+use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
+use crate::source::load_csv;
+
+/// What went wrong in an offline command.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The CSV could not be read.
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// Cause (names the line).
+        source: crate::csv_source::CsvError,
+    },
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Writing the output failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A progress bar over the run's phases (hidden when stderr is not a terminal).
+fn bar() -> ProgressBar {
+    let pb = ProgressBar::new(1000);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {percent:>3}% {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn on_phase(pb: &ProgressBar) -> impl FnMut(Phase, f64) + Send + '_ {
+    move |phase: Phase, share: f64| {
+        pb.set_message(phase.name());
+        pb.set_position((phase.overall(share) * 1000.0) as u64);
+    }
+}
+
+/// Loads and featurises a CSV once, for training one or several families.
+async fn dataset(path: &Path, spec: &TrainSpec, pb: &ProgressBar) -> Result<Dataset, OfflineError> {
+    pb.set_message("loading");
+    let csv = load_csv(path).map_err(|source| OfflineError::Csv {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if csv.malformed > 0 {
+        pb.suspend(|| {
+            eprintln!("skipped {} malformed lines, e.g.:", csv.malformed);
+            for e in &csv.examples {
+                eprintln!("  {e}");
+            }
+        });
+    }
+    let mut source = csv.source;
+    let mut progress = on_phase(pb);
+    Ok(pipeline::prepare(&mut source, spec.history_window, None, &mut progress).await?)
+}
+
+/// `trainer-svc train`: fits `spec.family` on a CSV and writes the ONNX file.
+pub async fn train(path: &Path, spec: &TrainSpec, out: &Path) -> Result<Trained, OfflineError> {
+    let started = Instant::now();
+    let pb = bar();
+    let ds = dataset(path, spec, &pb).await?;
+    let mut progress = on_phase(&pb);
+    let trained = pipeline::fit_and_judge(&ds, spec, None, &mut progress)?;
+    drop(progress);
+    std::fs::write(out, &trained.onnx).map_err(|source| OfflineError::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    pb.finish_and_clear();
+    let mut models = trained.baselines.clone();
+    models.insert(
+        spec.family.name().to_string(),
+        trained.candidate.metrics.clone(),
+    );
+    print_table(trained.rows, trained.holdout_rows, &models);
+    println!(
+        "\nwrote {} ({} bytes, sha256 {}) in {:.1}s\nversion {}  gate: {}",
+        out.display(),
+        trained.onnx.len(),
+        trained.sha256,
+        started.elapsed().as_secs_f64(),
+        trained.metadata.version,
+        trained.verdict.reason()
+    );
+    Ok(trained)
+}
+
+/// `trainer-svc eval`: every requested family and the baselines on one hold-out.
+pub async fn eval(
+    path: &Path,
+    families: &[Family],
+    spec: &TrainSpec,
+    json_out: bool,
+) -> Result<(), OfflineError> {
+    let pb = bar();
+    let ds = dataset(path, spec, &pb).await?;
+    let mut models: BTreeMap<String, MetricSet> = BTreeMap::new();
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    for family in families {
+        let started = Instant::now();
+        let spec = TrainSpec {
+            family: *family,
+            ..spec.clone()
+        };
+        let mut progress = on_phase(&pb);
+        let trained = pipeline::fit_and_judge(&ds, &spec, None, &mut progress)?;
+        seconds.insert(family.name().to_string(), started.elapsed().as_secs_f64());
+        models.insert(family.name().to_string(), trained.candidate.metrics);
+        if models.keys().all(|k| !k.starts_with("baseline_")) {
+            models.extend(trained.baselines);
+        }
+    }
+    pb.finish_and_clear();
+    let rows = ds.census.rows;
+    let holdout = ds.holdout.len() as u64;
+    if json_out {
+        println!("{}", eval_json(rows, holdout, &models));
+    } else {
+        print_table(rows, holdout, &models);
+        for (f, s) in seconds {
+            println!("{f}: fit + evaluate + export in {s:.1}s");
+        }
+    }
+    Ok(())
+}
+
+/// The `--json` object: `{"rows", "holdout_rows", "models": {name: metrics}}`,
+/// every metric key present, `null` where not measured.
+pub fn eval_json(rows: u64, holdout_rows: u64, models: &BTreeMap<String, MetricSet>) -> Value {
+    let models: serde_json::Map<String, Value> = models
+        .iter()
+        .map(|(name, m)| {
+            (
+                name.clone(),
+                json!({
+                    "auc": m.auc, "logloss": m.logloss, "brier": m.brier, "ece": m.ece,
+                    "accuracy": m.accuracy, "mae_seconds": m.mae_seconds,
+                    "median_ae_seconds": m.median_ae_seconds, "mae_log_seconds": m.mae_log_seconds,
+                    "interval_coverage": m.interval_coverage,
+                }),
+            )
+        })
+        .collect();
+    json!({ "rows": rows, "holdout_rows": holdout_rows, "models": models })
+}
+
+/// Prints models (families first, then baselines) as an aligned table.
+pub fn print_table(rows: u64, holdout_rows: u64, models: &BTreeMap<String, MetricSet>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "rows {rows}, hold-out {holdout_rows} (last 20% of each learner with >= 5 attempts)\n"
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8}",
+        "model", "auc", "logloss", "brier", "ece", "acc", "mae_s", "medae_s", "mae_log", "cover80"
+    );
+    let f = |v: Option<f64>, w: usize, d: usize| {
+        v.map_or(format!("{:>w$}", "-"), |x| format!("{x:>w$.d$}"))
+    };
+    let mut names: Vec<&String> = models.keys().collect();
+    names.sort_by_key(|n| (n.starts_with("baseline_"), n.to_string()));
+    for name in names {
+        let m = &models[name];
+        let _ = writeln!(
+            out,
+            "{:<22} {} {} {} {} {} {} {} {} {}",
+            name,
+            f(m.auc, 7, 4),
+            f(m.logloss, 8, 4),
+            f(m.brier, 7, 4),
+            f(m.ece, 7, 4),
+            f(m.accuracy, 7, 4),
+            f(m.mae_seconds, 9, 2),
+            f(m.median_ae_seconds, 9, 2),
+            f(m.mae_log_seconds, 8, 4),
+            f(m.interval_coverage, 8, 3),
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The active model as subscribers see it: a watch channel fed from the
+//! registry. Every promotion, rollback or change made by another trainer
+//! replica (noticed by polling) reaches every `WatchModels` stream.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::db::{Db, DbResult, ModelVersionMeta};
+
+/// The active model, bytes included.
+#[derive(Debug)]
+pub struct ActiveModel {
+    /// Registry metadata.
+    pub meta: ModelVersionMeta,
+    /// The ONNX file.
+    pub onnx: Arc<Vec<u8>>,
+}
+
+impl ActiveModel {
+    /// When it became active.
+    pub fn promoted_at(&self) -> Option<DateTime<Utc>> {
+        self.meta.promoted_at
+    }
+}
+
+/// Holds the active model and tells subscribers when it changes.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    tx: Arc<watch::Sender<Option<Arc<ActiveModel>>>>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Publisher {
+            tx: Arc::new(watch::channel(None).0),
+        }
+    }
+}
+
+impl Publisher {
+    /// The active model now, if any.
+    pub fn current(&self) -> Option<Arc<ActiveModel>> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees the current model and every change.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ActiveModel>>> {
+        self.tx.subscribe()
+    }
+
+    /// Number of live subscribers (for metrics).
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Re-reads the registry's active version and publishes it if it changed
+    /// (version or promotion time: a rollback to the same version re-announces).
+    /// Returns true when subscribers were notified.
+    pub async fn refresh(&self, db: &Db) -> DbResult<bool> {
+        let Some(meta) = db.active_model_version().await? else {
+            return Ok(false);
+        };
+        let unchanged = self.current().is_some_and(|cur| {
+            cur.meta.version == meta.version && cur.meta.promoted_at == meta.promoted_at
+        });
+        if unchanged {
+            return Ok(false);
+        }
+        let Some(onnx) = db.get_model_onnx(&meta.version).await? else {
+            return Ok(false);
+        };
+        tracing::info!(version = %meta.version, family = %meta.family, "publishing active model");
+        self.tx.send_replace(Some(Arc::new(ActiveModel {
+            meta,
+            onnx: Arc::new(onnx),
+        })));
+        Ok(true)
+    }
+}

@@ -1,0 +1,465 @@
+//! Training runs against the database: one at a time per process (a mutex)
+//! and across replicas (the database's training lock), recorded in
+//! `training_runs`, published through the registry, and triggered by
+//! operators, at startup, or after N newly completed tasks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use taskcast_contract::runtime::OnnxModel;
+use tokio::sync::{Mutex, watch};
+
+use crate::db::{
+    Db, DbError, NewModelVersion, NewRun, PromotionKind, RunRecord, RunState, RunTrigger, RunUpdate,
+};
+use crate::family::Family;
+use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
+use crate::publisher::Publisher;
+use crate::source::DbSource;
+use crate::telemetry::TrainerMetrics;
+
+/// How the runner behaves.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Default training spec (family, window, gate).
+    pub spec: TrainSpec,
+    /// Newly completed tasks that trigger a run.
+    pub retrain_every: u64,
+    /// How often to check the watermark and the registry.
+    pub poll_interval: Duration,
+    /// First wait after a failed automatic run; doubles up to 32x.
+    pub retry_backoff: Duration,
+    /// Train at startup when rows exist and no model is active.
+    pub train_on_startup: bool,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            spec: TrainSpec::default(),
+            retrain_every: 5,
+            poll_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_secs(5),
+            train_on_startup: true,
+        }
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Another replica holds the training lock and its run is not visible.
+    #[error("another trainer replica is training")]
+    Busy,
+}
+
+/// Why a run ended without a model.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("publishing: {0}")]
+    Db(#[from] DbError),
+    #[error("interrupted by shutdown before publishing")]
+    Shutdown,
+}
+
+/// A run in this process: its live state for `WatchTrainingRun`.
+struct Current {
+    id: String,
+    state: watch::Sender<RunRecord>,
+}
+
+/// Owns training runs.
+pub struct Runner {
+    db: Db,
+    publisher: Publisher,
+    config: RunnerConfig,
+    metrics: TrainerMetrics,
+    current: Mutex<Option<Current>>,
+    live: std::sync::Mutex<BTreeMap<String, watch::Receiver<RunRecord>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// A runner; `shutdown` flips to true when the service stops, which
+    /// abandons a run in progress without publishing anything.
+    pub fn new(
+        db: Db,
+        publisher: Publisher,
+        config: RunnerConfig,
+        metrics: TrainerMetrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Runner> {
+        Arc::new(Runner {
+            db,
+            publisher,
+            config,
+            metrics,
+            current: Mutex::new(None),
+            live: std::sync::Mutex::new(BTreeMap::new()),
+            shutdown,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RunnerConfig {
+        &self.config
+    }
+
+    /// Live updates of a run started by this process, if it is one.
+    pub fn watch_run(&self, id: &str) -> Option<watch::Receiver<RunRecord>> {
+        self.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// Starts a run unless one is going, in which case that run is returned.
+    pub async fn start(
+        self: &Arc<Self>,
+        trigger: RunTrigger,
+        family: Option<Family>,
+        force: bool,
+    ) -> Result<RunRecord, RunnerError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            let rec = c.state.borrow().clone();
+            if !rec.state.is_terminal() {
+                return Ok(rec);
+            }
+        }
+        let Some(lock) = self.db.try_training_lock().await? else {
+            // Another replica trains: show its run rather than start a second.
+            return self.db.running_run().await?.ok_or(RunnerError::Busy);
+        };
+        let up_to_id = self.db.max_task_id().await?;
+        let family = family.unwrap_or(self.config.spec.family);
+        let id = format!("run-{}", Utc::now().format("%Y%m%dT%H%M%S%6fZ"));
+        let rec = self
+            .db
+            .insert_run(&NewRun {
+                id: id.clone(),
+                trigger,
+                family: family.name().into(),
+            })
+            .await?;
+        let (tx, rx) = watch::channel(rec.clone());
+        if let Ok(mut live) = self.live.lock() {
+            // Keep the last few runs watchable after they end.
+            while live.len() >= 16 {
+                let Some(oldest) = live.keys().next().cloned() else {
+                    break;
+                };
+                live.remove(&oldest);
+            }
+            live.insert(id.clone(), rx);
+        }
+        *current = Some(Current {
+            id: id.clone(),
+            state: tx,
+        });
+        drop(current);
+        self.metrics
+            .runs_started
+            .with_label_values(&[trigger.as_str()])
+            .inc();
+        tracing::info!(run = %id, trigger = trigger.as_str(), family = %family, ?up_to_id, "training run started");
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let spec = TrainSpec {
+                family,
+                ..me.config.spec.clone()
+            };
+            let outcome = me.execute(&id, &spec, up_to_id, force).await;
+            me.finish(&id, outcome, up_to_id).await;
+            if let Err(e) = lock.release().await {
+                tracing::warn!(error = %e, "releasing the training lock");
+            }
+        });
+        Ok(rec)
+    }
+
+    /// Records progress in the database (at phase changes) and for watchers.
+    async fn progress(&self, id: &str, update: RunUpdate) {
+        if let Ok(rec) = self.db.update_run(id, &update).await {
+            self.broadcast(id, rec).await;
+        }
+    }
+
+    async fn broadcast(&self, id: &str, rec: RunRecord) {
+        if let Some(c) = self.current.lock().await.as_ref().filter(|c| c.id == id) {
+            c.state.send_replace(rec);
+        }
+    }
+
+    /// The run itself; `Ok` carries the published or rejected model.
+    async fn execute(
+        &self,
+        id: &str,
+        spec: &TrainSpec,
+        up_to_id: Option<i64>,
+        force: bool,
+    ) -> Result<(Trained, bool), RunFailure> {
+        let active = self.publisher.current();
+        // The active model is scored on the new hold-out so the gate compares
+        // like with like; if it no longer loads, the new one is judged alone.
+        let active_model = active.as_ref().and_then(|a| match OnnxModel::load(&a.onnx, 1) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                tracing::warn!(version = %a.meta.version, error = %e, "active model cannot be scored");
+                None
+            }
+        });
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(Phase, f64)>();
+        let mut source = DbSource::new(self.db.clone(), up_to_id);
+        // Progress flows through a channel so the database sees phase changes
+        // without the featurising loop ever awaiting.
+        let id_owned = id.to_string();
+        let relay = async {
+            let mut last: Option<(Phase, u32)> = None;
+            while let Some((phase, share)) = prx.recv().await {
+                let tenth = (share * 10.0) as u32;
+                if last == Some((phase, tenth)) {
+                    continue;
+                }
+                last = Some((phase, tenth));
+                let progress = phase.overall(share);
+                self.progress(
+                    &id_owned,
+                    RunUpdate {
+                        phase: Some(phase.name().into()),
+                        progress: Some(progress),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            }
+        };
+        let work = async move {
+            let mut on_progress = {
+                let ptx = ptx.clone();
+                move |phase: Phase, share: f64| {
+                    let _ = ptx.send((phase, share));
+                }
+            };
+            let ds = pipeline::prepare(
+                &mut source,
+                spec.history_window,
+                active_model.as_deref(),
+                &mut on_progress,
+            )
+            .await?;
+            drop(on_progress);
+            let spec2 = spec.clone();
+            let model2 = active_model.clone();
+            let ptx2 = ptx.clone();
+            let trained = tokio::task::spawn_blocking(move || {
+                let mut p = move |phase: Phase, share: f64| {
+                    let _ = ptx2.send((phase, share));
+                };
+                pipeline::fit_and_judge(&ds, &spec2, model2.as_deref(), &mut p)
+            })
+            .await
+            .map_err(|e| TrainError::Join(e.to_string()))??;
+            // The last sender goes here, which ends the relay.
+            drop(ptx);
+            Ok::<_, TrainError>(trained)
+        };
+        let mut shutdown = self.shutdown.clone();
+        let trained = tokio::select! {
+            r = async { tokio::join!(work, relay).0 } => r?,
+            _ = shutdown.wait_for(|s| *s) => return Err(RunFailure::Shutdown),
+        };
+        self.progress(
+            id,
+            RunUpdate {
+                phase: Some(Phase::Publishing.name().into()),
+                progress: Some(0.95),
+                ..Default::default()
+            },
+        )
+        .await;
+        let promote = force || trained.verdict.promotes();
+        let reason = if force && !trained.verdict.promotes() {
+            format!(
+                "forced by operator over the gate: {}",
+                trained.verdict.reason()
+            )
+        } else {
+            trained.verdict.reason().to_string()
+        };
+        let publish = async {
+            self.db
+                .insert_model_version(&NewModelVersion {
+                    version: trained.metadata.version.clone(),
+                    family: trained.metadata.family.clone(),
+                    feature_schema: trained.metadata.feature_schema.clone(),
+                    onnx: trained.onnx.clone(),
+                    metrics: trained.metadata.metrics.clone(),
+                    reason: reason.clone(),
+                    run_id: Some(id.to_string()),
+                })
+                .await?;
+            if promote {
+                self.db
+                    .set_active(&trained.metadata.version, PromotionKind::Auto)
+                    .await?;
+                self.publisher.refresh(&self.db).await?;
+            } else {
+                self.db.reject(&trained.metadata.version, &reason).await?;
+            }
+            Ok::<_, DbError>(())
+        };
+        publish.await?;
+        Ok((trained, promote))
+    }
+
+    /// Records the outcome and advances the watermark unless the run failed
+    /// (a failed run leaves the trigger armed so the next poll retries).
+    async fn finish(
+        &self,
+        id: &str,
+        outcome: Result<(Trained, bool), RunFailure>,
+        up_to_id: Option<i64>,
+    ) {
+        let update = match &outcome {
+            Ok((t, promoted)) => {
+                let mut metrics = t.metadata.metrics.clone();
+                for (name, m) in &t.baselines {
+                    for (k, v) in m.to_map() {
+                        metrics.insert(format!("{name}.{k}"), v);
+                    }
+                }
+                if let Some(a) = &t.active {
+                    for (k, v) in a.metrics.to_map() {
+                        metrics.insert(format!("active.{k}"), v);
+                    }
+                }
+                RunUpdate {
+                    phase: Some(Phase::Done.name().into()),
+                    progress: Some(1.0),
+                    state: Some(if *promoted {
+                        RunState::Succeeded
+                    } else {
+                        RunState::Rejected
+                    }),
+                    rows_used: Some(t.rows),
+                    rows_skipped: Some(t.skipped.values().sum()),
+                    skipped_detail: Some(t.skipped.clone()),
+                    metrics: Some(metrics),
+                    model_version: Some(t.metadata.version.clone()),
+                    gate_reason: Some(t.verdict.reason().to_string()),
+                    error: None,
+                }
+            }
+            Err(e) => RunUpdate {
+                state: Some(RunState::Failed),
+                error: Some(e.to_string()),
+                ..Default::default()
+            },
+        };
+        let state = update.state.map_or("FAILED", |s| s.as_str());
+        self.metrics.runs_finished.with_label_values(&[state]).inc();
+        match &outcome {
+            Ok((t, p)) => {
+                tracing::info!(run = %id, version = %t.metadata.version, promoted = p, reason = t.verdict.reason(), "training run finished")
+            }
+            Err(e) => tracing::warn!(run = %id, error = %e, "training run failed"),
+        }
+        match self.db.update_run(id, &update).await {
+            Ok(rec) => self.broadcast(id, rec).await,
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "recording the run's end failed");
+                // Watchers must still see an end.
+                if let Some(c) = self.current.lock().await.as_ref().filter(|c| c.id == id) {
+                    c.state.send_modify(|r| {
+                        r.state = RunState::Failed;
+                        r.error = format!("{e}");
+                    });
+                }
+            }
+        }
+        if outcome.is_ok()
+            && let Some(w) = up_to_id
+            && let Err(e) = self.db.set_watermark(w).await
+        {
+            tracing::error!(error = %e, "advancing the watermark failed; the next poll retrains");
+        }
+    }
+
+    /// Whether the last run this process started has ended.
+    pub async fn idle(&self) -> bool {
+        match self.current.lock().await.as_ref() {
+            Some(c) => c.state.borrow().state.is_terminal(),
+            None => true,
+        }
+    }
+
+    /// The trigger loop: every poll, refresh the published model (another
+    /// replica may have promoted) and start a run when N tasks arrived since
+    /// the watermark. Runs until shutdown.
+    pub async fn schedule(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut backoff = self.config.retry_backoff;
+        let mut not_before = tokio::time::Instant::now();
+        let mut first = true;
+        loop {
+            if let Err(e) = self.publisher.refresh(&self.db).await {
+                tracing::warn!(error = %e, "refreshing the active model failed");
+            }
+            if tokio::time::Instant::now() >= not_before && self.idle().await {
+                match self.due(first).await {
+                    Ok(Some(trigger)) => match self.start(trigger, None, false).await {
+                        Ok(rec) => {
+                            let outcome = self.wait_for_end(&rec.id).await;
+                            if outcome == Some(RunState::Failed) {
+                                not_before = tokio::time::Instant::now() + backoff;
+                                backoff = (backoff * 2).min(self.config.retry_backoff * 32);
+                            } else {
+                                backoff = self.config.retry_backoff;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "automatic run not started"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "checking the retrain trigger failed"),
+                }
+                first = false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Which trigger, if any, is due now.
+    async fn due(&self, first: bool) -> Result<Option<RunTrigger>, DbError> {
+        let watermark = self.db.get_watermark().await?;
+        let new_rows = self.db.count_tasks_after(watermark).await?;
+        self.metrics.pending_tasks.set(new_rows as i64);
+        if first
+            && self.config.train_on_startup
+            && new_rows > 0
+            && self.publisher.current().is_none()
+        {
+            return Ok(Some(RunTrigger::Startup));
+        }
+        if self.config.retrain_every > 0 && new_rows >= self.config.retrain_every {
+            return Ok(Some(RunTrigger::Auto));
+        }
+        Ok(None)
+    }
+
+    async fn wait_for_end(&self, id: &str) -> Option<RunState> {
+        let mut rx = self.watch_run(id)?;
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = rx.wait_for(|r| r.state.is_terminal()) => r.ok().map(|r| r.state),
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+}

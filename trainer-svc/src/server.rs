@@ -1,0 +1,158 @@
+//! The trainer server, shaped as `run(listener, metrics_listener, config,
+//! shutdown)` so tests bind `127.0.0.1:0` and stop it cleanly.
+
+use std::future::Future;
+use std::time::Duration;
+
+use prometheus::Registry;
+use taskcast_proto::auth::AdminAuthLayer;
+use taskcast_proto::grpc_metrics::GrpcMetricsLayer;
+use taskcast_proto::trainer_server::TrainerServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServeConfig;
+use crate::db::{Db, DbError};
+use crate::publisher::Publisher;
+use crate::runner::Runner;
+use crate::service::{ADMIN_METHODS, TrainerService};
+use crate::telemetry::TrainerMetrics;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened or queried at startup.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// ONNX Runtime could not be loaded.
+    #[error(transparent)]
+    Runtime(#[from] taskcast_contract::runtime::RuntimeError),
+    /// The admin token could not be read.
+    #[error(transparent)]
+    Token(#[from] taskcast_proto::auth::AdminTokenError),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the trainer until `shutdown` resolves, then stops the scheduler,
+/// abandons any run before it publishes, ends watch streams and gives
+/// in-flight calls the grace period.
+pub async fn run(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let lib = taskcast_contract::runtime::library_path(config.ort_lib.as_deref());
+    taskcast_contract::runtime::init(&lib)?;
+    let token = config.admin_token()?;
+    if token.is_none() {
+        tracing::warn!("no admin token configured: Train, Promote and Rollback will be refused");
+    }
+    let db = Db::connect(&config.database_url).await?;
+    let stale = db
+        .fail_stale_running_runs("the trainer stopped while this run was going")
+        .await?;
+    if stale > 0 {
+        tracing::warn!(
+            runs = stale,
+            "marked runs left RUNNING by a previous process as FAILED"
+        );
+    }
+
+    let registry = Registry::new();
+    let metrics = TrainerMetrics::new(&registry)?;
+    let grpc_metrics = GrpcMetricsLayer::new(&registry)?;
+    let publisher = Publisher::default();
+    if let Err(e) = publisher.refresh(&db).await {
+        tracing::warn!(error = %e, "loading the active model at startup failed; will retry");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runner = Runner::new(
+        db.clone(),
+        publisher.clone(),
+        config.runner(),
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    let scheduler = tokio::spawn(runner.clone().schedule());
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TrainerServer<TrainerService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let service = TrainerService::new(db.clone(), runner, publisher, metrics, stop_rx.clone());
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let metrics_task = metrics_listener.map(|l| {
+        let mut rx = drain_rx.clone();
+        tokio::spawn(taskcast_proto::serve::serve_metrics(
+            l,
+            registry.clone(),
+            async move {
+                let _ = rx.wait_for(|d| *d).await;
+            },
+        ))
+    });
+
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let mut rx = drain_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(grpc_metrics)
+        .layer(AdminAuthLayer::new(ADMIN_METHODS, token))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TrainerServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = rx.wait_for(|d| *d).await;
+        });
+    let server = tokio::spawn(server);
+
+    shutdown.await;
+    tracing::info!("shutting down: stopping the scheduler and draining calls");
+    health_reporter
+        .set_not_serving::<TrainerServer<TrainerService>>()
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = drain_tx.send(true);
+    let result = match tokio::time::timeout(grace, server).await {
+        Ok(Ok(r)) => r.map_err(ServeError::from),
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "server task failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "grace period over; closing remaining calls"
+            );
+            Ok(())
+        }
+    };
+    let _ = scheduler.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    db.close().await.ok();
+    result
+}

@@ -1,0 +1,314 @@
+//! The `taskcast.v1.Trainer` gRPC service: thin handlers over the runner,
+//! the registry and the publisher, with errors mapped to status codes here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use taskcast_contract::Artifact;
+use taskcast_proto::trainer_server::Trainer;
+use taskcast_proto::{
+    GetTrainingRunRequest, ListModelsRequest, ListModelsResponse, ModelArtifact, ModelVersion,
+    PromoteRequest, RollbackRequest, TrainRequest, TrainingRun, WatchModelsRequest,
+};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+
+use crate::db::{Db, DbError, ModelVersionMeta, PromotionKind, RunRecord, RunTrigger};
+use crate::family::Family;
+use crate::publisher::{ActiveModel, Publisher};
+use crate::runner::{Runner, RunnerError};
+use crate::telemetry::TrainerMetrics;
+
+/// Full paths of the RPCs that change state and need the admin token.
+pub const ADMIN_METHODS: [&str; 3] = [
+    "/taskcast.v1.Trainer/Train",
+    "/taskcast.v1.Trainer/Promote",
+    "/taskcast.v1.Trainer/Rollback",
+];
+
+/// The service state.
+pub struct TrainerService {
+    db: Db,
+    runner: Arc<Runner>,
+    publisher: Publisher,
+    metrics: TrainerMetrics,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl TrainerService {
+    /// Wires the handlers to their collaborators.
+    pub fn new(
+        db: Db,
+        runner: Arc<Runner>,
+        publisher: Publisher,
+        metrics: TrainerMetrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        TrainerService {
+            db,
+            runner,
+            publisher,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// `s`, ending when the server shuts down so long-lived watches never
+    /// hold up a graceful drain.
+    fn until_shutdown<T: Send + 'static>(
+        &self,
+        s: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> BoxStream<T> {
+        let mut shutdown = self.shutdown.clone();
+        Box::pin(s.take_until(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        }))
+    }
+}
+
+/// The deliberate mapping of database errors to gRPC codes.
+fn db_status(e: DbError) -> Status {
+    match e {
+        DbError::NotFound { .. } => Status::not_found(e.to_string()),
+        DbError::Conflict(_) => Status::failed_precondition(e.to_string()),
+        DbError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        DbError::Corrupt(_) => Status::internal(e.to_string()),
+        DbError::UnsupportedUrl(_) => Status::internal(e.to_string()),
+        DbError::Connect { .. } | DbError::Query(_) | DbError::Sqlx(_) => {
+            Status::unavailable(format!("database unavailable: {e}"))
+        }
+    }
+}
+
+fn runner_status(e: RunnerError) -> Status {
+    match e {
+        RunnerError::Db(e) => db_status(e),
+        RunnerError::Busy => Status::aborted(e.to_string()),
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A run record as the API shows it.
+pub fn run_proto(r: &RunRecord) -> TrainingRun {
+    TrainingRun {
+        id: r.id.clone(),
+        trigger: r.trigger.as_str().into(),
+        state: r.state.as_str().into(),
+        phase: r.phase.clone(),
+        progress: r.progress,
+        rows_used: r.rows_used,
+        rows_skipped: r.rows_skipped,
+        metrics: r.metrics.clone().into_iter().collect(),
+        model_version: r.model_version.clone().unwrap_or_default(),
+        error: r.error.clone(),
+        started_at: Some(timestamp(r.started_at)),
+        finished_at: r.finished_at.map(timestamp),
+        family: r.family.clone(),
+        gate_reason: r.gate_reason.clone(),
+    }
+}
+
+/// A registry entry as the API shows it.
+pub fn version_proto(m: &ModelVersionMeta) -> ModelVersion {
+    ModelVersion {
+        version: m.version.clone(),
+        family: m.family.clone(),
+        feature_schema: m.feature_schema.clone(),
+        sha256: m.sha256.clone(),
+        metrics: m.metrics.clone().into_iter().collect(),
+        state: m.state.as_str().into(),
+        reason: m.reason.clone(),
+        created_at: Some(timestamp(m.created_at)),
+        promoted_at: m.promoted_at.map(timestamp),
+        size_bytes: m.size_bytes,
+    }
+}
+
+fn artifact_proto(a: &ActiveModel) -> ModelArtifact {
+    ModelArtifact {
+        version: a.meta.version.clone(),
+        family: a.meta.family.clone(),
+        feature_schema: a.meta.feature_schema.clone(),
+        sha256: a.meta.sha256.clone(),
+        onnx: a.onnx.as_ref().clone(),
+        promoted_at: a.promoted_at().map(timestamp),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Trainer for TrainerService {
+    async fn train(&self, req: Request<TrainRequest>) -> Result<Response<TrainingRun>, Status> {
+        let req = req.into_inner();
+        let family = match req.family.trim() {
+            "" => None,
+            f => Some(
+                f.parse::<Family>()
+                    .map_err(|e| Status::invalid_argument(format!("family: {e}")))?,
+            ),
+        };
+        let rec = self
+            .runner
+            .start(RunTrigger::Operator, family, req.force)
+            .await
+            .map_err(runner_status)?;
+        Ok(Response::new(run_proto(&rec)))
+    }
+
+    async fn get_training_run(
+        &self,
+        req: Request<GetTrainingRunRequest>,
+    ) -> Result<Response<TrainingRun>, Status> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id must not be empty"));
+        }
+        match self.db.get_run(&id).await.map_err(db_status)? {
+            Some(r) => Ok(Response::new(run_proto(&r))),
+            None => Err(Status::not_found(format!("training run {id:?} not found"))),
+        }
+    }
+
+    type WatchTrainingRunStream = BoxStream<TrainingRun>;
+
+    async fn watch_training_run(
+        &self,
+        req: Request<GetTrainingRunRequest>,
+    ) -> Result<Response<Self::WatchTrainingRunStream>, Status> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id must not be empty"));
+        }
+        let first = self.db.get_run(&id).await.map_err(db_status)?;
+        let Some(first) = first else {
+            return Err(Status::not_found(format!("training run {id:?} not found")));
+        };
+        if let Some(rx) = self.runner.watch_run(&id) {
+            // Send every change, ending after the terminal state.
+            let s = WatchStream::new(rx).scan(false, |ended, r| {
+                let out = (!*ended).then(|| {
+                    *ended = r.state.is_terminal();
+                    Ok(run_proto(&r))
+                });
+                futures::future::ready(out)
+            });
+            return Ok(Response::new(self.until_shutdown(s)));
+        }
+        // A run of another replica (or one that ended): poll the database.
+        let db = self.db.clone();
+        let s = futures::stream::unfold(Some(first), move |state| {
+            let db = db.clone();
+            async move {
+                let r = state?;
+                let next = if r.state.is_terminal() {
+                    None
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    db.get_run(&r.id).await.ok().flatten()
+                };
+                Some((Ok(run_proto(&r)), next))
+            }
+        });
+        Ok(Response::new(self.until_shutdown(s)))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n.min(1000),
+        };
+        let models = self
+            .db
+            .list_model_versions(u64::from(limit))
+            .await
+            .map_err(db_status)?;
+        Ok(Response::new(ListModelsResponse {
+            models: models.iter().map(version_proto).collect(),
+        }))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<PromoteRequest>,
+    ) -> Result<Response<ModelVersion>, Status> {
+        let version = req.into_inner().version;
+        if version.trim().is_empty() {
+            return Err(Status::invalid_argument("version must not be empty"));
+        }
+        let onnx = self
+            .db
+            .get_model_onnx(&version)
+            .await
+            .map_err(db_status)?
+            .ok_or_else(|| Status::not_found(format!("model version {version:?} not found")))?;
+        // Never announce a model every replica would refuse.
+        Artifact::parse(&onnx).map_err(|e| {
+            Status::failed_precondition(format!("model version {version:?} cannot be served: {e}"))
+        })?;
+        let meta = self
+            .db
+            .set_active(&version, PromotionKind::Promote)
+            .await
+            .map_err(db_status)?;
+        self.publisher.refresh(&self.db).await.map_err(db_status)?;
+        tracing::info!(%version, "promoted by operator");
+        Ok(Response::new(version_proto(&meta)))
+    }
+
+    async fn rollback(
+        &self,
+        _req: Request<RollbackRequest>,
+    ) -> Result<Response<ModelVersion>, Status> {
+        let meta = self
+            .db
+            .rollback()
+            .await
+            .map_err(db_status)?
+            .ok_or_else(|| {
+                Status::failed_precondition("no previous active version to roll back to")
+            })?;
+        self.publisher.refresh(&self.db).await.map_err(db_status)?;
+        tracing::info!(version = %meta.version, "rolled back by operator");
+        Ok(Response::new(version_proto(&meta)))
+    }
+
+    type WatchModelsStream = BoxStream<ModelArtifact>;
+
+    async fn watch_models(
+        &self,
+        req: Request<WatchModelsRequest>,
+    ) -> Result<Response<Self::WatchModelsStream>, Status> {
+        let subscriber = req.into_inner().subscriber;
+        tracing::info!(%subscriber, "model subscriber joined");
+        let gauge = self.metrics.subscribers.clone();
+        gauge.inc();
+        // Decrements when the stream is dropped, however it ends.
+        let guard = SubscriberGuard(gauge);
+        let s = WatchStream::new(self.publisher.subscribe()).filter_map(move |m| {
+            let _keep = &guard;
+            futures::future::ready(m.map(|m| Ok(artifact_proto(&m))))
+        });
+        Ok(Response::new(self.until_shutdown(s)))
+    }
+}
+
+struct SubscriberGuard(prometheus::IntGauge);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,96 @@
+//! Training data sources: the database (paged, learner by learner) and CSV
+//! files (for the offline commands).
+
+use std::path::Path;
+
+use crate::csv_source::{CsvError, CsvSource};
+use crate::dataset::{LearnerSource, MemorySource, SourceError};
+use crate::db::Db;
+use crate::rows::TaskRow;
+
+/// Rows per database page: large enough to amortise a query, small enough
+/// that a page is a few MB.
+pub const PAGE_SIZE: u64 = 5_000;
+
+/// `completed_tasks` read page by page in learner order, up to a fixed id so
+/// both passes of a run see the same snapshot.
+pub struct DbSource {
+    db: Db,
+    up_to_id: Option<i64>,
+    page_size: u64,
+    /// Called with the rows read so far in the current pass.
+    pub rows_read: u64,
+}
+
+impl DbSource {
+    /// Reads rows with `id <= up_to_id` (all rows when `None`).
+    pub fn new(db: Db, up_to_id: Option<i64>) -> Self {
+        DbSource {
+            db,
+            up_to_id,
+            page_size: PAGE_SIZE,
+            rows_read: 0,
+        }
+    }
+
+    /// Overrides the page size (tests use tiny pages to cross page boundaries).
+    pub fn with_page_size(mut self, page_size: u64) -> Self {
+        self.page_size = page_size;
+        self
+    }
+}
+
+impl LearnerSource for DbSource {
+    async fn for_each_learner(
+        &mut self,
+        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
+    ) -> Result<(), SourceError> {
+        let mut pager = self.db.scan_tasks(self.page_size, self.up_to_id);
+        let mut learner: Vec<TaskRow> = Vec::new();
+        self.rows_read = 0;
+        while let Some(page) = pager
+            .next_page()
+            .await
+            .map_err(|e| SourceError(e.to_string()))?
+        {
+            self.rows_read += page.len() as u64;
+            for (_, row) in page {
+                if learner.last().is_some_and(|r| r.user_id != row.user_id) {
+                    visit(&learner);
+                    learner.clear();
+                }
+                learner.push(row);
+            }
+        }
+        if !learner.is_empty() {
+            visit(&learner);
+        }
+        Ok(())
+    }
+}
+
+/// A CSV file read leniently into memory: malformed lines are counted and
+/// skipped (the offline commands report them), rows grouped by learner.
+pub struct CsvFile {
+    /// The rows, grouped by learner.
+    pub source: MemorySource,
+    /// Malformed lines skipped.
+    pub malformed: u64,
+    /// The first few malformed lines, with their line numbers.
+    pub examples: Vec<String>,
+}
+
+/// Loads `path` (plain or gzip CSV).
+pub fn load_csv(path: &Path) -> Result<CsvFile, CsvError> {
+    let mut csv = CsvSource::open(path)?.lenient();
+    let mut rows = Vec::new();
+    for item in csv.by_ref() {
+        let (_, row) = item?;
+        rows.push(row);
+    }
+    Ok(CsvFile {
+        malformed: csv.skipped(),
+        examples: csv.skip_examples().iter().map(|e| e.to_string()).collect(),
+        source: MemorySource::new(rows),
+    })
+}
