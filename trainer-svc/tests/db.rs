@@ -359,6 +359,17 @@ async fn runs_update_and_stale_recovery() {
         assert_eq!(db.running_run().await.unwrap().unwrap().id, "r1");
         assert_eq!(db.list_runs(10).await.unwrap().len(), 2);
 
+        // While someone holds the training lock a RUNNING run may be live:
+        // it is left alone.
+        let other = connect(url).await;
+        let lock = other.try_training_lock().await.unwrap().expect("lock");
+        assert_eq!(db.fail_stale_running_runs("too early").await.unwrap(), 0);
+        assert_eq!(
+            db.get_run("r1").await.unwrap().unwrap().state,
+            RunState::Running
+        );
+        lock.release().await.unwrap();
+
         // A restart finds r1 RUNNING although nothing runs it any more.
         drop(db);
         let db = connect(url).await;

@@ -333,17 +333,24 @@ impl Db {
             .transpose()
     }
 
-    /// Marks every RUNNING run FAILED with `reason` as its error. Called at
-    /// startup, when no run of this process can be going: a RUNNING row then
-    /// means its process died. Returns how many runs were failed.
+    /// Marks every RUNNING run FAILED with `reason` as its error, for runs
+    /// whose process died (called at startup). Returns how many were failed.
+    ///
+    /// Runs only happen under the training lock, so this takes the lock
+    /// first: if anyone holds it (another replica, or this process), a
+    /// RUNNING row may be live and nothing is changed (returns 0).
     pub async fn fail_stale_running_runs(&self, reason: &str) -> DbResult<u64> {
+        let Some(guard) = self.try_training_lock().await? else {
+            return Ok(0);
+        };
         let res = Entity::update_many()
             .col_expr(Column::State, Expr::value(RunState::Failed.as_str()))
             .col_expr(Column::Error, Expr::value(reason))
             .col_expr(Column::FinishedAt, Expr::value(Some(Utc::now())))
             .filter(Column::State.eq(RunState::Running.as_str()))
             .exec(&self.conn)
-            .await?;
-        Ok(res.rows_affected)
+            .await;
+        guard.release().await?;
+        Ok(res?.rows_affected)
     }
 }
