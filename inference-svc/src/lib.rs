@@ -1,1 +1,286 @@
-//! placeholder
+//! Taskcast inference service: the low-latency half of Taskcast. Given a
+//! learner's history and candidate tasks, predicts the probability of a
+//! correct first answer and the time each task will take.
+//!
+//! One idea per module:
+//! - [`config`]: flags and `TASKCAST_*` environment;
+//! - [`model`]: a verified, warmed-up model ([`LoadedModel`]);
+//! - [`swap`]: the serving slot and atomic hot swap ([`ModelSlot`]);
+//! - [`predict`]: the Predict path, validation to predictions;
+//! - [`recommend`]: ranking and budgeting on top of Predict;
+//! - [`service`]: the tonic service and the error → status mapping;
+//! - [`subscribe`]: following the trainer's model stream;
+//! - [`metrics`]: the Prometheus metrics;
+//! - this file: wiring them into a server ([`App`], [`run`]).
+//!
+//! Admin RPCs: none yet. When one is added, guard it with
+//! `taskcast_proto::auth::AdminAuthLayer` in [`App::serve`] (the seam is
+//! marked there).
+
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod predict;
+pub mod recommend;
+pub mod service;
+pub mod subscribe;
+pub mod swap;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskcast_proto::inference_server::InferenceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+pub use metrics::Metrics;
+pub use model::{LoadedModel, ModelError};
+pub use predict::{Limits, PredictError, PredictInput};
+pub use service::InferenceService;
+pub use swap::ModelSlot;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// ONNX Runtime could not be loaded.
+    #[error("ONNX Runtime: {0} (pass --ort-lib or run scripts/setup-ort.sh)")]
+    Runtime(String),
+    /// The startup model could not be served and no trainer will send one.
+    #[error("cannot serve the startup model {path}: {source}")]
+    StartupModel {
+        /// The `--model` path.
+        path: String,
+        /// Why.
+        source: ModelError,
+    },
+    /// Metrics could not be registered (a programming error).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Reflection could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Loads ONNX Runtime once per process; later calls are no-ops.
+pub fn init_runtime(config: &Config) -> Result<(), Error> {
+    taskcast_contract::runtime::init(&config.ort_lib_path())
+        .map_err(|e| Error::Runtime(e.to_string()))
+}
+
+/// A configured, not yet serving instance. Tests use [`App::slot`] and
+/// [`App::metrics`] to reach inside; the binary just calls [`run`].
+pub struct App {
+    config: Config,
+    metrics: Arc<Metrics>,
+    slot: Arc<ModelSlot>,
+    health: tonic_health::server::HealthReporter,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl App {
+    /// Loads ONNX Runtime and builds the empty slot, metrics and health
+    /// (NOT_SERVING until a model is in).
+    pub async fn new(config: Config) -> Result<App, Error> {
+        init_runtime(&config)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let health = tonic_health::server::HealthReporter::new();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(swap::INFERENCE_SERVICE, ServingStatus::NotServing)
+            .await;
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        let slot = Arc::new(ModelSlot::new(
+            Arc::clone(&metrics),
+            health.clone(),
+            config.session_pool(),
+        ));
+        Ok(App {
+            config,
+            metrics,
+            slot,
+            health,
+            health_service,
+        })
+    }
+
+    /// The serving slot.
+    pub fn slot(&self) -> &Arc<ModelSlot> {
+        &self.slot
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Loads `--model`. Failure is fatal without `--trainer` (a replica that
+    /// can never serve should crash loudly, not idle NOT_SERVING); with a
+    /// trainer it is a warning and the trainer's model is awaited.
+    pub async fn load_startup_model(&self) -> Result<(), Error> {
+        let path = &self.config.model;
+        let result = match config::resolve_model_path(path) {
+            Ok(file) => match tokio::fs::read(&file).await {
+                Ok(bytes) => self.slot.try_swap(bytes, None).await.map(|_| ()),
+                Err(source) => {
+                    let e = ModelError::Read {
+                        path: file.display().to_string(),
+                        source,
+                    };
+                    self.metrics
+                        .model_refused
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    Err(e)
+                }
+            },
+            Err(source) => Err(ModelError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if self.config.trainer.is_some() => {
+                tracing::warn!(model = %path.display(), error = %e,
+                    "startup model unusable; NOT_SERVING until the trainer delivers one");
+                Ok(())
+            }
+            Err(source) => Err(Error::StartupModel {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Follows the trainer if configured and serves gRPC on `listener` (and
+    /// metrics on `metrics_listener`) until `shutdown` resolves; then drains
+    /// in-flight requests for at most the grace period. Call
+    /// [`App::load_startup_model`] first ([`run`] does both).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let App {
+            config,
+            metrics,
+            slot,
+            health,
+            health_service,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let mut background = Vec::new();
+        if let Some(l) = metrics_listener {
+            let registry = metrics.registry.clone();
+            let stop = stopped(stop_rx.clone());
+            background.push(tokio::spawn(async move {
+                if let Err(e) = taskcast_proto::serve::serve_metrics(l, registry, stop).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            }));
+        }
+        if let Some(url) = config.trainer.clone() {
+            background.push(tokio::spawn(subscribe::follow_trainer(
+                url,
+                config.replica(),
+                Arc::clone(&slot),
+                Arc::clone(&metrics),
+                stop_rx.clone(),
+            )));
+        }
+
+        let inference = InferenceServer::new(InferenceService::new(
+            Arc::clone(&slot),
+            Arc::clone(&metrics),
+            Limits {
+                max_history: config.max_history,
+            },
+        ))
+        .max_decoding_message_size(config.max_message_bytes);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let local = listener.local_addr().ok();
+        // Builder::tcp_nodelay only applies to listeners tonic binds itself;
+        // ours comes from the caller, so set it here. Without it a response
+        // spanning several segments waits out Nagle + delayed ACK (~40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        tracing::info!(addr = ?local, replica = %config.replica(), "inference serving gRPC");
+        let server = tonic::transport::Server::builder()
+            .timeout(config.request_timeout())
+            .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+            .load_shed(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Seam for admin RPCs: add `.layer(AdminAuthLayer::new([...], token))` here.
+            .layer(metrics.grpc.clone())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(inference)
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        tokio::pin!(server);
+        tokio::pin!(shutdown);
+
+        let result = tokio::select! {
+            r = &mut server => r.map_err(Error::from),
+            () = &mut shutdown => {
+                tracing::info!(grace = ?config.shutdown_grace(), "shutting down: draining in-flight requests");
+                // Tell balancers first, then stop accepting and drain.
+                slot.set_not_serving().await;
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+                    Ok(r) => r.map_err(Error::from),
+                    Err(_) => {
+                        tracing::warn!("grace period over; dropping the remaining requests");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        drop(health);
+        for task in background {
+            // Background tasks watch `stop`; a short bound keeps a stuck one from holding exit.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        tracing::info!("inference stopped");
+        result
+    }
+}
+
+/// Runs the service until `shutdown` resolves: the whole program minus flag
+/// parsing and listener binding (tests bind `127.0.0.1:0`).
+pub async fn run(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let app = App::new(config).await?;
+    app.load_startup_model().await?;
+    app.serve(listener, metrics_listener, shutdown).await
+}

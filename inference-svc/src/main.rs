@@ -1,1 +1,30 @@
-fn main() {}
+//! `inference-svc` binary: parse flags, bind, run until SIGTERM / Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use inference_svc::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    taskcast_proto::serve::init_tracing(config.log_format, "info");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding gRPC listener {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?,
+        ),
+    };
+    inference_svc::run(
+        listener,
+        metrics_listener,
+        config,
+        taskcast_proto::serve::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}

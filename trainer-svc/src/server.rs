@@ -10,7 +10,7 @@ use taskcast_proto::grpc_metrics::GrpcMetricsLayer;
 use taskcast_proto::trainer_server::TrainerServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError};
@@ -123,7 +123,9 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(TrainerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // Builder::tcp_nodelay does not reach a listener we bound ourselves;
+        // without it small responses wait out Nagle + delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             let _ = rx.wait_for(|d| *d).await;
         });
     let server = tokio::spawn(server);

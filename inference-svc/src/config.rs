@@ -1,0 +1,237 @@
+//! Command-line and environment configuration. Every flag has a `TASKCAST_*`
+//! environment fallback so the same binary runs from a shell or a pod spec.
+//!
+//! Tests build a [`Config`] directly ([`Config::default_for_tests`]) rather
+//! than through the process environment, which is shared between test threads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use taskcast_proto::serve::LogFormat;
+
+/// Taskcast inference service: predicts, before a learner starts a task, how
+/// likely they are to get it right and how long it will take.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "inference-svc", version, about, long_about = None)]
+pub struct Config {
+    /// gRPC listen address (Inference, grpc.health.v1, server reflection).
+    #[arg(
+        long = "listen",
+        env = "TASKCAST_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    /// Prometheus scrape address: GET /metrics and GET /healthz. Empty disables it.
+    #[arg(
+        long = "metrics-listen",
+        env = "TASKCAST_METRICS_LISTEN",
+        default_value = "127.0.0.1:9101"
+    )]
+    pub metrics_listen: Option<String>,
+
+    /// Model to serve at startup: an .onnx file, or a directory whose newest
+    /// .onnx file is taken. With --trainer, a model that fails to load is only
+    /// a warning (the replica waits NOT_SERVING for the trainer's model).
+    #[arg(
+        long = "model",
+        env = "TASKCAST_MODEL",
+        default_value = "models/bootstrap.onnx"
+    )]
+    pub model: PathBuf,
+
+    /// Trainer gRPC URL (e.g. http://trainer:50052). When set, the replica
+    /// subscribes to Trainer.WatchModels and hot-swaps each promoted model.
+    #[arg(long = "trainer", env = "TASKCAST_TRAINER_URL")]
+    pub trainer: Option<String>,
+
+    /// ONNX Runtime shared library. Falls back to $ORT_DYLIB_PATH, then .ort/libonnxruntime.so.
+    #[arg(long = "ort-lib", env = "TASKCAST_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+
+    /// Most history attempts a request may carry; more is INVALID_ARGUMENT.
+    /// (Only the model's history_window most recent ones are used.)
+    #[arg(
+        long = "max-history",
+        env = "TASKCAST_MAX_HISTORY",
+        default_value_t = 1000
+    )]
+    pub max_history: usize,
+
+    /// Per-request deadline on the server side, in milliseconds.
+    #[arg(
+        long = "request-timeout-ms",
+        env = "TASKCAST_REQUEST_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// Concurrent requests per HTTP/2 connection; excess requests are shed
+    /// with UNAVAILABLE instead of queueing (clients retry on another replica).
+    #[arg(
+        long = "concurrency-limit-per-connection",
+        env = "TASKCAST_CONCURRENCY_LIMIT_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub concurrency_limit_per_connection: usize,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long = "max-message-bytes", env = "TASKCAST_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// On SIGTERM, how long in-flight requests may take before the server exits anyway.
+    #[arg(
+        long = "shutdown-grace-seconds",
+        env = "TASKCAST_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 20
+    )]
+    pub shutdown_grace_seconds: u64,
+
+    /// Name of this replica, sent to the trainer and put in logs. Defaults to the hostname.
+    #[arg(long = "replica-name", env = "TASKCAST_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+
+    /// Log line format: text or json. The filter comes from TASKCAST_LOG or RUST_LOG (default info).
+    #[arg(
+        long = "log-format",
+        env = "TASKCAST_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// ONNX Runtime sessions per loaded model (0 = one per CPU core). Each
+    /// runs one request at a time with one thread.
+    #[arg(long = "sessions", env = "TASKCAST_SESSIONS", default_value_t = 0)]
+    pub sessions: usize,
+}
+
+impl Config {
+    /// Defaults as the binary would have them, but with `model` as given and
+    /// without reading any `TASKCAST_*` variable; for tests.
+    pub fn default_for_tests(model: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
+            model: model.into(),
+            trainer: None,
+            ort_lib: None,
+            max_history: 1000,
+            request_timeout_ms: 2000,
+            concurrency_limit_per_connection: 256,
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_grace_seconds: 20,
+            replica_name: Some("test".into()),
+            log_format: LogFormat::Text,
+            sessions: 0,
+        }
+    }
+
+    /// The ONNX Runtime library: `--ort-lib`, else `$ORT_DYLIB_PATH`, else `.ort/libonnxruntime.so`.
+    /// (The fallback rule is shared with the trainer in `taskcast_contract::runtime`.)
+    pub fn ort_lib_path(&self) -> PathBuf {
+        taskcast_contract::runtime::library_path(self.ort_lib.as_deref())
+    }
+
+    /// Server-side request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// This replica's name: `--replica-name`, else `$HOSTNAME`, else "inference".
+    pub fn replica(&self) -> String {
+        self.replica_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "inference".into())
+    }
+
+    /// Session pool size: `--sessions`, or one per available core.
+    pub fn session_pool(&self) -> usize {
+        if self.sessions > 0 {
+            self.sessions
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// Resolves `--model`: a file is itself; a directory yields its newest `.onnx`
+/// file (by modification time, then name, so the choice is deterministic).
+pub fn resolve_model_path(path: &Path) -> std::io::Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "onnx") && p.is_file() {
+            let modified = entry
+                .metadata()?
+                .modified()
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let newer = match &best {
+                None => true,
+                Some((t, bp)) => (modified, &p) > (*t, bp),
+            };
+            if newer {
+                best = Some((modified, p));
+            }
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no .onnx file in directory {}", path.display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let c = Config::try_parse_from([
+            "inference-svc",
+            "--listen",
+            "0.0.0.0:1",
+            "--max-history",
+            "5",
+            "--log-format",
+            "json",
+            "--trainer",
+            "http://t:1",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.max_history, 5);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.trainer.as_deref(), Some("http://t:1"));
+        assert!(Config::try_parse_from(["inference-svc", "--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn directory_model_is_newest_onnx() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.onnx"), b"a").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("b.onnx"), b"b").unwrap();
+        std::fs::write(dir.path().join("c.txt"), b"c").unwrap();
+        assert_eq!(
+            resolve_model_path(dir.path()).unwrap(),
+            dir.path().join("b.onnx")
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(resolve_model_path(empty.path()).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! A model ready to serve: the checked artifact, its priors and index-input
+//! lookups, and a pool of ONNX Runtime sessions (all in
+//! [`taskcast_contract::runtime::OnnxModel`]), plus what this replica knows
+//! about when and from which bytes it was loaded.
+//!
+//! [`LoadedModel::load`] is the only way in, and it refuses anything that is
+//! not provably safe to serve: wrong checksum, a file that breaks the
+//! artifact contract, or a graph whose outputs on probe rows are not finite
+//! probabilities and ordered quantiles. Refusal is a typed [`ModelError`],
+//! never a panic.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use taskcast_contract::artifact::sha256_hex;
+use taskcast_contract::features::RowKeys;
+use taskcast_contract::features::{CandidateKey, Event, FeatureContext, FeatureRow, label_key};
+use taskcast_contract::runtime::{OnnxModel, RuntimeError};
+use taskcast_contract::{ArtifactError, FEATURE_COUNT, ModelMetadata, PriorTable};
+
+/// Largest tolerated inversion between adjacent log-seconds quantiles in
+/// warm-up (float noise; a real crossing is a broken model).
+pub const QUANTILE_TOLERANCE: f32 = 1e-3;
+
+/// Why a model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The bytes do not hash to the sha256 the publisher announced.
+    #[error("sha256 mismatch: expected {expected}, file has {actual}")]
+    Sha256Mismatch {
+        /// Announced.
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+    /// The file breaks the artifact contract.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// ONNX Runtime could not load the graph, or is not available.
+    #[error("onnxruntime refused the model: {0}")]
+    Runtime(String),
+    /// The graph loads but produces unusable outputs on probe rows.
+    #[error("warm-up failed: {0}")]
+    WarmUp(String),
+    /// The model file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl ModelError {
+    /// Low-cardinality label for `taskcast_inference_model_refused_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ModelError::Sha256Mismatch { .. } => "sha256",
+            ModelError::Artifact(a) => match a {
+                ArtifactError::NotOnnx(_)
+                | ArtifactError::MissingMetadata
+                | ArtifactError::BadMetadata(_) => "corrupt",
+                ArtifactError::SchemaMismatch { .. } | ArtifactError::FeatureMismatch { .. } => {
+                    "schema"
+                }
+                ArtifactError::Io { .. } => "io",
+                ArtifactError::Invalid(_) => "metadata",
+            },
+            ModelError::Runtime(_) => "runtime",
+            ModelError::WarmUp(_) => "warmup",
+            ModelError::Read { .. } => "read",
+        }
+    }
+}
+
+impl From<RuntimeError> for ModelError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Artifact(a) => ModelError::Artifact(a),
+            RuntimeError::Output(m) => ModelError::WarmUp(m),
+            other => ModelError::Runtime(other.to_string()),
+        }
+    }
+}
+
+/// A checked, warmed-up model and its provenance on this replica.
+pub struct LoadedModel {
+    /// Artifact metadata, priors, index lookups and the session pool.
+    pub onnx: OnnxModel,
+    /// Hex sha256 of the file.
+    pub sha256: String,
+    /// When this replica finished loading it.
+    pub loaded_at: SystemTime,
+    /// Sessions in the pool (each one is warmed up).
+    pub pool: usize,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("version", &self.version())
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// Verifies, parses, builds `pool` sessions and warms the model up.
+    ///
+    /// Blocking (ONNX Runtime compiles the graph): call it off the async
+    /// runtime, as [`crate::swap::ModelSlot::try_swap`] does.
+    pub fn load(
+        bytes: &[u8],
+        expected_sha256: Option<&str>,
+        pool: usize,
+    ) -> Result<LoadedModel, ModelError> {
+        let actual = sha256_hex(bytes);
+        if let Some(expected) = expected_sha256
+            && !expected.trim().eq_ignore_ascii_case(&actual)
+        {
+            return Err(ModelError::Sha256Mismatch {
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+        let onnx = OnnxModel::load(bytes, pool)?;
+        let model = LoadedModel {
+            onnx,
+            sha256: actual,
+            loaded_at: SystemTime::now(),
+            pool: pool.max(1),
+        };
+        model.warm_up()?;
+        Ok(model)
+    }
+
+    /// Reads and loads a model file (no announced checksum to compare against).
+    pub fn load_file(path: &Path, pool: usize) -> Result<LoadedModel, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::load(&bytes, None, pool)
+    }
+
+    /// The artifact's metadata.
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.onnx.artifact.metadata
+    }
+
+    /// Version id.
+    pub fn version(&self) -> &str {
+        &self.onnx.artifact.metadata.version
+    }
+
+    /// The priors the features are computed against.
+    pub fn table(&self) -> &PriorTable {
+        &self.onnx.priors
+    }
+
+    /// Runs probe rows through every session and checks the outputs.
+    ///
+    /// Probes: an empty-history learner on an unknown candidate (the cold
+    /// path), the artifact's own baseline row, a learner with a long perfect
+    /// and fast history, one with a long failing and slow one, and one with
+    /// unrecorded and absurd times. Every row is one the feature code can
+    /// really produce: a model is judged on inputs it can meet, not on
+    /// out-of-range vectors where even a sound MLP may cross its quantiles.
+    /// Every session gets the batch, since each is a separate compiled graph.
+    fn warm_up(&self) -> Result<(), ModelError> {
+        let rows = self.probe_rows();
+        let keys: Vec<RowKeys> = (0..rows.len())
+            .map(|i| RowKeys {
+                user: label_key("warmup"),
+                topic: label_key(&format!("probe-{i}")),
+                difficulty: 0,
+                item: 0,
+            })
+            .collect();
+        let x: Vec<f32> = rows.iter().flatten().copied().collect();
+        // `run` tries sessions round-robin from a rotating start, so `pool`
+        // sequential runs touch every session once.
+        for _ in 0..self.pool {
+            let out = self.onnx.run(&x, &keys)?;
+            for (i, o) in out.iter().enumerate() {
+                let [q10, q50, q90] = o.log_seconds;
+                if !o.p_correct.is_finite() || !(0.0..=1.0).contains(&o.p_correct) {
+                    return Err(ModelError::WarmUp(format!(
+                        "probe {i}: p_correct {} is not a probability",
+                        o.p_correct
+                    )));
+                }
+                if q10 > q50 + QUANTILE_TOLERANCE || q50 > q90 + QUANTILE_TOLERANCE {
+                    return Err(ModelError::WarmUp(format!(
+                        "probe {i}: log_seconds quantiles out of order: {q10} {q50} {q90}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn probe_rows(&self) -> Vec<FeatureRow> {
+        let t = self.table();
+        let cand = CandidateKey::new("warmup-topic", "", "", t);
+        let empty = FeatureContext::new(&[], t).row(&cand, t).row;
+        let mut baseline = [0f32; FEATURE_COUNT];
+        for (b, v) in baseline.iter_mut().zip(&self.metadata().feature_baseline) {
+            *b = *v;
+        }
+        let history = |correct: bool, seconds: f64| -> Vec<Event> {
+            (0..256)
+                .map(|i| {
+                    Event::resolve(
+                        "warmup-topic",
+                        "",
+                        &format!("q{i}"),
+                        correct,
+                        Some(seconds),
+                        t,
+                    )
+                })
+                .collect()
+        };
+        let good = history(true, 1.0);
+        let bad = history(false, 1e6);
+        let mixed: Vec<Event> = (0..64)
+            .map(|i| {
+                let secs = [None, Some(1e-300), Some(f64::MAX), Some(30.0)][i % 4];
+                Event::resolve("warmup-topic", "hard", "q0", i % 3 == 0, secs, t)
+            })
+            .collect();
+        let item = CandidateKey::new("warmup-topic", "hard", "q0", t);
+        vec![
+            empty,
+            baseline,
+            FeatureContext::new(&good, t).row(&cand, t).row,
+            FeatureContext::new(&bad, t).row(&cand, t).row,
+            FeatureContext::new(&mixed, t).row(&item, t).row,
+        ]
+    }
+}

@@ -1,0 +1,163 @@
+//! Following the trainer: subscribe to `Trainer.WatchModels` and hot-swap
+//! every model it announces, forever, reconnecting with capped exponential
+//! backoff and jitter so a fleet of replicas does not stampede a restarting
+//! trainer.
+//!
+//! The trainer sends the active model first on every (re)connection; when it
+//! is the model already serving (same version and sha256) it is not reloaded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskcast_proto::WatchModelsRequest;
+use taskcast_proto::trainer_client::TrainerClient;
+use tokio::sync::watch;
+use tonic::transport::Endpoint;
+
+use crate::metrics::Metrics;
+use crate::swap::ModelSlot;
+
+/// First reconnect delay.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Exponential backoff with "equal jitter": half the delay is fixed, half
+/// random, so retries spread out but never collapse to zero.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt; doubles up to [`BACKOFF_CAP`].
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(BACKOFF_CAP);
+        let half = d / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    /// Back to the first delay (after a connection that worked).
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// Follows the trainer at `url` until `stop` turns true.
+pub async fn follow_trainer(
+    url: String,
+    replica: String,
+    slot: Arc<ModelSlot>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    let mut attempts: u64 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if attempts > 0 {
+            metrics.trainer_reconnects.inc();
+        }
+        attempts += 1;
+        let session = watch_once(&url, &replica, &slot, &metrics, &mut backoff);
+        tokio::select! {
+            result = session => {
+                metrics.trainer_connected.set(0);
+                match result {
+                    Ok(()) => tracing::warn!(trainer = %url, "trainer closed the model stream; reconnecting"),
+                    Err(e) => tracing::warn!(trainer = %url, error = %e, "trainer subscription failed; reconnecting"),
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    metrics.trainer_connected.set(0);
+    tracing::debug!("trainer subscription stopped");
+}
+
+/// Errors ending one subscription.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error("bad trainer URL: {0}")]
+    Url(String),
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("stream: {0}")]
+    Stream(#[from] tonic::Status),
+}
+
+/// One connection's lifetime: connect, subscribe, swap each artifact.
+async fn watch_once(
+    url: &str,
+    replica: &str,
+    slot: &ModelSlot,
+    metrics: &Metrics,
+    backoff: &mut Backoff,
+) -> Result<(), WatchError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| WatchError::Url(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let channel = endpoint.connect().await?;
+    // Artifacts are whole ONNX files; allow far more than the 4 MiB default.
+    let mut client = TrainerClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
+    let mut stream = client
+        .watch_models(WatchModelsRequest {
+            subscriber: replica.to_string(),
+        })
+        .await?
+        .into_inner();
+    metrics.trainer_connected.set(1);
+    backoff.reset();
+    tracing::info!(trainer = %url, "subscribed to trainer model stream");
+    while let Some(artifact) = stream.message().await? {
+        if let Some(cur) = slot.current()
+            && cur.version() == artifact.version
+            && cur.sha256.eq_ignore_ascii_case(&artifact.sha256)
+        {
+            tracing::debug!(version = %artifact.version, "already serving this model");
+            continue;
+        }
+        tracing::info!(version = %artifact.version, bytes = artifact.onnx.len(), "trainer announced a model");
+        // A refusal is logged and counted by the slot; keep following.
+        let _ = slot.try_swap(artifact.onnx, Some(artifact.sha256)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_cap_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let d0 = b.next_delay();
+        assert!(d0 >= BACKOFF_START / 2 && d0 <= BACKOFF_START);
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d <= BACKOFF_CAP && d >= Duration::from_millis(50));
+        }
+        assert!(b.next_delay() >= BACKOFF_CAP / 2);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_START);
+    }
+}
