@@ -3,8 +3,8 @@
 //! 0.6, 60 s). It already personalises: every completed task moves the
 //! learner's topic and recent statistics, and so the prediction.
 //!
-//! - `logit p = prior_item_logit + (topic_rate_logit − prior_topic_logit)
-//!   + 0.5·(recent_rate_logit − overall_rate_logit)`: the item's prior, moved by
+//! - `logit p = prior_item_logit + (topic_rate_logit − prior_topic_logit) +
+//!   0.5·(recent_rate_logit − overall_rate_logit)`: the item's prior, moved by
 //!   how the learner does in the topic and, a little, by their recent form.
 //! - `median log-seconds = prior_item_log_time + (topic_log_time − prior_topic_log_time)`,
 //!   with the 10–90 % interval at ±1.0 in log-seconds (×/÷ e), the typical

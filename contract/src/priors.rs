@@ -44,7 +44,7 @@ impl Stat {
         self.correct += u64::from(correct);
         if let Some(lt) = log_time(seconds) {
             self.n_timed += 1;
-            self.log_time_sum += f64::from(lt);
+            self.log_time_sum += lt;
         }
     }
 

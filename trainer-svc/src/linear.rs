@@ -5,7 +5,7 @@
 
 use linfa::prelude::*;
 use linfa_linear::LinearRegression;
-use linfa_logistic::LogisticRegression;
+use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
 use ndarray::{Array1, Array2};
 use taskcast_contract::FEATURE_COUNT;
 use taskcast_contract::features::feature_index;
@@ -57,8 +57,8 @@ impl Scaling {
         // A column identical to an earlier one (e.g. item and topic priors
         // when no row has an item) makes least squares singular: drop it.
         let mut used: Vec<usize> = Vec::new();
-        for j in 0..FEATURE_COUNT {
-            if scale[j] < 1e-9 {
+        for (j, s) in scale.iter().enumerate() {
+            if *s < 1e-9 {
                 continue;
             }
             let dup = used
@@ -99,6 +99,44 @@ impl Scaling {
     }
 }
 
+/// The correctness half of [`fit`]: scaling and linfa's logistic regression.
+fn fit_logistic(
+    rows: &Rows,
+    all: &[usize],
+    alpha: f64,
+) -> Result<(Scaling, FittedLogisticRegression<f64, bool>), FitError> {
+    let scaling = Scaling::fit(rows, all);
+    let x = scaling.matrix(rows, all);
+    let y = Array1::from_iter(rows.correct.iter().copied());
+    let fitted = LogisticRegression::default()
+        .alpha(alpha)
+        .max_iterations(200)
+        .gradient_tolerance(1e-5)
+        .fit(&linfa::Dataset::new(x, y))
+        .map_err(|e| FitError::Linfa(e.to_string()))?;
+    Ok((scaling, fitted))
+}
+
+/// linfa's own `predict_probabilities` for `eval`, standardised as [`fit`]
+/// standardises, from the same logistic fit on `train`; and linfa's positive
+/// class (`labels().pos`). The probabilities are of that class, so they are
+/// p(correct) only when it is `true`. A reference for checking [`fit`]'s
+/// folded weights and the exported graph against linfa itself.
+pub fn linfa_probabilities(
+    train: &Rows,
+    alpha: f64,
+    eval: &Rows,
+) -> Result<(Vec<f64>, bool), FitError> {
+    if train.is_empty() {
+        return Err(FitError::Empty);
+    }
+    let all: Vec<usize> = (0..train.len()).collect();
+    let (scaling, fitted) = fit_logistic(train, &all, alpha)?;
+    let idx: Vec<usize> = (0..eval.len()).collect();
+    let p = fitted.predict_probabilities(&scaling.matrix(eval, &idx));
+    Ok((p.to_vec(), fitted.labels().pos.class))
+}
+
 /// Fits the linear family on `rows` (all of them).
 pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
     if rows.is_empty() {
@@ -109,15 +147,7 @@ pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
     if positives == 0 || positives == rows.len() {
         return Err(FitError::OneClass);
     }
-    let scaling = Scaling::fit(rows, &all);
-    let x = scaling.matrix(rows, &all);
-    let y = Array1::from_iter(rows.correct.iter().copied());
-    let fitted = LogisticRegression::default()
-        .alpha(alpha)
-        .max_iterations(200)
-        .gradient_tolerance(1e-5)
-        .fit(&linfa::Dataset::new(x, y))
-        .map_err(|e| FitError::Linfa(e.to_string()))?;
+    let (scaling, fitted) = fit_logistic(rows, &all, alpha)?;
     // linfa's "positive" class is the more frequent label, not `true`: flip
     // when `false` is positive, or the model would predict the complement.
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
