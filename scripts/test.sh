@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# The project's one test command (README, CI): formatting, lints, the Rust
-# workspace tests, then the Python tests (manifests, Dockerfiles, example client).
-# Expects scripts/setup-ort.sh and scripts/setup-python.sh to have run (.ci/run does).
+# The project's one test command (README, CI): installs what the tests need
+# (ONNX Runtime library, Python venv for the client and manifest tests; both
+# idempotent), checks formatting and lints, builds the binaries the
+# end-to-end tests start, runs every Rust test (unit, integration, end-to-end
+# on SQLite and PostgreSQL), then the Python tests.
+# PostgreSQL must answer on 127.0.0.1:5432 with trust auth (.ci/run starts it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup-ort.sh
+scripts/setup-python.sh
+
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "PostgreSQL is not answering on 127.0.0.1:5432; the tests need it (.ci/run starts it)" >&2
+  exit 1
+fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== build binaries for the end-to-end tests"
+cargo build --workspace --bins
 echo "== rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test --workspace
+  cargo test --workspace --no-fail-fast
 fi
 
 echo "== python tests"
-if [[ ! -x .venv/bin/pytest ]]; then
-  echo ".venv missing: run scripts/setup-python.sh" >&2
-  exit 1
-fi
 rc=0
 .venv/bin/pytest -q deploy/tests examples/python || rc=$?
 # pytest exits 5 only when it collected no test at all (all-skipped is 0):
