@@ -299,7 +299,11 @@ impl PriorSet {
                 // Derived classes pool the unlabelled attempts of their items,
                 // classified by the same table that will classify candidates.
                 let table = PriorTable::new(&p);
-                for (item, stat) in &counts.unlabelled_items {
+                // In item order: float sums must not depend on hash order, or
+                // the same data would give different priors (and artifacts).
+                let mut unlabelled: Vec<_> = counts.unlabelled_items.iter().collect();
+                unlabelled.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (item, stat) in unlabelled {
                     let rate = table.item(label_key(item), 0).rate;
                     let label = DERIVED_DIFFICULTIES[derived_index(rate, cuts)];
                     p.difficulties

@@ -71,11 +71,29 @@ impl Publisher {
         let Some(onnx) = db.get_model_onnx(&meta.version).await? else {
             return Ok(false);
         };
-        tracing::info!(version = %meta.version, family = %meta.family, "publishing active model");
-        self.tx.send_replace(Some(Arc::new(ActiveModel {
+        // Refreshes race (the scheduler's poll, a run's publish, Promote):
+        // decide against the value current now, so one activation is announced
+        // once and a slower refresh holding an older read never replaces a
+        // newer activation (`seq` grows with every activation).
+        let model = Arc::new(ActiveModel {
             meta,
             onnx: Arc::new(onnx),
-        })));
-        Ok(true)
+        });
+        let sent = self.tx.send_if_modified(|cur| {
+            if let Some(c) = cur {
+                let same = c.meta.version == model.meta.version
+                    && c.meta.promoted_at == model.meta.promoted_at;
+                let stale = matches!((c.meta.seq, model.meta.seq), (Some(a), Some(b)) if a >= b);
+                if same || stale {
+                    return false;
+                }
+            }
+            *cur = Some(Arc::clone(&model));
+            true
+        });
+        if sent {
+            tracing::info!(version = %model.meta.version, family = %model.meta.family, "publishing active model");
+        }
+        Ok(sent)
     }
 }

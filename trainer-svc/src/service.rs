@@ -194,14 +194,18 @@ impl Trainer for TrainerService {
             return Err(Status::not_found(format!("training run {id:?} not found")));
         };
         if let Some(rx) = self.runner.watch_run(&id) {
-            // Send every change, ending after the terminal state.
-            let s = WatchStream::new(rx).scan(false, |ended, r| {
-                let out = (!*ended).then(|| {
-                    *ended = r.state.is_terminal();
-                    Ok(run_proto(&r))
+            // Send the current state and every change, ending right after the
+            // terminal state (the channel is never written again after it, so
+            // waiting for a next value to end on would hold the stream open).
+            let s =
+                futures::stream::unfold((rx, true, false), |(mut rx, first, ended)| async move {
+                    if ended || (!first && rx.changed().await.is_err()) {
+                        return None;
+                    }
+                    let r = rx.borrow_and_update().clone();
+                    let ended = r.state.is_terminal();
+                    Some((Ok(run_proto(&r)), (rx, false, ended)))
                 });
-                futures::future::ready(out)
-            });
             return Ok(Response::new(self.until_shutdown(s)));
         }
         // A run of another replica (or one that ended): poll the database.
