@@ -57,12 +57,23 @@ impl From<ort::Error> for RuntimeError {
 
 /// Where to load ONNX Runtime from: the configured path, else `ORT_DYLIB_PATH`
 /// (which `.cargo/config.toml` sets for `cargo run` and `cargo test`), else
-/// `.ort/libonnxruntime.so` where `scripts/setup-ort.sh` puts it.
+/// `.ort/libonnxruntime.so` where `scripts/setup-ort.sh` puts it — in the
+/// working directory or above the executable (a checkout's `target/release/`).
 pub fn library_path(configured: Option<&Path>) -> std::path::PathBuf {
-    configured
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
-        .unwrap_or_else(|| ".ort/libonnxruntime.so".into())
+    const LOCAL: &str = ".ort/libonnxruntime.so";
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return p.into();
+    }
+    if Path::new(LOCAL).exists() {
+        return LOCAL.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().map(|d| d.join(LOCAL)).find(|p| p.exists()))
+        .unwrap_or_else(|| LOCAL.into())
 }
 
 /// Loads the ONNX Runtime shared library once per process; later calls are no-ops.

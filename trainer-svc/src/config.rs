@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use taskcast_proto::auth::{AdminToken, AdminTokenError};
 use taskcast_proto::serve::LogFormat;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::family::{Family, FitOptions};
 use crate::gate::GateConfig;
@@ -72,6 +73,25 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "TASKCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key). Plaintext
+    /// when unset; the metrics endpoint stays plaintext either way.
+    #[arg(long, env = "TASKCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TASKCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// A TLS certificate or key file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what} {path}: {source}")]
+pub struct TlsFileError {
+    /// Which flag's file.
+    pub what: &'static str,
+    /// The file.
+    pub path: String,
+    /// The I/O error.
+    pub source: std::io::Error,
 }
 
 impl ServeConfig {
@@ -93,7 +113,26 @@ impl ServeConfig {
             admin_token: None,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+
+    /// The gRPC server's TLS settings; `None` serves plaintext (also when a
+    /// struct built in code sets only one of cert and key; clap requires both).
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsFileError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |what: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| TlsFileError {
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+        Ok(Some(ServerTlsConfig::new().identity(identity)))
     }
 
     /// The admin token, from the file or the value; `None` when neither is set.

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod import;
 pub mod linear;
 pub mod metrics;
+pub mod mlp;
 pub mod offline;
 pub mod pipeline;
 pub mod publisher;

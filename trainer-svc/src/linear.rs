@@ -16,6 +16,13 @@ use crate::dataset::Rows;
 /// L2 strength on the summed log loss (linfa's convention; ≈ 1/C of scikit-learn).
 pub const DEFAULT_ALPHA: f64 = 1.0;
 
+/// L-BFGS iteration cap. On the real datasets and on 1 M simulated rows the
+/// hold-out metrics agree to four decimals between 50, 100 and 200
+/// iterations, while time grows linearly with them.
+pub const MAX_ITERATIONS: u64 = 100;
+/// Convergence: gradient norm of the summed loss below this times the rows.
+pub const GRADIENT_TOLERANCE_PER_ROW: f64 = 1e-4;
+
 /// Why a fit failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
@@ -110,8 +117,11 @@ fn fit_logistic(
     let y = Array1::from_iter(rows.correct.iter().copied());
     let fitted = LogisticRegression::default()
         .alpha(alpha)
-        .max_iterations(200)
-        .gradient_tolerance(1e-5)
+        .max_iterations(MAX_ITERATIONS)
+        // linfa's loss is summed over rows, so its gradient grows with n: a
+        // fixed tolerance is never met on large tables and every fit ran to
+        // the iteration cap. Scaling by n makes it a per-row tolerance.
+        .gradient_tolerance(GRADIENT_TOLERANCE_PER_ROW * all.len() as f64)
         .fit(&linfa::Dataset::new(x, y))
         .map_err(|e| FitError::Linfa(e.to_string()))?;
     Ok((scaling, fitted))

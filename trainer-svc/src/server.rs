@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS certificate or key could not be read.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::config::TlsFileError),
 }
 
 /// Runs the trainer until `shutdown` resolves, then stops the scheduler,
@@ -54,6 +57,8 @@ pub async fn run(
     let lib = taskcast_contract::runtime::library_path(config.ort_lib.as_deref());
     taskcast_contract::runtime::init(&lib)?;
     let token = config.admin_token()?;
+    // Read before touching the database, so a bad path fails fast.
+    let tls = config.server_tls()?;
     if token.is_none() {
         tracing::warn!("no admin token configured: Train, Promote and Rollback will be refused");
     }
@@ -85,6 +90,8 @@ pub async fn run(
         stop_rx.clone(),
     );
     let scheduler = tokio::spawn(runner.clone().schedule());
+    // Kept to wait for an interrupted run to record its end at shutdown.
+    let runner_at_exit = runner.clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -114,7 +121,12 @@ pub async fn run(
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let mut rx = drain_rx.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        tracing::info!("serving gRPC over TLS");
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(grpc_metrics)
@@ -125,12 +137,16 @@ pub async fn run(
         .add_service(TrainerServer::new(service))
         // Builder::tcp_nodelay does not reach a listener we bound ourselves;
         // without it small responses wait out Nagle + delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            let _ = rx.wait_for(|d| *d).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = rx.wait_for(|d| *d).await;
+            },
+        );
     let server = tokio::spawn(server);
 
     shutdown.await;
+    let deadline = tokio::time::Instant::now() + grace;
     tracing::info!("shutting down: stopping the scheduler and draining calls");
     health_reporter
         .set_not_serving::<TrainerServer<TrainerService>>()
@@ -152,6 +168,20 @@ pub async fn run(
         }
     };
     let _ = scheduler.await;
+    // A run in progress saw the stop signal and abandons before publishing;
+    // let it write FAILED now rather than leave the row RUNNING until the
+    // next start's stale-run recovery (another replica would see it running).
+    let recorded = tokio::time::timeout_at(deadline, async {
+        while !runner_at_exit.idle().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if recorded.is_err() {
+        tracing::warn!(
+            "the interrupted run did not record its end; the next start marks it FAILED"
+        );
+    }
     if let Some(t) = metrics_task {
         let _ = t.await;
     }

@@ -176,8 +176,12 @@ fn unknown_learner_gets_a_finite_prediction_that_differs_from_a_known_one() {
 #[test]
 fn learns_a_synthetic_problem_better_than_the_population_baseline() {
     let ds = dataset(60, 60, 0.0);
+    // The shipping default architecture, through the family dispatch.
     let opts = FitOptions {
-        mlp: quick(Architecture::Separate),
+        mlp: MlpConfig {
+            max_epochs: 6,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let fitted = Fitted::fit(Family::Mlp, &ds, &opts).unwrap();
