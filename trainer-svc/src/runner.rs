@@ -131,9 +131,11 @@ impl Runner {
                 return Ok(rec);
             }
         }
-        let Some(lock) = self.db.try_training_lock().await? else {
+        let lock = match self.training_lock().await? {
+            Ok(lock) => lock,
             // Another replica trains: show its run rather than start a second.
-            return self.db.running_run().await?.ok_or(RunnerError::Busy);
+            Err(Some(running)) => return Ok(running),
+            Err(None) => return Err(RunnerError::Busy),
         };
         let up_to_id = self.db.max_task_id().await?;
         let family = family.unwrap_or(self.config.spec.family);
@@ -180,6 +182,22 @@ impl Runner {
             }
         });
         Ok(rec)
+    }
+
+    /// The training lock, or the run holding it. A run records its end just
+    /// before it releases the lock, so "locked but nothing running" is
+    /// usually that gap: retry briefly before calling it busy.
+    async fn training_lock(&self) -> Result<Result<crate::db::TrainingLockGuard, Option<RunRecord>>, DbError> {
+        for _ in 0..20 {
+            if let Some(lock) = self.db.try_training_lock().await? {
+                return Ok(Ok(lock));
+            }
+            if let Some(running) = self.db.running_run().await? {
+                return Ok(Err(Some(running)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Err(None))
     }
 
     /// Records progress in the database (at phase changes) and for watchers.
