@@ -233,6 +233,9 @@ def test_admin_rpcs(live):
     run = live.train()
     assert run.id and run.state in {"RUNNING", "SUCCEEDED", "REJECTED", "FAILED"}
     assert live.get_training_run(run.id).id == run.id
+    # Wait for the run to end so it cannot promote behind the caller's back.
+    states = [r.state for r in live.watch_training_run(run.id, timeout=300)]
+    assert states and states[-1] in {"SUCCEEDED", "REJECTED", "FAILED"}, states
     with pytest.raises(grpc.RpcError) as err:
         live.promote("no-such-version")
     assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,

@@ -8,6 +8,10 @@
 //!   client over loopback, at concurrency 1 and 32 (one HTTP/2 connection).
 //!
 //! Fixed request counts, each run also capped at 10 s.
+//!
+//! Models: `TASKCAST_BENCH_MODELS=name=path,name=path` (default: the bootstrap
+//! model). BENCHMARKS.md trains a `linear` and an `mlp` model with
+//! `trainer-svc train` and passes both, so the families compare in one run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,55 +141,72 @@ async fn grpc(url: &str, candidates: usize, concurrency: usize, total: usize) ->
     )
 }
 
+fn models() -> Vec<(String, String)> {
+    match std::env::var("TASKCAST_BENCH_MODELS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+        _ => vec![("bootstrap".into(), MODEL.into())],
+    }
+}
+
 fn main() {
-    let config = Config::default_for_tests(MODEL);
-    inference_svc::init_runtime(&config).expect("ONNX Runtime");
-    let bytes = std::fs::read(MODEL).expect("model");
-    let model = LoadedModel::load(&bytes, None, config.session_pool()).expect("load");
-
-    let mut rows = vec![
-        in_process(&model, 1, 20_000),
-        in_process(&model, 100, 5_000),
-    ];
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(inference_svc::run(listener, None, config, async {
-            let _ = rx.await;
-        }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for (cands, conc, total) in [
-            (1, 1, 5_000),
-            (1, 32, 20_000),
-            (100, 1, 2_000),
-            (100, 32, 8_000),
+    let mut rows = Vec::new();
+    for (name, path) in models() {
+        let config = Config::default_for_tests(&path);
+        inference_svc::init_runtime(&config).expect("ONNX Runtime");
+        let bytes = std::fs::read(&path).expect("model");
+        let model = LoadedModel::load(&bytes, None, config.session_pool()).expect("load");
+        for mut r in [
+            in_process(&model, 1, 20_000),
+            in_process(&model, 100, 5_000),
         ] {
-            rows.push(grpc(&url, cands, conc, total).await);
+            r.what = format!("{name}: {}", r.what);
+            rows.push(r);
         }
-        let _ = tx.send(());
-        let _ = server.await;
-    });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(inference_svc::run(listener, None, config, async {
+                let _ = rx.await;
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for (cands, conc, total) in [
+                (1, 1, 5_000),
+                (1, 32, 20_000),
+                (100, 1, 2_000),
+                (100, 32, 8_000),
+            ] {
+                let mut r = grpc(&url, cands, conc, total).await;
+                r.what = format!("{name}: {}", r.what);
+                rows.push(r);
+            }
+            let _ = tx.send(());
+            let _ = server.await;
+        });
+    }
 
     println!();
     println!(
-        "| {:<42} | {:>6} | {:>10} | {:>10} | {:>12} |",
+        "| {:<50} | {:>6} | {:>10} | {:>10} | {:>12} |",
         "case (50-attempt history)", "n", "p50", "p99", "req/s"
     );
     println!(
-        "|{:-<44}|{:->8}|{:->12}|{:->12}|{:->14}|",
+        "|{:-<52}|{:->8}|{:->12}|{:->12}|{:->14}|",
         "", "", "", "", ""
     );
     for r in rows {
         println!(
-            "| {:<42} | {:>6} | {:>10.1?} | {:>10.1?} | {:>12.0} |",
+            "| {:<50} | {:>6} | {:>10.1?} | {:>10.1?} | {:>12.0} |",
             r.what, r.n, r.p50, r.p99, r.throughput
         );
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use taskcast_proto::serve::LogFormat;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Taskcast inference service: predicts, before a learner starts a task, how
 /// likely they are to get it right and how long it will take.
@@ -69,7 +70,7 @@ pub struct Config {
     pub request_timeout_ms: u64,
 
     /// Concurrent requests per HTTP/2 connection; excess requests are shed
-    /// with UNAVAILABLE instead of queueing (clients retry on another replica).
+    /// with RESOURCE_EXHAUSTED instead of queueing (clients retry on another replica).
     #[arg(
         long = "concurrency-limit-per-connection",
         env = "TASKCAST_CONCURRENCY_LIMIT_PER_CONNECTION",
@@ -105,6 +106,46 @@ pub struct Config {
     /// runs one request at a time with one thread.
     #[arg(long = "sessions", env = "TASKCAST_SESSIONS", default_value_t = 0)]
     pub sessions: usize,
+
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key). Plaintext
+    /// when unset; the metrics endpoint stays plaintext either way.
+    #[arg(long = "tls-cert", env = "TASKCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long = "tls-key", env = "TASKCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that sign the trainer's TLS certificate; needed
+    /// when --trainer is an https:// URL (this build carries no system roots).
+    #[arg(long = "trainer-ca", env = "TASKCAST_TRAINER_CA")]
+    pub trainer_ca: Option<PathBuf>,
+}
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("reading {what} {path}: {source}")]
+    Read {
+        /// Which flag's file.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An https:// trainer without a CA to verify it against.
+    #[error("--trainer {0} is https:// but no --trainer-ca was given")]
+    MissingTrainerCa(String),
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl Config {
@@ -125,7 +166,49 @@ impl Config {
             replica_name: Some("test".into()),
             log_format: LogFormat::Text,
             sessions: 0,
+            tls_cert: None,
+            tls_key: None,
+            trainer_ca: None,
         }
+    }
+
+    /// The gRPC server's TLS settings; `None` serves plaintext. Clap makes
+    /// --tls-cert and --tls-key require each other; a struct built in code
+    /// with only one of them also serves plaintext.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity =
+            Identity::from_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
+        Ok(Some(ServerTlsConfig::new().identity(identity)))
+    }
+
+    /// TLS for the trainer subscription: `Some` for an https:// --trainer
+    /// (verified against --trainer-ca), `None` for plaintext http://.
+    pub fn trainer_tls(&self) -> Result<Option<ClientTlsConfig>, TlsError> {
+        let Some(url) = self.trainer.as_deref() else {
+            return Ok(None);
+        };
+        let https = url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        if !https {
+            if self.trainer_ca.is_some() {
+                tracing::warn!(
+                    trainer = url,
+                    "--trainer-ca is ignored for a plaintext http:// trainer"
+                );
+            }
+            return Ok(None);
+        }
+        let ca = self
+            .trainer_ca
+            .as_deref()
+            .ok_or_else(|| TlsError::MissingTrainerCa(url.to_string()))?;
+        let ca = Certificate::from_pem(read_pem("--trainer-ca", ca)?);
+        // The server name checked against the certificate is the URL's host.
+        Ok(Some(ClientTlsConfig::new().ca_certificate(ca)))
     }
 
     /// The ONNX Runtime library: `--ort-lib`, else `$ORT_DYLIB_PATH`, else `.ort/libonnxruntime.so`.
@@ -218,6 +301,36 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.trainer.as_deref(), Some("http://t:1"));
         assert!(Config::try_parse_from(["inference-svc", "--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_pair_up_and_https_needs_a_ca() {
+        assert!(Config::try_parse_from(["inference-svc", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["inference-svc", "--tls-key", "k.pem"]).is_err());
+        let c = Config::try_parse_from(["inference-svc", "--trainer", "https://t:1"]).unwrap();
+        assert!(matches!(
+            c.trainer_tls(),
+            Err(TlsError::MissingTrainerCa(_))
+        ));
+        let c = Config::try_parse_from(["inference-svc", "--trainer", "http://t:1"]).unwrap();
+        assert!(c.trainer_tls().unwrap().is_none());
+        assert!(
+            c.server_tls().unwrap().is_none(),
+            "plaintext is the default"
+        );
+        let c = Config::try_parse_from([
+            "inference-svc",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap();
+        let e = c.server_tls().unwrap_err().to_string();
+        assert!(
+            e.contains("--tls-cert") && e.contains("/nonexistent/c.pem"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum Error {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS flags cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] config::TlsError),
 }
 
 /// Loads ONNX Runtime once per process; later calls are no-ops.
@@ -180,6 +183,9 @@ impl App {
             health,
             health_service,
         } = self;
+        // Both read files: fail before anything is spawned.
+        let server_tls = config.server_tls()?;
+        let trainer_tls = config.trainer_tls()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -198,6 +204,7 @@ impl App {
         if let Some(url) = config.trainer.clone() {
             background.push(tokio::spawn(subscribe::follow_trainer(
                 url,
+                trainer_tls,
                 config.replica(),
                 Arc::clone(&slot),
                 Arc::clone(&metrics),
@@ -228,8 +235,12 @@ impl App {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        tracing::info!(addr = ?local, replica = %config.replica(), "inference serving gRPC");
-        let server = tonic::transport::Server::builder()
+        tracing::info!(addr = ?local, replica = %config.replica(), tls = server_tls.is_some(), "inference serving gRPC");
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = server_tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             .timeout(config.request_timeout())
             .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
             .load_shed(true)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use taskcast_proto::WatchModelsRequest;
 use taskcast_proto::trainer_client::TrainerClient;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::metrics::Metrics;
 use crate::swap::ModelSlot;
@@ -52,9 +52,11 @@ impl Backoff {
     }
 }
 
-/// Follows the trainer at `url` until `stop` turns true.
+/// Follows the trainer at `url` until `stop` turns true; `tls` (from
+/// [`crate::Config::trainer_tls`]) for an https:// trainer.
 pub async fn follow_trainer(
     url: String,
+    tls: Option<ClientTlsConfig>,
     replica: String,
     slot: Arc<ModelSlot>,
     metrics: Arc<Metrics>,
@@ -70,7 +72,7 @@ pub async fn follow_trainer(
             metrics.trainer_reconnects.inc();
         }
         attempts += 1;
-        let session = watch_once(&url, &replica, &slot, &metrics, &mut backoff);
+        let session = watch_once(&url, tls.as_ref(), &replica, &slot, &metrics, &mut backoff);
         tokio::select! {
             result = session => {
                 metrics.trainer_connected.set(0);
@@ -105,13 +107,18 @@ enum WatchError {
 /// One connection's lifetime: connect, subscribe, swap each artifact.
 async fn watch_once(
     url: &str,
+    tls: Option<&ClientTlsConfig>,
     replica: &str,
     slot: &ModelSlot,
     metrics: &Metrics,
     backoff: &mut Backoff,
 ) -> Result<(), WatchError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| WatchError::Url(e.to_string()))?
+    let mut endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|e| WatchError::Url(e.to_string()))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))

@@ -6,104 +6,27 @@
 //! (`cargo build --workspace --bins` first; `scripts/test.sh` does).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{
     Attempt, Candidate, GetModelRequest, ListModelsRequest, PredictRequest, PromoteRequest,
     RollbackRequest,
 };
-use tonic::Request;
 use tonic::transport::Channel;
 use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::rows::TaskRow;
 use trainer_svc::sim::{SimConfig, Simulator};
 
-const TOKEN: &str = "e2e-admin-token";
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A workspace binary next to this test's own executable.
-fn binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
-    let path = dir.join(name);
-    ensure!(path.exists(), "{} not built: run `cargo build --workspace --bins` first", path.display());
-    Ok(path)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A child process killed (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Proc {
-    fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<Proc> {
-        let out = std::fs::File::create(log)?;
-        let child = Command::new(bin)
-            .args(args)
-            .env("ORT_DYLIB_PATH", workspace().join(".ort/libonnxruntime.so"))
-            .env("TASKCAST_LOG", "info")
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Proc { child, name: name.into() })
-    }
-
-    fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-async fn connect(port: u16) -> Result<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => bail!("port {port}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-fn admin<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
-    r
-}
+mod support;
+use support::{Proc, TOKEN, admin, binary, connect, free_port, workspace};
 
 fn attempts(rows: &[TaskRow]) -> Vec<Attempt> {
     rows.iter()
@@ -141,15 +64,27 @@ async fn wait_model(
 }
 
 async fn active_version(trainer: &mut TrainerClient<Channel>) -> Result<Option<String>> {
-    let models = trainer.list_models(ListModelsRequest { limit: 100 }).await?.into_inner().models;
-    Ok(models.into_iter().find(|m| m.state == "active").map(|m| m.version))
+    let models = trainer
+        .list_models(ListModelsRequest { limit: 100 })
+        .await?
+        .into_inner()
+        .models;
+    Ok(models
+        .into_iter()
+        .find(|m| m.state == "active")
+        .map(|m| m.version))
 }
 
 /// The loop on one database URL.
 async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     // The app's backend has been writing completed tasks.
     let db = Db::connect(db_url).await?;
-    let mut sim = Simulator::new(SimConfig { seed: 11, learners: 60, attempts_per_learner: 40, ..Default::default() })?;
+    let mut sim = Simulator::new(SimConfig {
+        seed: 11,
+        learners: 60,
+        attempts_per_learner: 40,
+        ..Default::default()
+    })?;
     let rows = sim.generate();
     db.insert_tasks(&rows).await?;
 
@@ -157,29 +92,61 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     std::fs::write(&token_file, TOKEN)?;
     let (tp, tm) = (free_port()?, free_port()?);
     let trainer_args: Vec<String> = [
-        "serve", "--database-url", db_url, "--listen", &format!("127.0.0.1:{tp}"),
-        "--metrics-listen", &format!("127.0.0.1:{tm}"), "--retrain-every", "20",
-        "--poll-interval-ms", "100", "--admin-token-file", &token_file.display().to_string(),
-        "--shutdown-grace-seconds", "5",
+        "serve",
+        "--database-url",
+        db_url,
+        "--listen",
+        &format!("127.0.0.1:{tp}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{tm}"),
+        "--retrain-every",
+        "20",
+        "--poll-interval-ms",
+        "100",
+        "--admin-token-file",
+        &token_file.display().to_string(),
+        "--shutdown-grace-seconds",
+        "5",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let _trainer = Proc::spawn("trainer-svc", &binary("trainer-svc")?, &trainer_args, &dir.join("trainer.log"))?;
+    let _trainer = Proc::spawn(
+        "trainer-svc",
+        &binary("trainer-svc")?,
+        &trainer_args,
+        &dir.join("trainer.log"),
+    )?;
     let mut replicas = Vec::new();
     let mut ports = Vec::new();
     for name in ["r1", "r2"] {
         let (p, m) = (free_port()?, free_port()?);
         let args: Vec<String> = [
-            "--listen", &format!("127.0.0.1:{p}"), "--metrics-listen", &format!("127.0.0.1:{m}"),
-            "--model", &workspace().join("models/bootstrap.onnx").display().to_string(),
-            "--trainer", &format!("http://127.0.0.1:{tp}"), "--replica-name", name,
-            "--shutdown-grace-seconds", "5",
+            "--listen",
+            &format!("127.0.0.1:{p}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{m}"),
+            "--model",
+            &workspace()
+                .join("models/bootstrap.onnx")
+                .display()
+                .to_string(),
+            "--trainer",
+            &format!("http://127.0.0.1:{tp}"),
+            "--replica-name",
+            name,
+            "--shutdown-grace-seconds",
+            "5",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        replicas.push(Proc::spawn(name, &binary("inference-svc")?, &args, &dir.join(format!("{name}.log")))?);
+        replicas.push(Proc::spawn(
+            name,
+            &binary("inference-svc")?,
+            &args,
+            &dir.join(format!("{name}.log")),
+        )?);
         ports.push(p);
     }
     let mut trainer = TrainerClient::new(connect(tp).await?);
@@ -201,16 +168,30 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
 
     // A learner's prediction moves after more completed tasks, with no retrain.
     let learner = rows[0].user_id.clone();
-    let mut history: Vec<TaskRow> = rows.iter().filter(|r| r.user_id == learner).cloned().collect();
+    let mut history: Vec<TaskRow> = rows
+        .iter()
+        .filter(|r| r.user_id == learner)
+        .cloned()
+        .collect();
     let topic = history.last().map(|r| r.topic.clone()).unwrap_or_default();
-    let cand = Candidate { task_id: "next".into(), topic: topic.clone(), difficulty: "medium".into(), item_id: String::new() };
+    let cand = Candidate {
+        task_id: "next".into(),
+        topic: topic.clone(),
+        difficulty: "medium".into(),
+        item_id: String::new(),
+    };
     let predict = |h: &[TaskRow]| PredictRequest {
         user_id: learner.clone(),
         history: attempts(h),
         candidates: vec![cand.clone()],
         explain: false,
     };
-    let before = clients[0].predict(predict(&history)).await?.into_inner().predictions[0].p_correct;
+    let before = clients[0]
+        .predict(predict(&history))
+        .await?
+        .into_inner()
+        .predictions[0]
+        .p_correct;
     let mut newer: Vec<TaskRow> = (0..6)
         .map(|i| TaskRow {
             user_id: learner.clone(),
@@ -224,29 +205,45 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         .collect();
     db.insert_tasks(&newer).await?;
     history.append(&mut newer);
-    let after = clients[1].predict(predict(&history)).await?.into_inner().predictions[0].p_correct;
-    ensure!(after > before, "six correct answers in {topic} should raise p_correct: {before} -> {after}");
+    let after = clients[1]
+        .predict(predict(&history))
+        .await?
+        .into_inner()
+        .predictions[0]
+        .p_correct;
+    ensure!(
+        after > before,
+        "six correct answers in {topic} should raise p_correct: {before} -> {after}"
+    );
 
     // More completed tasks fire auto-training; a second version is registered.
-    let more = sim.next_attempts(&rows[1].user_id, 30).context("simulated learner")?;
+    let more = sim
+        .next_attempts(&rows[1].user_id, 30)
+        .context("simulated learner")?;
     db.insert_tasks(&more).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    let versions = loop {
-        let models = trainer.list_models(ListModelsRequest { limit: 100 }).await?.into_inner().models;
+    loop {
+        let models = trainer
+            .list_models(ListModelsRequest { limit: 100 })
+            .await?
+            .into_inner()
+            .models;
         if models.len() >= 2 {
-            break models;
+            break;
         }
-        ensure!(Instant::now() < deadline, "auto-training did not register a second version");
+        ensure!(
+            Instant::now() < deadline,
+            "auto-training did not register a second version"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let active_now = active_version(&mut trainer).await?.context("an active version")?;
-    for c in clients.iter_mut() {
-        wait_model(c, "the active version", |m| m.version == active_now).await?;
     }
-
     // Clients in other languages: the Python example client's live tests.
     let venv = workspace().join(".venv/bin/pytest");
-    ensure!(venv.exists(), "{} missing: run scripts/setup-python.sh", venv.display());
+    ensure!(
+        venv.exists(),
+        "{} missing: run scripts/setup-python.sh",
+        venv.display()
+    );
     let py = Command::new(&venv)
         .args(["-q", "examples/python/test_client.py", "-k", "not rollback"])
         .current_dir(workspace())
@@ -261,21 +258,60 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         String::from_utf8_lossy(&py.stderr)
     );
     let rust = Command::new(binary("taskcast-client")?)
-        .args(["--inference", &format!("http://127.0.0.1:{}", ports[1]), "predict", "--user", &learner, "--candidate", &format!("t1:{topic}:easy")])
+        .args([
+            "--inference",
+            &format!("http://127.0.0.1:{}", ports[1]),
+            "predict",
+            "--user",
+            &learner,
+            "--candidate",
+            &format!("t1:{topic}:easy"),
+        ])
         .output()?;
-    ensure!(rust.status.success(), "rust client failed: {}", String::from_utf8_lossy(&rust.stderr));
-    ensure!(String::from_utf8_lossy(&rust.stdout).contains("p_correct"), "rust client printed no prediction");
+    ensure!(
+        rust.status.success(),
+        "rust client failed: {}",
+        String::from_utf8_lossy(&rust.stderr)
+    );
+    ensure!(
+        String::from_utf8_lossy(&rust.stdout).contains("p_correct"),
+        "rust client printed no prediction"
+    );
+
+    // The Python test's own Train has ended (it waits for it), so the
+    // registry is settled before promotion and rollback are checked.
+    let versions = trainer
+        .list_models(ListModelsRequest { limit: 100 })
+        .await?
+        .into_inner()
+        .models;
+    let active_now = active_version(&mut trainer)
+        .await?
+        .context("an active version")?;
+    for c in clients.iter_mut() {
+        wait_model(c, "the active version", |m| m.version == active_now).await?;
+    }
 
     // Promotion and rollback under load on both replicas: zero failures.
     let known: HashSet<String> = versions.iter().map(|m| m.version.clone()).collect();
-    let other = versions.iter().find(|m| m.version != active_now).map(|m| m.version.clone()).context("a second version")?;
+    let other = versions
+        .iter()
+        .find(|m| m.version != active_now)
+        .map(|m| m.version.clone())
+        .context("a second version")?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let mut load = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         for _ in 0..4 {
-            let (mut c, stop, ok, failed, seen) = (c.clone(), stop.clone(), ok.clone(), failed.clone(), seen.clone());
+            let (mut c, stop, ok, failed, seen) = (
+                c.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                seen.clone(),
+            );
             let req = predict(&history);
             load.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -296,13 +332,24 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    trainer.promote(admin(PromoteRequest { version: other.clone() })).await?;
+    trainer
+        .promote(admin(PromoteRequest {
+            version: other.clone(),
+        }))
+        .await?;
     for c in clients.iter_mut() {
         wait_model(c, "the promoted version", |m| m.version == other).await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let back = trainer.rollback(admin(RollbackRequest {})).await?.into_inner().version;
-    ensure!(back == active_now, "rollback went to {back}, expected {active_now}");
+    let back = trainer
+        .rollback(admin(RollbackRequest {}))
+        .await?
+        .into_inner()
+        .version;
+    ensure!(
+        back == active_now,
+        "rollback went to {back}, expected {active_now}"
+    );
     for c in clients.iter_mut() {
         wait_model(c, "the rolled-back version", |m| m.version == active_now).await?;
     }
@@ -312,25 +359,42 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         t.await?;
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    ensure!(failed == 0, "{failed} of {} requests failed during promotion and rollback", ok + failed);
+    ensure!(
+        failed == 0,
+        "{failed} of {} requests failed during promotion and rollback",
+        ok + failed
+    );
     ensure!(ok > 100, "the load loop made only {ok} requests");
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    ensure!(seen.is_subset(&known), "responses named unknown versions: {seen:?} vs {known:?}");
-    ensure!(seen.contains(&other), "no response came from the promoted version");
+    ensure!(
+        seen.is_subset(&known),
+        "responses named unknown versions: {seen:?} vs {known:?}"
+    );
+    ensure!(
+        seen.contains(&other),
+        "no response came from the promoted version"
+    );
     drop(replicas);
     db.close().await?;
     Ok(())
 }
 
 async fn run_on(test_db: TestDb) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("taskcast-e2e-{}-{}", test_db.backend_name(), std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "taskcast-e2e-{}-{}",
+        test_db.backend_name(),
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir)?;
     let result = whole_loop(test_db.url(), &dir).await;
     if result.is_err() {
         for log in ["trainer.log", "r1.log", "r2.log"] {
             let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            eprintln!("--- {log} (last lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- {log} (last lines)\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
     test_db.cleanup().await.ok();

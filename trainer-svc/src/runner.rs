@@ -187,7 +187,9 @@ impl Runner {
     /// The training lock, or the run holding it. A run records its end just
     /// before it releases the lock, so "locked but nothing running" is
     /// usually that gap: retry briefly before calling it busy.
-    async fn training_lock(&self) -> Result<Result<crate::db::TrainingLockGuard, Option<RunRecord>>, DbError> {
+    async fn training_lock(
+        &self,
+    ) -> Result<Result<crate::db::TrainingLockGuard, Option<RunRecord>>, DbError> {
         for _ in 0..20 {
             if let Some(lock) = self.db.try_training_lock().await? {
                 return Ok(Ok(lock));

@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
-use taskcast_proto::{Attempt, Candidate, GetModelRequest, PredictRequest, RecommendRequest, TrainRequest};
+use taskcast_proto::{
+    Attempt, Candidate, GetModelRequest, PredictRequest, RecommendRequest, TrainRequest,
+};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -24,10 +26,20 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[command(about = "Example Taskcast client")]
 struct Cli {
     /// inference-svc address.
-    #[arg(long, env = "TASKCAST_INFERENCE_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "TASKCAST_INFERENCE_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     inference: String,
     /// trainer-svc address.
-    #[arg(long, env = "TASKCAST_TRAINER_URL", default_value = "http://127.0.0.1:50052", global = true)]
+    #[arg(
+        long,
+        env = "TASKCAST_TRAINER_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
     trainer: String,
     #[command(subcommand)]
     command: Command,
@@ -99,7 +111,10 @@ fn history(topic: &str, n: usize) -> Vec<Attempt> {
             difficulty: "medium".into(),
             correct: true,
             seconds: 20.0,
-            completed_at: Some(prost_types::Timestamp { seconds: 1_700_000_000 + 60 * i as i64, nanos: 0 }),
+            completed_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + 60 * i as i64,
+                nanos: 0,
+            }),
             item_id: String::new(),
         })
         .collect()
@@ -109,10 +124,16 @@ async fn wait(url: &str, trained: bool, timeout: Duration) -> anyhow::Result<()>
     let deadline = Instant::now() + timeout;
     loop {
         let ready = async {
-            let channel = tonic::transport::Channel::from_shared(url.to_string()).ok()?.connect().await.ok()?;
+            let channel = tonic::transport::Channel::from_shared(url.to_string())
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
             let mut health = HealthClient::new(channel.clone());
             let status = health
-                .check(HealthCheckRequest { service: "taskcast.v1.Inference".into() })
+                .check(HealthCheckRequest {
+                    service: "taskcast.v1.Inference".into(),
+                })
                 .await
                 .ok()?
                 .into_inner()
@@ -121,7 +142,11 @@ async fn wait(url: &str, trained: bool, timeout: Duration) -> anyhow::Result<()>
                 return None;
             }
             let mut client = InferenceClient::new(channel);
-            let model = client.get_model(GetModelRequest {}).await.ok()?.into_inner();
+            let model = client
+                .get_model(GetModelRequest {})
+                .await
+                .ok()?
+                .into_inner();
             (!trained || model.family != "bootstrap").then_some(model)
         }
         .await;
@@ -140,11 +165,28 @@ async fn wait(url: &str, trained: bool, timeout: Duration) -> anyhow::Result<()>
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Wait { trained, timeout } => wait(&cli.inference, trained, Duration::from_secs(timeout)).await?,
-        Command::Predict { user, candidates, history: n, explain } => {
-            let candidates = candidates.iter().map(|c| candidate(c)).collect::<anyhow::Result<Vec<_>>>()?;
-            let mut client = InferenceClient::connect(cli.inference.clone()).await.context("connecting")?;
-            let req = PredictRequest { user_id: user, history: history(&candidates[0].topic, n), candidates, explain };
+        Command::Wait { trained, timeout } => {
+            wait(&cli.inference, trained, Duration::from_secs(timeout)).await?
+        }
+        Command::Predict {
+            user,
+            candidates,
+            history: n,
+            explain,
+        } => {
+            let candidates = candidates
+                .iter()
+                .map(|c| candidate(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut client = InferenceClient::connect(cli.inference.clone())
+                .await
+                .context("connecting")?;
+            let req = PredictRequest {
+                user_id: user,
+                history: history(&candidates[0].topic, n),
+                candidates,
+                explain,
+            };
             let resp = client.predict(req).await?.into_inner();
             println!("model {}", resp.model_version);
             for p in resp.predictions {
@@ -153,13 +195,26 @@ async fn main() -> anyhow::Result<()> {
                     p.task_id, p.p_correct, p.seconds, p.seconds_low, p.seconds_high, p.cold_start
                 );
                 for r in p.reasons.iter().take(5) {
-                    println!("    {:<26} value {:>8.3}  effect {:+.3}", r.feature, r.value, r.effect);
+                    println!(
+                        "    {:<26} value {:>8.3}  effect {:+.3}",
+                        r.feature, r.value, r.effect
+                    );
                 }
             }
         }
-        Command::Recommend { user, candidates, target, budget_seconds } => {
-            let candidates = candidates.iter().map(|c| candidate(c)).collect::<anyhow::Result<Vec<_>>>()?;
-            let mut client = InferenceClient::connect(cli.inference.clone()).await.context("connecting")?;
+        Command::Recommend {
+            user,
+            candidates,
+            target,
+            budget_seconds,
+        } => {
+            let candidates = candidates
+                .iter()
+                .map(|c| candidate(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut client = InferenceClient::connect(cli.inference.clone())
+                .await
+                .context("connecting")?;
             let req = RecommendRequest {
                 user_id: user,
                 history: history(&candidates[0].topic, 3),
@@ -171,24 +226,39 @@ async fn main() -> anyhow::Result<()> {
             };
             let resp = client.recommend(req).await?.into_inner();
             for p in resp.predictions {
-                println!("{:<12} p_correct {:.3}  seconds {:.1}", p.task_id, p.p_correct, p.seconds);
+                println!(
+                    "{:<12} p_correct {:.3}  seconds {:.1}",
+                    p.task_id, p.p_correct, p.seconds
+                );
             }
         }
         Command::Model => {
-            let mut client = InferenceClient::connect(cli.inference.clone()).await.context("connecting")?;
+            let mut client = InferenceClient::connect(cli.inference.clone())
+                .await
+                .context("connecting")?;
             let m = client.get_model(GetModelRequest {}).await?.into_inner();
-            println!("{}", serde_json::json!({
-                "version": m.version, "family": m.family, "feature_schema": m.feature_schema,
-                "history_window": m.history_window, "sha256": m.sha256, "metrics": m.metrics,
-            }));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "version": m.version, "family": m.family, "feature_schema": m.feature_schema,
+                    "history_window": m.history_window, "sha256": m.sha256, "metrics": m.metrics,
+                })
+            );
         }
         Command::Train { token_file, family } => {
             let token = match token_file {
-                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-                None => std::env::var("TASKCAST_ADMIN_TOKEN").context("set --token-file or TASKCAST_ADMIN_TOKEN")?,
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => std::env::var("TASKCAST_ADMIN_TOKEN")
+                    .context("set --token-file or TASKCAST_ADMIN_TOKEN")?,
             };
-            let mut client = TrainerClient::connect(cli.trainer.clone()).await.context("connecting")?;
-            let mut req = Request::new(TrainRequest { family, force: false });
+            let mut client = TrainerClient::connect(cli.trainer.clone())
+                .await
+                .context("connecting")?;
+            let mut req = Request::new(TrainRequest {
+                family,
+                force: false,
+            });
             let value: MetadataValue<_> = format!("Bearer {}", token.trim()).parse()?;
             req.metadata_mut().insert("authorization", value);
             let run = client.train(req).await?.into_inner();
