@@ -1,12 +1,25 @@
 //! `inference-svc` binary: parse flags, bind, run until SIGTERM / Ctrl-C.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use inference_svc::Config;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+async fn main() -> ExitCode {
+    // A startup error is a message for an operator (the cause chain on one
+    // line), not a backtrace, whatever RUST_BACKTRACE says.
+    match serve(Config::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     taskcast_proto::serve::init_tracing(config.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

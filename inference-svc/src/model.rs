@@ -42,6 +42,20 @@ pub enum ModelError {
     /// The graph loads but produces unusable outputs on probe rows.
     #[error("warm-up failed: {0}")]
     WarmUp(String),
+    /// The model names the serving version but is a different file: every
+    /// response names the version that produced it, so one name must not
+    /// stand for two models.
+    #[error(
+        "version {version} is already serving with sha256 {serving}; refusing a different file ({offered}) under the same name"
+    )]
+    VersionConflict {
+        /// The shared version name.
+        version: String,
+        /// sha256 of the serving model.
+        serving: String,
+        /// sha256 of the refused model.
+        offered: String,
+    },
     /// The model file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -69,6 +83,7 @@ impl ModelError {
             },
             ModelError::Runtime(_) => "runtime",
             ModelError::WarmUp(_) => "warmup",
+            ModelError::VersionConflict { .. } => "version_conflict",
             ModelError::Read { .. } => "read",
         }
     }

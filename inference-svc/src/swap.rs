@@ -75,6 +75,16 @@ impl ModelSlot {
                 "model load task failed: {join}"
             )))
         });
+        let loaded = loaded.and_then(|model| match self.current() {
+            Some(cur) if cur.version() == model.version() && cur.sha256 != model.sha256 => {
+                Err(ModelError::VersionConflict {
+                    version: model.version().to_string(),
+                    serving: cur.sha256.clone(),
+                    offered: model.sha256.clone(),
+                })
+            }
+            _ => Ok(model),
+        });
         match loaded {
             Ok(model) => Ok(self.install(model).await),
             Err(e) => {

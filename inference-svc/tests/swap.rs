@@ -219,6 +219,18 @@ async fn bad_models_are_refused_and_the_old_one_keeps_serving() {
         .await
         .expect("good model");
     assert_eq!(version_of(&server).as_deref(), Some("good-3"));
+    // Another file under the serving version's name is refused; the same
+    // file again is harmless.
+    let impostor = linear_bytes(&random_linear(7), &metadata("good-3", Default::default()));
+    let err = server
+        .slot
+        .try_swap(impostor, None)
+        .await
+        .expect_err("same version, other bytes");
+    assert_eq!(err.reason(), "version_conflict", "{err}");
+    let again = linear_bytes(&random_linear(3), &metadata("good-3", Default::default()));
+    server.slot.try_swap(again, None).await.expect("same file");
+    assert_eq!(version_of(&server).as_deref(), Some("good-3"));
     server.stop().await.unwrap();
 }
 

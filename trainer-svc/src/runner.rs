@@ -389,7 +389,21 @@ impl Runner {
             }
             Err(e) => tracing::warn!(run = %id, error = %e, "training run failed"),
         }
-        match self.db.update_run(id, &update).await {
+        // The end of a run is the one write worth waiting for: a database
+        // that blips right when a run ends would otherwise leave the row
+        // RUNNING until the next run's stale-run recovery. Bounded (~6 s), so
+        // a database that stays down does not hold the training lock.
+        let mut written = self.db.update_run(id, &update).await;
+        let mut pause = Duration::from_millis(200);
+        for _ in 0..5 {
+            if written.is_ok() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            written = self.db.update_run(id, &update).await;
+        }
+        match written {
             Ok(rec) => self.broadcast(id, rec).await,
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "recording the run's end failed");

@@ -162,8 +162,17 @@ async fn wait(url: &str, trained: bool, timeout: Duration) -> anyhow::Result<()>
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Wait { trained, timeout } => {
             wait(&cli.inference, trained, Duration::from_secs(timeout)).await?
