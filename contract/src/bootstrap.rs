@@ -54,18 +54,20 @@ pub fn bootstrap_linear() -> LinearModel {
     }
 }
 
-/// The bootstrap model file, byte for byte (deterministic: a fixed training time).
-pub fn bootstrap_model() -> Result<Vec<u8>, ArtifactError> {
-    let priors = Priors::default();
+/// Metadata for a linear-graph model over `priors`: the current schema and
+/// window, and the baseline row (an empty history, an unknown candidate)
+/// computed from those priors. The bootstrap model is this with empty priors;
+/// tests and benches build their models on it too, so they stay valid when the
+/// contract grows a field.
+pub fn linear_metadata(version: &str, family: &str, priors: Priors) -> ModelMetadata {
     let table = PriorTable::new(&priors);
-    let empty = FeatureContext::new(&[], &table);
-    let baseline = empty
+    let baseline = FeatureContext::new(&[], &table)
         .row(&CandidateKey::new("", "", "", &table), &table)
         .row
         .to_vec();
-    let metadata = ModelMetadata {
-        version: BOOTSTRAP_VERSION.into(),
-        family: "bootstrap".into(),
+    ModelMetadata {
+        version: version.into(),
+        family: family.into(),
         feature_schema: FEATURE_SCHEMA.into(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
         history_window: DEFAULT_HISTORY_WINDOW,
@@ -75,7 +77,11 @@ pub fn bootstrap_model() -> Result<Vec<u8>, ArtifactError> {
         feature_baseline: baseline,
         index_inputs: vec![],
         priors,
-    };
-    let bytes = Artifact::write(bootstrap_linear().graph(), &metadata)?;
-    Ok(bytes)
+    }
+}
+
+/// The bootstrap model file, byte for byte (deterministic: a fixed training time).
+pub fn bootstrap_model() -> Result<Vec<u8>, ArtifactError> {
+    let metadata = linear_metadata(BOOTSTRAP_VERSION, "bootstrap", Priors::default());
+    Artifact::write(bootstrap_linear().graph(), &metadata)
 }

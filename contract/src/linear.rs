@@ -36,6 +36,33 @@ impl LinearModel {
         )
     }
 
+    /// Small deterministic pseudo-random weights in `[-spread, spread)` and a
+    /// time intercept near ln 20 s: distinct, valid models for tests and
+    /// benches (swaps, refusals, parity) without training one.
+    pub fn pseudo_random(seed: u64, spread: f32) -> LinearModel {
+        // xorshift64: reproducible across platforms, no RNG dependency here.
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 * spread - spread
+        };
+        let mut p_weights = [0f32; FEATURE_COUNT];
+        let mut t_weights = [0f32; FEATURE_COUNT];
+        for (p, t) in p_weights.iter_mut().zip(t_weights.iter_mut()) {
+            *p = next();
+            *t = next();
+        }
+        LinearModel {
+            p_weights,
+            p_bias: next(),
+            t_weights,
+            t_bias: 3.0 + next(),
+            t_quantile_offsets: [-0.8, 0.0, 0.9],
+        }
+    }
+
     /// The ONNX graph (inputs and outputs per [`crate::artifact`]).
     pub fn graph(&self) -> GraphBuilder {
         let f = FEATURE_COUNT as i64;

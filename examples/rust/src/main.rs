@@ -104,6 +104,26 @@ fn candidate(spec: &str) -> anyhow::Result<Candidate> {
     })
 }
 
+/// Parses `--candidate` specs; the first one's topic is the example
+/// history's topic.
+fn parse_candidates(specs: &[String]) -> anyhow::Result<(Vec<Candidate>, String)> {
+    let candidates = specs
+        .iter()
+        .map(|c| candidate(c))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let topic = candidates
+        .first()
+        .map(|c| c.topic.clone())
+        .context("give at least one --candidate")?;
+    Ok((candidates, topic))
+}
+
+async fn inference(url: &str) -> anyhow::Result<InferenceClient<tonic::transport::Channel>> {
+    InferenceClient::connect(url.to_string())
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
 fn history(topic: &str, n: usize) -> Vec<Attempt> {
     (0..n)
         .map(|i| Attempt {
@@ -183,16 +203,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             history: n,
             explain,
         } => {
-            let candidates = candidates
-                .iter()
-                .map(|c| candidate(c))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut client = InferenceClient::connect(cli.inference.clone())
-                .await
-                .context("connecting")?;
+            let (candidates, topic) = parse_candidates(&candidates)?;
+            let mut client = inference(&cli.inference).await?;
             let req = PredictRequest {
                 user_id: user,
-                history: history(&candidates[0].topic, n),
+                history: history(&topic, n),
                 candidates,
                 explain,
             };
@@ -217,16 +232,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             budget_seconds,
         } => {
-            let candidates = candidates
-                .iter()
-                .map(|c| candidate(c))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut client = InferenceClient::connect(cli.inference.clone())
-                .await
-                .context("connecting")?;
+            let (candidates, topic) = parse_candidates(&candidates)?;
+            let mut client = inference(&cli.inference).await?;
             let req = RecommendRequest {
                 user_id: user,
-                history: history(&candidates[0].topic, 3),
+                history: history(&topic, 3),
                 candidates,
                 explain: false,
                 target_p_correct: target,
@@ -242,9 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Model => {
-            let mut client = InferenceClient::connect(cli.inference.clone())
-                .await
-                .context("connecting")?;
+            let mut client = inference(&cli.inference).await?;
             let m = client.get_model(GetModelRequest {}).await?.into_inner();
             println!(
                 "{}",
@@ -263,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut client = TrainerClient::connect(cli.trainer.clone())
                 .await
-                .context("connecting")?;
+                .with_context(|| format!("connecting to {}", cli.trainer))?;
             let mut req = Request::new(TrainRequest {
                 family,
                 force: false,

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use inference_svc::{App, Config, Metrics, ModelSlot};
 use taskcast_contract::artifact::{Artifact, ModelMetadata, sha256_hex};
-use taskcast_contract::features::{CandidateKey, DEFAULT_HISTORY_WINDOW, FeatureContext};
+use taskcast_contract::bootstrap::linear_metadata;
 use taskcast_contract::linear::LinearModel;
-use taskcast_contract::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, PriorTable, Priors};
+use taskcast_contract::{FEATURE_SCHEMA, Priors};
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_server::{Trainer, TrainerServer};
 use taskcast_proto::*;
@@ -35,51 +35,18 @@ pub fn bootstrap_bytes() -> Vec<u8> {
     std::fs::read(bootstrap_path()).expect("models/bootstrap.onnx")
 }
 
-/// Metadata like contract/src/bootstrap.rs builds, with a given version.
+/// Metadata like the bootstrap model's, with a given version and priors.
 pub fn metadata(version: &str, priors: Priors) -> ModelMetadata {
-    let table = PriorTable::new(&priors);
-    let empty = FeatureContext::new(&[], &table);
-    let baseline = empty
-        .row(&CandidateKey::new("", "", "", &table), &table)
-        .row
-        .to_vec();
-    ModelMetadata {
-        version: version.into(),
-        family: "linear".into(),
-        feature_schema: FEATURE_SCHEMA.into(),
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
-        history_window: DEFAULT_HISTORY_WINDOW,
-        trained_at: "2026-11-26T12:00:00Z".into(),
-        metrics: BTreeMap::from([("auc".to_string(), 0.71)]),
-        training_rows: 1000,
-        feature_baseline: baseline,
-        index_inputs: vec![],
-        priors,
-    }
+    let mut m = linear_metadata(version, "linear", priors);
+    m.trained_at = "2026-11-26T12:00:00Z".into();
+    m.metrics = BTreeMap::from([("auc".to_string(), 0.71)]);
+    m.training_rows = 1000;
+    m
 }
 
 /// A linear model with small deterministic pseudo-random weights.
 pub fn random_linear(seed: u64) -> LinearModel {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 0.4 - 0.2
-    };
-    let mut p = [0f32; FEATURE_COUNT];
-    let mut t = [0f32; FEATURE_COUNT];
-    for i in 0..FEATURE_COUNT {
-        p[i] = next();
-        t[i] = next();
-    }
-    LinearModel {
-        p_weights: p,
-        p_bias: next(),
-        t_weights: t,
-        t_bias: 3.0 + next(),
-        t_quantile_offsets: [-0.8, 0.0, 0.9],
-    }
+    LinearModel::pseudo_random(seed, 0.2)
 }
 
 pub fn linear_bytes(model: &LinearModel, meta: &ModelMetadata) -> Vec<u8> {

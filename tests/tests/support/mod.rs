@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use taskcast_contract::artifact::{Artifact, ModelMetadata};
-use taskcast_contract::features::{CandidateKey, DEFAULT_HISTORY_WINDOW, FeatureContext};
+use taskcast_contract::bootstrap::linear_metadata;
 use taskcast_contract::linear::LinearModel;
-use taskcast_contract::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, PriorTable, Priors};
+use taskcast_contract::{FEATURE_SCHEMA, Priors};
 use taskcast_proto::{Candidate, PredictRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
@@ -265,49 +265,16 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 
 /// Metadata like the bootstrap model's, with a given version and empty priors.
 pub fn metadata(version: &str) -> ModelMetadata {
-    let priors = Priors::default();
-    let table = PriorTable::new(&priors);
-    let baseline = FeatureContext::new(&[], &table)
-        .row(&CandidateKey::new("", "", "", &table), &table)
-        .row
-        .to_vec();
-    ModelMetadata {
-        version: version.into(),
-        family: "linear".into(),
-        feature_schema: FEATURE_SCHEMA.into(),
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
-        history_window: DEFAULT_HISTORY_WINDOW,
-        trained_at: "2026-11-26T12:00:00Z".into(),
-        metrics: BTreeMap::from([("auc".to_string(), 0.6)]),
-        training_rows: 1000,
-        feature_baseline: baseline,
-        index_inputs: vec![],
-        priors,
-    }
+    let mut m = linear_metadata(version, "linear", Priors::default());
+    m.trained_at = "2026-11-26T12:00:00Z".into();
+    m.metrics = BTreeMap::from([("auc".to_string(), 0.6)]);
+    m.training_rows = 1000;
+    m
 }
 
 /// A linear model with small deterministic pseudo-random weights.
 pub fn random_linear(seed: u64) -> LinearModel {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 0.2 - 0.1
-    };
-    let mut p = [0f32; FEATURE_COUNT];
-    let mut t = [0f32; FEATURE_COUNT];
-    for i in 0..FEATURE_COUNT {
-        p[i] = next();
-        t[i] = next();
-    }
-    LinearModel {
-        p_weights: p,
-        p_bias: next(),
-        t_weights: t,
-        t_bias: 3.0 + next(),
-        t_quantile_offsets: [-0.8, 0.0, 0.9],
-    }
+    LinearModel::pseudo_random(seed, 0.1)
 }
 
 /// A servable model file named `version`.

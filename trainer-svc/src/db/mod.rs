@@ -6,6 +6,38 @@
 //! scan pages by keyset ([`TaskPager`]) and every other call is one short query
 //! or transaction.
 
+/// `as_str`, `Display` and `FromStr` for an enum stored as text: one table of
+/// spellings instead of two matches that can drift apart. An unknown spelling
+/// read back is `DbError::Corrupt` naming `what`.
+macro_rules! stored_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stored (and wire) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = DbError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(DbError::Corrupt(format!(concat!($what, " {:?}"), other))),
+                }
+            }
+        }
+    };
+}
+
 pub mod entities;
 mod lock;
 pub mod migration;

@@ -2,8 +2,6 @@
 //! defines what "roll back" means.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -29,36 +27,12 @@ pub enum ModelState {
     Rejected,
 }
 
-impl ModelState {
-    /// The stored (and wire) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelState::Candidate => "candidate",
-            ModelState::Active => "active",
-            ModelState::Retired => "retired",
-            ModelState::Rejected => "rejected",
-        }
-    }
-}
-
-impl fmt::Display for ModelState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ModelState {
-    type Err = DbError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "candidate" => ModelState::Candidate,
-            "active" => ModelState::Active,
-            "retired" => ModelState::Retired,
-            "rejected" => ModelState::Rejected,
-            other => return Err(DbError::Corrupt(format!("model state {other:?}"))),
-        })
-    }
-}
+stored_enum!(ModelState, "model state", {
+    Candidate => "candidate",
+    Active => "active",
+    Retired => "retired",
+    Rejected => "rejected",
+});
 
 /// How a version became active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,34 +45,11 @@ pub enum PromotionKind {
     Auto,
 }
 
-impl PromotionKind {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PromotionKind::Promote => "promote",
-            PromotionKind::Rollback => "rollback",
-            PromotionKind::Auto => "auto",
-        }
-    }
-}
-
-impl fmt::Display for PromotionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PromotionKind {
-    type Err = DbError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "promote" => PromotionKind::Promote,
-            "rollback" => PromotionKind::Rollback,
-            "auto" => PromotionKind::Auto,
-            other => return Err(DbError::Corrupt(format!("promotion kind {other:?}"))),
-        })
-    }
-}
+stored_enum!(PromotionKind, "promotion kind", {
+    Promote => "promote",
+    Rollback => "rollback",
+    Auto => "auto",
+});
 
 /// A version to register. It starts as a [`ModelState::Candidate`].
 #[derive(Clone, Debug, Default)]

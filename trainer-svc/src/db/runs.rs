@@ -1,8 +1,6 @@
 //! `training_runs`: one row per training run, updated as it progresses.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -27,39 +25,17 @@ pub enum RunState {
     Failed,
 }
 
-impl RunState {
-    /// The stored (and wire) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "RUNNING",
-            RunState::Succeeded => "SUCCEEDED",
-            RunState::Rejected => "REJECTED",
-            RunState::Failed => "FAILED",
-        }
-    }
+stored_enum!(RunState, "run state", {
+    Running => "RUNNING",
+    Succeeded => "SUCCEEDED",
+    Rejected => "REJECTED",
+    Failed => "FAILED",
+});
 
+impl RunState {
     /// Whether the run has ended.
     pub fn is_terminal(self) -> bool {
         self != RunState::Running
-    }
-}
-
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunState {
-    type Err = DbError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "RUNNING" => RunState::Running,
-            "SUCCEEDED" => RunState::Succeeded,
-            "REJECTED" => RunState::Rejected,
-            "FAILED" => RunState::Failed,
-            other => return Err(DbError::Corrupt(format!("run state {other:?}"))),
-        })
     }
 }
 
@@ -74,34 +50,11 @@ pub enum RunTrigger {
     Startup,
 }
 
-impl RunTrigger {
-    /// The stored (and wire) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunTrigger::Auto => "auto",
-            RunTrigger::Operator => "operator",
-            RunTrigger::Startup => "startup",
-        }
-    }
-}
-
-impl fmt::Display for RunTrigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunTrigger {
-    type Err = DbError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "auto" => RunTrigger::Auto,
-            "operator" => RunTrigger::Operator,
-            "startup" => RunTrigger::Startup,
-            other => return Err(DbError::Corrupt(format!("run trigger {other:?}"))),
-        })
-    }
-}
+stored_enum!(RunTrigger, "run trigger", {
+    Auto => "auto",
+    Operator => "operator",
+    Startup => "startup",
+});
 
 /// A run to record; it starts RUNNING in phase "reading" at progress 0.
 #[derive(Clone, Debug)]
