@@ -10,12 +10,13 @@
 //! - output `log_seconds`: float `[batch, 3]`, the 10th, 50th and 90th
 //!   percentiles of log-seconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, label_key};
+use crate::keymap::KeyMap;
 use crate::onnx::{DimValue, FLOAT, GraphBuilder, INT64, ModelProto, ValueInfoProto};
 use crate::priors::Priors;
 
@@ -57,7 +58,7 @@ pub struct IndexInput {
 
 impl IndexInput {
     /// `label_key(label) → index`, for lookups on the request path.
-    pub fn lookup(&self) -> HashMap<u64, i64> {
+    pub fn lookup(&self) -> KeyMap<i64> {
         self.vocabulary
             .iter()
             .enumerate()

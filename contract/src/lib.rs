@@ -1,5 +1,6 @@
 //! What training and serving must agree on, in one place:
 //! - [`features`]: the feature code (one pure function per row, documented formulas);
+//! - [`keymap`]: fast maps keyed by label keys;
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
 //! - [`artifact`]: the model file's contract and the checks that refuse a bad one;
 //! - [`onnx`]: the ONNX writer; [`linear`]: the linear family's graph;
@@ -11,6 +12,7 @@
 pub mod artifact;
 pub mod bootstrap;
 pub mod features;
+pub mod keymap;
 pub mod linear;
 pub mod onnx;
 pub mod priors;

@@ -6,11 +6,12 @@
 //! statistics and the shrinkage formulas live in exactly one place
 //! ([`PriorTable`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::features::{label_key, log_time};
+use crate::keymap::KeyMap;
 
 /// Pseudo-count pulling a topic's or difficulty's rate and time toward the population.
 pub const K_GROUP: f64 = 20.0;
@@ -106,9 +107,9 @@ pub struct Priors {
 pub struct PriorTable {
     population_rate: f64,
     population_log_time: f64,
-    topics: HashMap<u64, Stat>,
-    difficulties: HashMap<u64, Stat>,
-    items: HashMap<u64, (Stat, u64)>,
+    topics: KeyMap<Stat>,
+    difficulties: KeyMap<Stat>,
+    items: KeyMap<(Stat, u64)>,
     difficulty_cuts: Option<[f64; 2]>,
     derived_keys: [u64; 3],
 }
@@ -136,7 +137,7 @@ impl PriorTable {
         } else {
             DEFAULT_LOG_TIME
         };
-        let keyed = |m: &BTreeMap<String, Stat>| -> HashMap<u64, Stat> {
+        let keyed = |m: &BTreeMap<String, Stat>| -> KeyMap<Stat> {
             m.iter().map(|(k, v)| (label_key(k), *v)).collect()
         };
         let items = priors

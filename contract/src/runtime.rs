@@ -6,20 +6,22 @@
 //! `Session::run` needs `&mut`, so a model keeps a small pool of sessions and
 //! a request takes whichever is free instead of queueing behind one lock.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
+use ort::session::SessionInputValue;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::Tensor;
+use ort::value::TensorRef;
 
 use crate::artifact::{
     Artifact, ArtifactError, INPUT_FEATURES, IndexField, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT,
 };
 use crate::features::{FEATURE_COUNT, RowKeys};
+use crate::keymap::KeyMap;
 use crate::priors::PriorTable;
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -113,7 +115,7 @@ pub struct OnnxModel {
     pub artifact: Artifact,
     /// Its priors, ready for the feature code.
     pub priors: PriorTable,
-    lookups: Vec<(String, IndexField, HashMap<u64, i64>)>,
+    lookups: Vec<(String, IndexField, KeyMap<i64>)>,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
 }
@@ -174,31 +176,47 @@ impl OnnxModel {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut inputs: Vec<(String, ort::value::DynValue)> =
+        // Index inputs first, so the borrowed tensors below can point at them.
+        let indices: Vec<Vec<i64>> = self
+            .lookups
+            .iter()
+            .map(|(_, field, lookup)| {
+                keys.iter()
+                    .map(|k| {
+                        let key = match field {
+                            IndexField::User => k.user,
+                            IndexField::Topic => k.topic,
+                            IndexField::Difficulty => k.difficulty,
+                            IndexField::Item => k.item,
+                        };
+                        lookup.get(&key).copied().unwrap_or(0)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Borrowed names and tensor views: ONNX Runtime reads the caller's
+        // buffers directly instead of a copy of each.
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(1 + self.lookups.len());
         inputs.push((
-            INPUT_FEATURES.to_string(),
-            Tensor::from_array(([n, FEATURE_COUNT], x.to_vec()))?.into_dyn(),
+            Cow::Borrowed(INPUT_FEATURES),
+            TensorRef::from_array_view(([n, FEATURE_COUNT], x))?.into(),
         ));
-        for (name, field, lookup) in &self.lookups {
-            let idx: Vec<i64> = keys
-                .iter()
-                .map(|k| {
-                    let key = match field {
-                        IndexField::User => k.user,
-                        IndexField::Topic => k.topic,
-                        IndexField::Difficulty => k.difficulty,
-                        IndexField::Item => k.item,
-                    };
-                    lookup.get(&key).copied().unwrap_or(0)
-                })
-                .collect();
-            inputs.push((name.clone(), Tensor::from_array(([n], idx))?.into_dyn()));
+        for ((name, _, _), idx) in self.lookups.iter().zip(&indices) {
+            inputs.push((
+                Cow::Borrowed(name.as_str()),
+                TensorRef::from_array_view(([n], idx.as_slice()))?.into(),
+            ));
         }
         let mut session = self.session();
         let outputs = session.run(inputs)?;
-        let (_, p) = outputs[OUTPUT_P_CORRECT].try_extract_tensor::<f32>()?;
-        let (_, t) = outputs[OUTPUT_LOG_SECONDS].try_extract_tensor::<f32>()?;
+        let output = |name: &str| {
+            outputs
+                .get(name)
+                .ok_or_else(|| RuntimeError::Output(format!("no output named {name}")))
+        };
+        let (_, p) = output(OUTPUT_P_CORRECT)?.try_extract_tensor::<f32>()?;
+        let (_, t) = output(OUTPUT_LOG_SECONDS)?.try_extract_tensor::<f32>()?;
         if p.len() != n || t.len() != 3 * n {
             return Err(RuntimeError::Output(format!(
                 "expected {n} probabilities and {} log-seconds, got {} and {}",
