@@ -201,6 +201,12 @@ class TaskcastClient:
     def list_models(self, limit: int = 0) -> trn.ListModelsResponse:
         return self.trainer.ListModels(trn.ListModelsRequest(limit=limit), **self._kw())
 
+    def model_report(self, version: str = "", last_days: int = 0, last_rows: int = 0,
+                     stuck_window: int = 0) -> trn.ModelReportResponse:
+        """Live figures per served version from the predictions stored on completed tasks."""
+        return self.trainer.ModelReport(trn.ModelReportRequest(
+            version=version, last_days=last_days, last_rows=last_rows, stuck_window=stuck_window), **self._kw())
+
     def promote(self, version: str) -> trn.ModelVersion:
         return self.trainer.Promote(trn.PromoteRequest(version=version), **self._kw())
 
@@ -275,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s = sub.add_parser("models", help="ListModels")
     s.add_argument("--limit", type=int, default=0)
+    s = sub.add_parser("report", help="ModelReport: live figures per served version")
+    s.add_argument("--version", default="")
+    s.add_argument("--last-days", type=int, default=0)
+    s.add_argument("--last-rows", type=int, default=0)
+    s.add_argument("--stuck-window", type=int, default=0)
     s = sub.add_parser("promote")
     s.add_argument("version")
     sub.add_parser("rollback")
@@ -321,6 +332,8 @@ def _run(tc: TaskcastClient, a: argparse.Namespace):
         return tc.get_training_run(a.id)
     if a.cmd == "models":
         return tc.list_models(a.limit)
+    if a.cmd == "report":
+        return tc.model_report(a.version, a.last_days, a.last_rows, a.stuck_window)
     if a.cmd == "promote":
         return tc.promote(a.version)
     if a.cmd == "rollback":

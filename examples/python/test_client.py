@@ -40,6 +40,7 @@ CLIENT_METHOD = {
     "Trainer.Train": "train", "Trainer.GetTrainingRun": "get_training_run",
     "Trainer.WatchTrainingRun": "watch_training_run", "Trainer.ListModels": "list_models",
     "Trainer.Promote": "promote", "Trainer.Rollback": "rollback", "Trainer.WatchModels": "watch_models_first",
+    "Trainer.ModelReport": "model_report",
 }
 
 
@@ -213,6 +214,24 @@ def test_list_models_and_watch_first(live):
     (active,) = [m for m in models if m.state == "active"]
     assert art.version == active.version
     assert len(live.list_models(limit=1).models) == 1
+
+
+@needs_trainer
+def test_model_report(live):
+    # A read RPC: no token needed. The harness's backend stores no predictions,
+    # so the report may list no version; the window comes back as applied.
+    with client.TaskcastClient(trainer=TRAINER_ADDR) as anon:
+        resp = anon.model_report(last_days=30)
+    assert resp.last_days == 30 and resp.stuck_window == 5
+    assert resp.generated_at.seconds > 0
+    assert all(v.version and v.rows > 0 for v in resp.versions)
+    with pytest.raises(grpc.RpcError) as err:
+        live.model_report(stuck_window=1)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stuck_window" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        live.model_report(version="no-such-version")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @needs_trainer

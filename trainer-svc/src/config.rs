@@ -14,6 +14,7 @@ use tonic::transport::{Identity, ServerTlsConfig};
 use crate::family::{Family, FitOptions};
 use crate::gate::GateConfig;
 use crate::pipeline::TrainSpec;
+use crate::report::{DriftConfig, ReportRequest};
 use crate::runner::RunnerConfig;
 
 /// Everything `serve` needs.
@@ -57,6 +58,26 @@ pub struct ServeConfig {
     /// Gate: how much lower AUC may be than the active version's.
     #[arg(long, env = "TASKCAST_GATE_AUC_TOLERANCE", default_value_t = 0.005)]
     pub gate_auc_tolerance: f64,
+    /// Live report: how far live AUC may fall below the hold-out AUC a
+    /// version was promoted on before it is flagged as drifting.
+    #[arg(long, env = "TASKCAST_DRIFT_AUC_MARGIN", default_value_t = crate::report::drift::DEFAULT_AUC_MARGIN)]
+    pub drift_auc_margin: f64,
+    /// Live report: how far live expected calibration error may rise above
+    /// the hold-out ECE before the version is flagged as drifting.
+    #[arg(long, env = "TASKCAST_DRIFT_ECE_MARGIN", default_value_t = crate::report::drift::DEFAULT_ECE_MARGIN)]
+    pub drift_ece_margin: f64,
+    /// Seconds between refreshes of the live-report gauges (taskcast_live_*);
+    /// each refresh is one paged read of the window. 0 disables them.
+    #[arg(long, env = "TASKCAST_REPORT_INTERVAL", default_value_t = 60)]
+    pub report_interval: u64,
+    /// Window of the live-report gauges: only tasks completed in the last N
+    /// days (0: no limit).
+    #[arg(long, env = "TASKCAST_REPORT_LAST_DAYS", default_value_t = 0)]
+    pub report_last_days: u32,
+    /// Window of the live-report gauges: only the newest N tasks with a
+    /// prediction (0: no limit). Bounds each refresh's time and memory.
+    #[arg(long, env = "TASKCAST_REPORT_LAST_ROWS", default_value_t = 200_000)]
+    pub report_last_rows: u32,
     /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
     #[arg(long, env = "TASKCAST_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
@@ -108,6 +129,11 @@ impl ServeConfig {
             no_startup_training: false,
             gate_logloss_tolerance: 0.002,
             gate_auc_tolerance: 0.005,
+            drift_auc_margin: crate::report::drift::DEFAULT_AUC_MARGIN,
+            drift_ece_margin: crate::report::drift::DEFAULT_ECE_MARGIN,
+            report_interval: 60,
+            report_last_days: 0,
+            report_last_rows: 200_000,
             ort_lib: None,
             admin_token_file: None,
             admin_token: None,
@@ -141,6 +167,24 @@ impl ServeConfig {
             (Some(path), _) => AdminToken::from_file(path).map(Some),
             (None, Some(v)) => AdminToken::from_value(v).map(Some),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// The live report's drift margins.
+    pub fn drift(&self) -> DriftConfig {
+        DriftConfig {
+            auc_margin: self.drift_auc_margin,
+            ece_margin: self.drift_ece_margin,
+        }
+    }
+
+    /// The window the live-report gauges cover.
+    pub fn report_window(&self) -> ReportRequest {
+        ReportRequest {
+            version: None,
+            last_days: self.report_last_days,
+            last_rows: self.report_last_rows,
+            stuck_window: 0,
         }
     }
 

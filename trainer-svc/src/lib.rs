@@ -15,6 +15,7 @@ pub mod mlp;
 pub mod offline;
 pub mod pipeline;
 pub mod publisher;
+pub mod report;
 pub mod rows;
 pub mod runner;
 pub mod server;

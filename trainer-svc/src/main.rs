@@ -60,6 +60,46 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Write each family's hold-out plots (reliability, time, per-learner
+        /// spread; PNG and SVG) into DIR/<family>/.
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
+    },
+    /// Report how each served model version does on real outcomes: the
+    /// predictions the backend stored on completed_tasks, scored against what
+    /// happened, beside the hold-out figures the version was promoted on.
+    Report {
+        /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
+        #[arg(
+            long,
+            env = "TASKCAST_DATABASE_URL",
+            default_value = "sqlite://taskcast.db?mode=rwc"
+        )]
+        database_url: String,
+        /// Only this version (default: every version with predictions).
+        #[arg(long)]
+        version: Option<String>,
+        /// Only tasks completed in the last N days (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        last_days: u32,
+        /// Only the newest N tasks with a prediction (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        last_rows: u32,
+        /// K: list learners whose last K predictions stayed within 0.01.
+        #[arg(long, default_value_t = trainer_svc::report::DEFAULT_STUCK_WINDOW)]
+        stuck_window: u32,
+        /// How far live AUC may fall below the hold-out AUC.
+        #[arg(long, env = "TASKCAST_DRIFT_AUC_MARGIN", default_value_t = trainer_svc::report::drift::DEFAULT_AUC_MARGIN)]
+        drift_auc_margin: f64,
+        /// How far live ECE may rise above the hold-out ECE.
+        #[arg(long, env = "TASKCAST_DRIFT_ECE_MARGIN", default_value_t = trainer_svc::report::drift::DEFAULT_ECE_MARGIN)]
+        drift_ece_margin: f64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Write each version's plots (PNG and SVG) into DIR/<version>/.
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
     },
     /// Write simulated learners' completed tasks as CSV (demo and test data).
     Simulate {
@@ -154,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             common,
             family,
             json,
+            plots,
         } => {
             let families = if family.is_empty() {
                 Family::ALL.to_vec()
@@ -161,7 +202,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 family
             };
             let spec = common.spec(families[0])?;
-            trainer_svc::offline::eval(&common.data, &families, &spec, json).await?;
+            trainer_svc::offline::eval(&common.data, &families, &spec, json, plots.as_deref())
+                .await?;
+        }
+        Command::Report {
+            database_url,
+            version,
+            last_days,
+            last_rows,
+            stuck_window,
+            drift_auc_margin,
+            drift_ece_margin,
+            json,
+            plots,
+        } => {
+            let db = trainer_svc::db::Db::connect(&database_url)
+                .await
+                .with_context(|| format!("opening {database_url}"))?;
+            let request = trainer_svc::report::ReportRequest {
+                version,
+                last_days,
+                last_rows,
+                stuck_window,
+            };
+            let drift = trainer_svc::report::DriftConfig {
+                auc_margin: drift_auc_margin,
+                ece_margin: drift_ece_margin,
+            };
+            let report = trainer_svc::report::compute(&db, &request, &drift).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", trainer_svc::report::text::render(&report));
+            }
+            if let Some(dir) = plots {
+                for v in &report.versions {
+                    let files = trainer_svc::report::plots::write_all(
+                        &dir.join(path_safe(&v.version)),
+                        &format!("{} (live)", v.version),
+                        &v.plot,
+                    )?;
+                    for f in files {
+                        eprintln!("wrote {}", f.display());
+                    }
+                }
+            }
         }
         Command::Simulate {
             out,
@@ -187,6 +272,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `s` usable as one path component: anything but letters, digits, `.`, `-`
+/// and `_` becomes `_` (version ids are chosen by whoever registers them).
+fn path_safe(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.chars().all(|c| c == '.') {
+        "_".into()
+    } else {
+        out
+    }
 }
 
 fn main() -> ExitCode {

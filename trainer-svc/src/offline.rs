@@ -13,7 +13,11 @@ use crate::dataset::Dataset;
 use crate::family::Family;
 use crate::metrics::MetricSet;
 use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
+use crate::report::PlotData;
+use crate::report::accumulate::TimePoint;
+use crate::report::plots::{self, PlotError};
 use crate::source::load_csv;
+use taskcast_contract::runtime::{OnnxModel, Output};
 
 /// What went wrong in an offline command.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,12 @@ pub enum OfflineError {
     /// Training failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// Running the exported model on the hold-out (for plots) failed.
+    #[error("running the exported model: {0}")]
+    Runtime(#[from] taskcast_contract::runtime::RuntimeError),
+    /// A plot could not be written.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
     /// Writing the output failed.
     #[error("writing {path}: {source}")]
     Io {
@@ -109,12 +119,45 @@ pub async fn train(path: &Path, spec: &TrainSpec, out: &Path) -> Result<Trained,
     Ok(trained)
 }
 
-/// `trainer-svc eval`: every requested family and the baselines on one hold-out.
+/// The hold-out rows with a model's predictions, as the plots take them.
+pub fn holdout_plot_data(ds: &Dataset, preds: &[Output]) -> PlotData {
+    let rows = &ds.holdout;
+    let with_times = ds.has_times();
+    let mut data = PlotData::default();
+    // Per learner: (min, max, rows) of the predictions.
+    let mut per_learner: BTreeMap<u32, (f64, f64, usize)> = BTreeMap::new();
+    for (i, o) in preds.iter().enumerate().take(rows.len()) {
+        let p = f64::from(o.p_correct);
+        data.p.push(p);
+        data.y.push(rows.correct[i]);
+        let e = per_learner.entry(rows.user[i]).or_insert((p, p, 0));
+        *e = (e.0.min(p), e.1.max(p), e.2 + 1);
+        if with_times && let Some(actual) = rows.seconds[i] {
+            let q = o.log_seconds.map(|v| f64::from(v).exp());
+            data.time.push(TimePoint {
+                median: q[1],
+                interval: Some((q[0], q[2])),
+                actual,
+            });
+        }
+    }
+    // As in the live report: a learner with one hold-out row cannot move.
+    data.learner_spreads = per_learner
+        .values()
+        .filter(|(_, _, n)| *n >= 2)
+        .map(|(lo, hi, _)| hi - lo)
+        .collect();
+    data
+}
+
+/// `trainer-svc eval`: every requested family and the baselines on one
+/// hold-out; with `plots`, each family's hold-out plots in `plots/<family>/`.
 pub async fn eval(
     path: &Path,
     families: &[Family],
     spec: &TrainSpec,
     json_out: bool,
+    plots_dir: Option<&Path>,
 ) -> Result<(), OfflineError> {
     let pb = bar();
     let ds = dataset(path, spec, &pb).await?;
@@ -129,6 +172,27 @@ pub async fn eval(
         let mut progress = on_phase(&pb);
         let trained = pipeline::fit_and_judge(&ds, &spec, None, &mut progress)?;
         seconds.insert(family.name().to_string(), started.elapsed().as_secs_f64());
+        if let Some(dir) = plots_dir {
+            // Plot what serving would say: the exported file, not the
+            // in-memory fit (export is verified equal, but this is the truth).
+            let model = OnnxModel::load(&trained.onnx, 1)?;
+            let preds = model.run(&ds.holdout.x, &ds.holdout.keys)?;
+            let data = holdout_plot_data(&ds, &preds);
+            let name = format!(
+                "{} on {} (hold-out)",
+                family.name(),
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |f| f.to_string_lossy().into_owned()
+                )
+            );
+            let files = plots::write_all(&dir.join(family.name()), &name, &data)?;
+            pb.suspend(|| {
+                for f in &files {
+                    eprintln!("wrote {}", f.display());
+                }
+            });
+        }
         models.insert(family.name().to_string(), trained.candidate.metrics);
         if models.keys().all(|k| !k.starts_with("baseline_")) {
             models.extend(trained.baselines);

@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError};
 use crate::publisher::Publisher;
+use crate::report::gauges::{LiveGauges, refresh_periodically};
 use crate::runner::Runner;
 use crate::service::{ADMIN_METHODS, TrainerService};
 use crate::telemetry::TrainerMetrics;
@@ -76,6 +77,7 @@ pub async fn run(
     let registry = Registry::new();
     let metrics = TrainerMetrics::new(&registry)?;
     let grpc_metrics = GrpcMetricsLayer::new(&registry)?;
+    let live_gauges = LiveGauges::new(&registry)?;
     let publisher = Publisher::default();
     if let Err(e) = publisher.refresh(&db).await {
         tracing::warn!(error = %e, "loading the active model at startup failed; will retry");
@@ -106,7 +108,26 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let service = TrainerService::new(db.clone(), runner, publisher, metrics, stop_rx.clone());
+    // Scrapes read gauges this task sets; they never query the database.
+    let live_report = (config.report_interval > 0).then(|| {
+        tokio::spawn(refresh_periodically(
+            db.clone(),
+            live_gauges,
+            config.report_window(),
+            config.drift(),
+            Duration::from_secs(config.report_interval),
+            stop_rx.clone(),
+        ))
+    });
+
+    let service = TrainerService::new(
+        db.clone(),
+        runner,
+        publisher,
+        metrics,
+        config.drift(),
+        stop_rx.clone(),
+    );
     let (drain_tx, drain_rx) = watch::channel(false);
     let metrics_task = metrics_listener.map(|l| {
         let mut rx = drain_rx.clone();
@@ -168,6 +189,9 @@ pub async fn run(
         }
     };
     let _ = scheduler.await;
+    if let Some(t) = live_report {
+        let _ = t.await;
+    }
     // A run in progress saw the stop signal and abandons before publishing;
     // let it write FAILED now rather than leave the row RUNNING until the
     // next start's stale-run recovery (another replica would see it running).

@@ -9,8 +9,9 @@ use futures::{Stream, StreamExt};
 use taskcast_contract::Artifact;
 use taskcast_proto::trainer_server::Trainer;
 use taskcast_proto::{
-    GetTrainingRunRequest, ListModelsRequest, ListModelsResponse, ModelArtifact, ModelVersion,
-    PromoteRequest, RollbackRequest, TrainRequest, TrainingRun, WatchModelsRequest,
+    GetTrainingRunRequest, ListModelsRequest, ListModelsResponse, ModelArtifact,
+    ModelReportRequest, ModelReportResponse, ModelVersion, PromoteRequest, RollbackRequest,
+    TrainRequest, TrainingRun, WatchModelsRequest,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::db::{Db, DbError, ModelVersionMeta, PromotionKind, RunRecord, RunTrigger};
 use crate::family::Family;
 use crate::publisher::{ActiveModel, Publisher};
+use crate::report::{self, DriftConfig, ReportError, ReportRequest};
 use crate::runner::{Runner, RunnerError};
 use crate::telemetry::TrainerMetrics;
 
@@ -35,16 +37,19 @@ pub struct TrainerService {
     runner: Arc<Runner>,
     publisher: Publisher,
     metrics: TrainerMetrics,
+    drift: DriftConfig,
     shutdown: watch::Receiver<bool>,
 }
 
 impl TrainerService {
-    /// Wires the handlers to their collaborators.
+    /// Wires the handlers to their collaborators; `drift` sets the margins
+    /// ModelReport judges live figures by.
     pub fn new(
         db: Db,
         runner: Arc<Runner>,
         publisher: Publisher,
         metrics: TrainerMetrics,
+        drift: DriftConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         TrainerService {
@@ -52,6 +57,7 @@ impl TrainerService {
             runner,
             publisher,
             metrics,
+            drift,
             shutdown,
         }
     }
@@ -80,6 +86,14 @@ fn db_status(e: DbError) -> Status {
         DbError::Connect { .. } | DbError::Query(_) | DbError::Sqlx(_) => {
             Status::unavailable(format!("database unavailable: {e}"))
         }
+    }
+}
+
+fn report_status(e: ReportError) -> Status {
+    match e {
+        ReportError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+        ReportError::UnknownVersion(_) => Status::not_found(e.to_string()),
+        ReportError::Db(e) => db_status(e),
     }
 }
 
@@ -141,6 +155,85 @@ fn artifact_proto(a: &ActiveModel) -> ModelArtifact {
         sha256: a.meta.sha256.clone(),
         onnx: a.onnx.as_ref().clone(),
         promoted_at: a.promoted_at().map(timestamp),
+    }
+}
+
+fn opt_timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
+    t.map(timestamp)
+}
+
+fn diversity_proto(d: &report::Diversity) -> taskcast_proto::Diversity {
+    taskcast_proto::Diversity {
+        groups: d.groups,
+        distinct: d.distinct,
+        spread: d.spread,
+        spread_p10_p90: d.spread_p10_p90.unwrap_or(0.0),
+    }
+}
+
+/// A live report as the API shows it.
+pub fn report_proto(r: &report::Report) -> ModelReportResponse {
+    let versions = r
+        .versions
+        .iter()
+        .map(|v| {
+            let l = &v.live;
+            taskcast_proto::VersionReport {
+                version: v.version.clone(),
+                family: v.family.clone(),
+                state: v.state.clone(),
+                rows: l.rows,
+                auc: l.auc,
+                logloss: l.logloss,
+                brier: l.brier,
+                ece: l.ece,
+                mean_predicted: l.mean_predicted,
+                observed_rate: l.observed_rate,
+                timed_rows: l.timed_rows,
+                time_mae_seconds: l.time_mae_seconds,
+                time_mae_log_seconds: l.time_mae_log_seconds,
+                interval_rows: l.interval_rows,
+                interval_coverage: l.interval_coverage,
+                overall: Some(diversity_proto(&v.overall)),
+                per_learner: Some(diversity_proto(&v.per_learner)),
+                topics: v
+                    .topics
+                    .iter()
+                    .map(|t| taskcast_proto::TopicDiversity {
+                        topic: t.topic.clone(),
+                        rows: t.rows,
+                        distinct: t.distinct,
+                        spread: t.spread,
+                        std_dev: t.std_dev,
+                    })
+                    .collect(),
+                stuck_eligible_learners: v.stuck_eligible_learners,
+                stuck_learners: v.stuck_learners,
+                stuck: v
+                    .stuck
+                    .iter()
+                    .map(|s| taskcast_proto::StuckLearner {
+                        user_id: s.user_id.clone(),
+                        tasks: s.tasks,
+                        p_min: s.p_min,
+                        p_max: s.p_max,
+                    })
+                    .collect(),
+                holdout: v.holdout.clone().into_iter().collect(),
+                drift: v.drift,
+                drift_reasons: v.drift_reasons.clone(),
+                first_completed_at: opt_timestamp(v.first_completed_at),
+                last_completed_at: opt_timestamp(v.last_completed_at),
+            }
+        })
+        .collect();
+    ModelReportResponse {
+        versions,
+        last_days: r.request.last_days,
+        last_rows: r.request.last_rows,
+        stuck_window: r.request.stuck_window,
+        generated_at: Some(timestamp(r.generated_at)),
+        rows_scanned: r.rows_scanned,
     }
 }
 
@@ -287,6 +380,23 @@ impl Trainer for TrainerService {
         self.publisher.refresh(&self.db).await.map_err(db_status)?;
         tracing::info!(version = %meta.version, "rolled back by operator");
         Ok(Response::new(version_proto(&meta)))
+    }
+
+    async fn model_report(
+        &self,
+        req: Request<ModelReportRequest>,
+    ) -> Result<Response<ModelReportResponse>, Status> {
+        let req = req.into_inner();
+        let request = ReportRequest {
+            version: Some(req.version),
+            last_days: req.last_days,
+            last_rows: req.last_rows,
+            stuck_window: req.stuck_window,
+        };
+        let r = report::compute(&self.db, &request, &self.drift)
+            .await
+            .map_err(report_status)?;
+        Ok(Response::new(report_proto(&r)))
     }
 
     type WatchModelsStream = BoxStream<ModelArtifact>;

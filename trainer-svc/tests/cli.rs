@@ -31,6 +31,26 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The three plots in `dir`, each a non-empty PNG and SVG.
+fn check_plots(dir: &Path) {
+    for stem in ["reliability", "time", "learner_spread"] {
+        let png = std::fs::read(dir.join(format!("{stem}.png")))
+            .unwrap_or_else(|e| panic!("{}/{stem}.png: {e}", dir.display()));
+        assert!(
+            png.len() > 1000 && png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{}/{stem}.png is not a PNG",
+            dir.display()
+        );
+        let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg")))
+            .unwrap_or_else(|e| panic!("{}/{stem}.svg: {e}", dir.display()));
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{}/{stem}.svg is not an SVG document",
+            dir.display()
+        );
+    }
+}
+
 #[test]
 fn simulate_train_and_eval() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,7 +82,11 @@ fn simulate_train_and_eval() {
     assert!(stdout.contains(&artifact.sha256), "{stdout}");
     assert!(stdout.contains("baseline_population"), "{stdout}");
 
-    let out = ok(&["eval", "--data", s(&csv), "--json"]);
+    let plots = dir.path().join("plots");
+    let out = ok(&["eval", "--data", s(&csv), "--json", "--plots", s(&plots)]);
+    for family in ["linear", "mlp"] {
+        check_plots(&plots.join(family));
+    }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "eval --json is not JSON ({e}): {}",
@@ -125,7 +149,7 @@ async fn import_with_malformed_line_7_imports_nothing() {
 fn help_for_every_subcommand() {
     let top = ok(&["--help"]);
     let text = String::from_utf8_lossy(&top.stdout);
-    for sub in ["serve", "import", "train", "eval", "simulate"] {
+    for sub in ["serve", "import", "train", "eval", "simulate", "report"] {
         assert!(text.contains(sub), "{sub} missing from --help");
         let out = ok(&[sub, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout);
@@ -133,4 +157,83 @@ fn help_for_every_subcommand() {
     }
     // An unknown subcommand is an error, not a silent success.
     assert!(!trainer(&["frobnicate"]).status.success());
+}
+
+/// `report` on a database where a backend stored predictions: text, JSON and
+/// plots, and a non-zero exit for an unknown version.
+#[tokio::test]
+async fn report_json_text_and_plots() {
+    use trainer_svc::db::StoredPrediction;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestDb::sqlite().unwrap();
+    let db = Db::connect(t.url()).await.unwrap();
+    let mut sim = trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+        seed: 5,
+        learners: 30,
+        attempts_per_learner: 20,
+        ..Default::default()
+    })
+    .unwrap();
+    // A backend that stored a constant prediction from a broken model.
+    let rows: Vec<_> = sim
+        .generate()
+        .into_iter()
+        .map(|r| {
+            let p = StoredPrediction {
+                p_correct: 0.43,
+                seconds: Some(25.0),
+                seconds_low: Some(10.0),
+                seconds_high: Some(60.0),
+                model_version: "broken-v1".into(),
+            };
+            (r, p)
+        })
+        .collect();
+    let n = db.insert_outcomes(&rows).await.unwrap();
+    db.close().await.unwrap();
+
+    let out = ok(&["report", "--database-url", t.url(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(v["rows_scanned"].as_u64(), Some(n));
+    let version = &v["versions"][0];
+    assert_eq!(version["version"], "broken-v1");
+    assert_eq!(version["state"], "unregistered");
+    assert_eq!(version["live"]["rows"].as_u64(), Some(n));
+    assert_eq!(version["live"]["auc"].as_f64(), Some(0.5));
+    assert!(version["live"]["interval_coverage"].is_f64(), "{version}");
+    assert_eq!(version["overall"]["distinct"].as_f64(), Some(1.0));
+    assert!(
+        version["stuck_learners"].as_u64().unwrap() > 20,
+        "{version}"
+    );
+    assert_eq!(version["drift"], true, "most learners stuck: {version}");
+
+    let plots = dir.path().join("plots");
+    let out = ok(&[
+        "report",
+        "--database-url",
+        t.url(),
+        "--version",
+        "broken-v1",
+        "--stuck-window",
+        "3",
+        "--plots",
+        s(&plots),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("version broken-v1"), "{text}");
+    assert!(
+        text.contains("DRIFT: predictions moved less than 0.01"),
+        "{text}"
+    );
+    check_plots(&plots.join("broken-v1"));
+
+    let out = trainer(&["report", "--database-url", t.url(), "--version", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }

@@ -271,6 +271,12 @@ impl Trainer for FakeTrainer {
     ) -> Result<Response<ModelVersion>, Status> {
         unimplemented()
     }
+    async fn model_report(
+        &self,
+        _: Request<ModelReportRequest>,
+    ) -> Result<Response<ModelReportResponse>, Status> {
+        unimplemented()
+    }
     type WatchModelsStream = ArtifactStream;
     async fn watch_models(
         &self,

@@ -30,6 +30,10 @@ pub mod completed_task {
         pub predicted_p_correct: Option<f64>,
         /// Predicted median seconds, written by the app backend.
         pub predicted_seconds: Option<f64>,
+        /// Predicted 10th percentile of seconds (`seconds_low`), when the backend stores it.
+        pub predicted_seconds_low: Option<f64>,
+        /// Predicted 90th percentile of seconds (`seconds_high`), when the backend stores it.
+        pub predicted_seconds_high: Option<f64>,
         /// The model version that made the prediction.
         pub model_version: Option<String>,
     }

@@ -9,7 +9,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(PredictedInterval)]
     }
 }
 
@@ -280,6 +280,55 @@ impl MigrationTrait for Initial {
                     .to_owned(),
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// `predicted_seconds_low` / `predicted_seconds_high`: the 10th and 90th
+/// percentile of the time inference predicted, so the live report can measure
+/// interval coverage. Nullable: rows written before (or by a backend that does
+/// not store them) stay valid and are left out of coverage only.
+struct PredictedInterval;
+
+impl MigrationName for PredictedInterval {
+    fn name(&self) -> &str {
+        "m20261127_000001_predicted_interval"
+    }
+}
+
+#[derive(DeriveIden)]
+enum PredictedIntervalColumns {
+    PredictedSecondsLow,
+    PredictedSecondsHigh,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PredictedInterval {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (col, name) in [
+            (
+                PredictedIntervalColumns::PredictedSecondsLow,
+                "predicted_seconds_low",
+            ),
+            (
+                PredictedIntervalColumns::PredictedSecondsHigh,
+                "predicted_seconds_high",
+            ),
+        ] {
+            // The backend owns completed_tasks and may have added the column
+            // itself; SQLite has no `ADD COLUMN IF NOT EXISTS`, so ask first.
+            if manager.has_column("completed_tasks", name).await? {
+                continue;
+            }
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(CompletedTasks::Table)
+                        .add_column(double_null(col))
+                        .to_owned(),
+                )
+                .await?;
+        }
         Ok(())
     }
 }

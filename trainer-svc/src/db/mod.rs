@@ -41,6 +41,7 @@ macro_rules! stored_enum {
 pub mod entities;
 mod lock;
 pub mod migration;
+mod outcomes;
 mod registry;
 mod runs;
 mod tasks;
@@ -60,6 +61,7 @@ use sea_orm_migration::MigratorTrait;
 
 use entities::trainer_state;
 pub use lock::TrainingLockGuard;
+pub use outcomes::{OutcomeFilter, OutcomePager, OutcomeRow, StoredPrediction};
 pub use registry::{ModelState, ModelVersionMeta, NewModelVersion, PromotionKind, PromotionRecord};
 pub use runs::{NewRun, RunRecord, RunState, RunTrigger, RunUpdate};
 pub use tasks::{TaskInserter, TaskPager};
