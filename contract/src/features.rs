@@ -363,6 +363,17 @@ impl<'h> FeatureContext<'h> {
         ctx
     }
 
+    /// The cheaper context for `candidates` rows over this history: one
+    /// candidate scans the window once, which costs less than grouping it;
+    /// more share the grouping. The rows are identical either way.
+    pub fn for_candidates(history: &'h [Event], table: &PriorTable, candidates: usize) -> Self {
+        if candidates > 1 {
+            Self::indexed(history, table)
+        } else {
+            Self::new(history, table)
+        }
+    }
+
     /// One pass over the window: the candidate's topic and difficulty sums,
     /// and its item's attempt count and last outcome.
     fn scan(&self, cand: &CandidateKey) -> (Agg, Agg, (f64, f64)) {

@@ -141,14 +141,11 @@ pub fn predict(
             )
         })
         .collect();
-    let window = features::window(&events, meta.history_window);
-    // One candidate: a pass over the window is cheaper than grouping it.
-    // More: group once, then each row is lookups (identical rows either way).
-    let ctx = if input.candidates.len() > 1 {
-        FeatureContext::indexed(window, table)
-    } else {
-        FeatureContext::new(window, table)
-    };
+    let ctx = FeatureContext::for_candidates(
+        features::window(&events, meta.history_window),
+        table,
+        input.candidates.len(),
+    );
 
     let user = label_key(input.user_id);
     let n = input.candidates.len();

@@ -47,32 +47,11 @@ impl Percentiles {
 /// Everything a run measured, and how it was driven.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
-    /// The server driven (`self-test` for the in-process null server).
-    pub target: String,
+    /// How the run was driven (flattened into the JSON object).
+    #[serde(flatten)]
+    pub setup: Setup,
     /// `closed` or `open`.
     pub mode: &'static str,
-    /// Open loop: the scheduled calls per second.
-    pub rate: Option<f64>,
-    /// Workers or in-flight cap.
-    pub concurrency: usize,
-    /// HTTP/2 connections.
-    pub connections: usize,
-    /// Candidates per call.
-    pub candidates: usize,
-    /// Attempts per history.
-    pub history: usize,
-    /// Whether explanations were requested.
-    pub explain: bool,
-    /// Simulator seed.
-    pub seed: u64,
-    /// Distinct requests cycled through.
-    pub distinct_requests: usize,
-    /// Mean encoded request size in bytes.
-    pub request_bytes: usize,
-    /// Recorded seconds.
-    pub duration_s: f64,
-    /// Unrecorded seconds before them.
-    pub warmup_s: f64,
     /// Successful calls.
     pub requests_ok: u64,
     /// Failed calls.
@@ -96,32 +75,32 @@ pub struct Report {
     pub client_cpu_percent: Option<f64>,
 }
 
-/// The run's settings that the report repeats.
-#[derive(Clone, Debug)]
+/// The run's settings, repeated in the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Setup {
-    /// See [`Report::target`].
+    /// The server driven (`self-test` for the in-process null server).
     pub target: String,
-    /// See [`Report::rate`].
+    /// Open loop: the scheduled calls per second.
     pub rate: Option<f64>,
-    /// See [`Report::concurrency`].
+    /// Workers or in-flight cap.
     pub concurrency: usize,
-    /// See [`Report::connections`].
+    /// HTTP/2 connections.
     pub connections: usize,
-    /// See [`Report::candidates`].
+    /// Candidates per call.
     pub candidates: usize,
-    /// See [`Report::history`].
+    /// Attempts per history.
     pub history: usize,
-    /// See [`Report::explain`].
+    /// Whether explanations were requested.
     pub explain: bool,
-    /// See [`Report::seed`].
+    /// Simulator seed.
     pub seed: u64,
-    /// See [`Report::distinct_requests`].
+    /// Distinct requests cycled through.
     pub distinct_requests: usize,
-    /// See [`Report::request_bytes`].
+    /// Mean encoded request size in bytes.
     pub request_bytes: usize,
-    /// See [`Report::duration_s`].
+    /// Recorded seconds.
     pub duration_s: f64,
-    /// See [`Report::warmup_s`].
+    /// Unrecorded seconds before them.
     pub warmup_s: f64,
 }
 
@@ -147,49 +126,39 @@ impl Report {
             latency_us: Percentiles::of(&tally.latency),
             service_us: Percentiles::of(&tally.service),
             client_cpu_percent,
-            target: setup.target,
-            rate: setup.rate,
-            concurrency: setup.concurrency,
-            connections: setup.connections,
-            candidates: setup.candidates,
-            history: setup.history,
-            explain: setup.explain,
-            seed: setup.seed,
-            distinct_requests: setup.distinct_requests,
-            request_bytes: setup.request_bytes,
-            duration_s: setup.duration_s,
-            warmup_s: setup.warmup_s,
+            setup,
         }
     }
 
     /// The human-readable form.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let mode = match self.rate {
+        let setup = &self.setup;
+        let mode = match setup.rate {
             Some(r) => format!("open loop at {r:.0} calls/s (latency from the intended send time)"),
             None => "closed loop".to_string(),
         };
         // Writing to a String cannot fail.
-        let _ = writeln!(s, "target      {}", self.target);
+        let _ = writeln!(s, "target      {}", setup.target);
         let _ = writeln!(
             s,
             "load        {mode}; concurrency {}, {} connection(s)",
-            self.concurrency, self.connections
+            setup.concurrency, setup.connections
         );
         let _ = writeln!(
             s,
             "requests    {} candidates, {} attempts of history{}; {} distinct, {} B each (seed {})",
-            self.candidates,
-            self.history,
-            if self.explain { ", explain" } else { "" },
-            self.distinct_requests,
-            self.request_bytes,
-            self.seed
+            setup.candidates,
+            setup.history,
+            if setup.explain { ", explain" } else { "" },
+            setup.distinct_requests,
+            setup.request_bytes,
+            setup.seed
         );
         let _ = writeln!(
             s,
             "measured    {:.1} s after {:.1} s warm-up",
-            self.duration_s, self.warmup_s
+            setup.duration_s, setup.warmup_s
         );
         let _ = writeln!(s);
         let _ = writeln!(s, "| ok calls | calls/s | scores/s | errors | client CPU |");
@@ -213,7 +182,7 @@ impl Report {
             );
         };
         row("latency", &self.latency_us);
-        if self.rate.is_some() {
+        if setup.rate.is_some() {
             row("service", &self.service_us);
         }
         if !self.errors.is_empty() {

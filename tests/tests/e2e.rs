@@ -26,7 +26,7 @@ use trainer_svc::rows::TaskRow;
 use trainer_svc::sim::{SimConfig, Simulator};
 
 mod support;
-use support::{Proc, TOKEN, admin, binary, connect, free_port, workspace};
+use support::{InferenceProc, TOKEN, TrainerProc, admin, binary, connect, workspace};
 
 fn attempts(rows: &[TaskRow]) -> Vec<Attempt> {
     rows.iter()
@@ -88,67 +88,13 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     let rows = sim.generate();
     db.insert_tasks(&rows).await?;
 
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, TOKEN)?;
-    let (tp, tm) = (free_port()?, free_port()?);
-    let trainer_args: Vec<String> = [
-        "serve",
-        "--database-url",
-        db_url,
-        "--listen",
-        &format!("127.0.0.1:{tp}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{tm}"),
-        "--retrain-every",
-        "20",
-        "--poll-interval-ms",
-        "100",
-        "--admin-token-file",
-        &token_file.display().to_string(),
-        "--shutdown-grace-seconds",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _trainer = Proc::spawn(
-        "trainer-svc",
-        &binary("trainer-svc")?,
-        &trainer_args,
-        &dir.join("trainer.log"),
-    )?;
-    let mut replicas = Vec::new();
-    let mut ports = Vec::new();
-    for name in ["r1", "r2"] {
-        let (p, m) = (free_port()?, free_port()?);
-        let args: Vec<String> = [
-            "--listen",
-            &format!("127.0.0.1:{p}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{m}"),
-            "--model",
-            &workspace()
-                .join("models/bootstrap.onnx")
-                .display()
-                .to_string(),
-            "--trainer",
-            &format!("http://127.0.0.1:{tp}"),
-            "--replica-name",
-            name,
-            "--shutdown-grace-seconds",
-            "5",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        replicas.push(Proc::spawn(
-            name,
-            &binary("inference-svc")?,
-            &args,
-            &dir.join(format!("{name}.log")),
-        )?);
-        ports.push(p);
-    }
+    let trainer_proc = TrainerProc::start(db_url, dir, "trainer", &["--retrain-every", "20"])?;
+    let tp = trainer_proc.port;
+    let replicas = [
+        InferenceProc::start(dir, "r1", Some(&trainer_proc.url()), &[])?,
+        InferenceProc::start(dir, "r2", Some(&trainer_proc.url()), &[])?,
+    ];
+    let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
     let mut trainer = TrainerClient::new(connect(tp).await?);
     let mut clients = Vec::new();
     for p in &ports {

@@ -302,18 +302,8 @@ async fn trainer_killed_replica_serves_reconnects_and_catches_up() -> Result<()>
         let db = Db::connect(tdb.url()).await?;
         register_active(&db, "v1", 1).await?;
         register(&db, "v2", FEATURE_SCHEMA, model_bytes("v2", 2)?).await?;
-        let mut trainer = TrainerProc::start(
-            tdb.url(),
-            &dir,
-            "trainer",
-            &["--retrain-every", "0", "--no-startup-training"],
-        )?;
-        let replica = InferenceProc::start(
-            &dir,
-            "r1",
-            Some(&format!("http://127.0.0.1:{}", trainer.port)),
-            &[],
-        )?;
+        let mut trainer = TrainerProc::start_registry_only(tdb.url(), &dir, "trainer")?;
+        let replica = InferenceProc::start(&dir, "r1", Some(&trainer.url()), &[])?;
         let ch = connect(replica.port).await?;
         let mut ic = InferenceClient::new(ch.clone());
         wait_serving(&mut ic, "v1", Duration::from_secs(30)).await?;
@@ -651,13 +641,8 @@ async fn bad_models_are_refused_on_every_replica() -> Result<()> {
         let tdb = TestDb::sqlite()?;
         let db = Db::connect(tdb.url()).await?;
         register_active(&db, "v1", 1).await?;
-        let trainer = TrainerProc::start(
-            tdb.url(),
-            &dir,
-            "trainer",
-            &["--retrain-every", "0", "--no-startup-training"],
-        )?;
-        let url = format!("http://127.0.0.1:{}", trainer.port);
+        let trainer = TrainerProc::start_registry_only(tdb.url(), &dir, "trainer")?;
+        let url = trainer.url();
         let replicas = [
             InferenceProc::start(&dir, "r1", Some(&url), &[])?,
             InferenceProc::start(&dir, "r2", Some(&url), &[])?,
@@ -763,8 +748,8 @@ async fn hundred_promotions_under_load_fail_nothing_and_do_not_leak() -> Result<
         let db = Db::connect(tdb.url()).await?;
         register_active(&db, "v1", 1).await?;
         register(&db, "v2", FEATURE_SCHEMA, model_bytes("v2", 2)?).await?;
-        let trainer = TrainerProc::start(tdb.url(), &dir, "trainer", &["--retrain-every", "0", "--no-startup-training"])?;
-        let replica = InferenceProc::start(&dir, "r1", Some(&format!("http://127.0.0.1:{}", trainer.port)), &[])?;
+        let trainer = TrainerProc::start_registry_only(tdb.url(), &dir, "trainer")?;
+        let replica = InferenceProc::start(&dir, "r1", Some(&trainer.url()), &[])?;
         let mut ic = InferenceClient::new(connect(replica.port).await?);
         wait_serving(&mut ic, "v1", Duration::from_secs(30)).await?;
         let initial = rss_kib(replica.proc.pid())?;
@@ -910,12 +895,7 @@ async fn admin_rpcs_refuse_missing_or_wrong_tokens() -> Result<()> {
         register(&db, "v2", FEATURE_SCHEMA, model_bytes("v2", 2)?).await?;
         db.set_active("v2", PromotionKind::Promote).await?;
         let history = db.promotion_history().await?.len();
-        let trainer = TrainerProc::start(
-            tdb.url(),
-            &dir,
-            "trainer",
-            &["--retrain-every", "0", "--no-startup-training"],
-        )?;
+        let trainer = TrainerProc::start_registry_only(tdb.url(), &dir, "trainer")?;
         let mut tc = TrainerClient::new(connect(trainer.port).await?);
 
         let wrong = [

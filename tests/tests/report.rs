@@ -168,12 +168,7 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
         "trainer",
         &["--retrain-every", "0", "--report-interval", "1"],
     )?;
-    let inference_proc = InferenceProc::start(
-        dir,
-        "inference",
-        Some(&format!("http://127.0.0.1:{}", trainer_proc.port)),
-        &[],
-    )?;
+    let inference_proc = InferenceProc::start(dir, "inference", Some(&trainer_proc.url()), &[])?;
     let mut trainer = TrainerClient::new(connect(trainer_proc.port).await?);
     let mut inference = InferenceClient::new(connect(inference_proc.port).await?);
 

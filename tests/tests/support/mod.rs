@@ -364,6 +364,22 @@ impl TrainerProc {
         })
     }
 
+    /// A trainer that never trains on its own (no startup run, no row
+    /// trigger): it only serves the registry, for tests that drive promotions.
+    pub fn start_registry_only(db_url: &str, dir: &Path, name: &str) -> Result<TrainerProc> {
+        Self::start(
+            db_url,
+            dir,
+            name,
+            &["--retrain-every", "0", "--no-startup-training"],
+        )
+    }
+
+    /// The URL inference replicas follow it at.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// The same trainer again (same ports and flags) after it stopped.
     pub fn restart(&mut self, dir: &Path, name: &str) -> Result<()> {
         self.proc = Proc::spawn(

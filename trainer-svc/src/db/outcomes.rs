@@ -10,7 +10,8 @@ use sea_orm::{
 };
 
 use super::entities::completed_task::{Column, Entity};
-use super::{Db, DbError, DbResult, completed_at_from_ms};
+use super::tasks::{TASK_COLUMNS, task_values};
+use super::{Db, DbError, DbResult};
 use crate::rows::TaskRow;
 
 /// What inference said about a task when it was handed out, as the backend
@@ -222,42 +223,26 @@ impl Db {
         // 12 bound values per row; well under SQLite's and PostgreSQL's limits.
         for chunk in rows.chunks(500) {
             let mut stmt = Query::insert();
-            stmt.into_table(Entity).columns([
-                Column::UserId,
-                Column::ItemId,
-                Column::Topic,
-                Column::Difficulty,
-                Column::Correct,
-                Column::Seconds,
-                Column::CompletedAt,
-                Column::PredictedPCorrect,
-                Column::PredictedSeconds,
-                Column::PredictedSecondsLow,
-                Column::PredictedSecondsHigh,
-                Column::ModelVersion,
-            ]);
+            // `columns` replaces the list, so both parts go in one call.
+            stmt.into_table(Entity)
+                .columns(TASK_COLUMNS.into_iter().chain([
+                    Column::PredictedPCorrect,
+                    Column::PredictedSeconds,
+                    Column::PredictedSecondsLow,
+                    Column::PredictedSecondsHigh,
+                    Column::ModelVersion,
+                ]));
             for (r, p) in chunk {
-                let at = completed_at_from_ms(r.completed_at_ms).ok_or_else(|| {
-                    DbError::Invalid(format!(
-                        "completed_at {} ms is outside years 1..=9999",
-                        r.completed_at_ms
-                    ))
-                })?;
-                stmt.values([
-                    Expr::val(r.user_id.clone()),
-                    Expr::val(r.item_id.clone()),
-                    Expr::val(r.topic.clone()),
-                    Expr::val(r.difficulty.clone()),
-                    Expr::val(r.correct),
-                    Expr::val(r.seconds),
-                    Expr::val(at),
+                let mut values = task_values(r)?;
+                values.extend([
                     Expr::val(p.p_correct),
                     Expr::val(p.seconds),
                     Expr::val(p.seconds_low),
                     Expr::val(p.seconds_high),
                     Expr::val(p.model_version.clone()),
-                ])
-                .map_err(|e| DbError::Invalid(e.to_string()))?;
+                ]);
+                stmt.values(values)
+                    .map_err(|e| DbError::Invalid(e.to_string()))?;
             }
             n += tx.execute(&stmt).await?.rows_affected();
         }

@@ -12,6 +12,37 @@ use super::entities::completed_task::{Column, Entity};
 use super::{Db, DbError, DbResult, completed_at_from_ms};
 use crate::rows::TaskRow;
 
+/// The columns a completed task is inserted with, in [`task_values`] order.
+pub(super) const TASK_COLUMNS: [Column; 7] = [
+    Column::UserId,
+    Column::ItemId,
+    Column::Topic,
+    Column::Difficulty,
+    Column::Correct,
+    Column::Seconds,
+    Column::CompletedAt,
+];
+
+/// One row's values for [`TASK_COLUMNS`]; a time outside what the databases
+/// store is an error naming it.
+pub(super) fn task_values(r: &TaskRow) -> DbResult<Vec<Expr>> {
+    let at = completed_at_from_ms(r.completed_at_ms).ok_or_else(|| {
+        DbError::Invalid(format!(
+            "completed_at {} ms is outside years 1..=9999",
+            r.completed_at_ms
+        ))
+    })?;
+    Ok(vec![
+        Expr::val(r.user_id.clone()),
+        Expr::val(r.item_id.clone()),
+        Expr::val(r.topic.clone()),
+        Expr::val(r.difficulty.clone()),
+        Expr::val(r.correct),
+        Expr::val(r.seconds),
+        Expr::val(at),
+    ])
+}
+
 /// Inserts `rows` with one multi-row `INSERT` (callers keep it within
 /// [`Db::insert_batch_rows`]).
 async fn insert_chunk(conn: &impl ConnectionTrait, rows: &[TaskRow]) -> DbResult<u64> {
@@ -19,32 +50,10 @@ async fn insert_chunk(conn: &impl ConnectionTrait, rows: &[TaskRow]) -> DbResult
         return Ok(0);
     }
     let mut stmt = Query::insert();
-    stmt.into_table(Entity).columns([
-        Column::UserId,
-        Column::ItemId,
-        Column::Topic,
-        Column::Difficulty,
-        Column::Correct,
-        Column::Seconds,
-        Column::CompletedAt,
-    ]);
+    stmt.into_table(Entity).columns(TASK_COLUMNS);
     for r in rows {
-        let at = completed_at_from_ms(r.completed_at_ms).ok_or_else(|| {
-            DbError::Invalid(format!(
-                "completed_at {} ms is outside years 1..=9999",
-                r.completed_at_ms
-            ))
-        })?;
-        stmt.values([
-            Expr::val(r.user_id.clone()),
-            Expr::val(r.item_id.clone()),
-            Expr::val(r.topic.clone()),
-            Expr::val(r.difficulty.clone()),
-            Expr::val(r.correct),
-            Expr::val(r.seconds),
-            Expr::val(at),
-        ])
-        .map_err(|e| DbError::Invalid(e.to_string()))?;
+        stmt.values(task_values(r)?)
+            .map_err(|e| DbError::Invalid(e.to_string()))?;
     }
     let res = conn.execute(&stmt).await?;
     Ok(res.rows_affected())
