@@ -37,44 +37,57 @@ pub enum FitError {
     Linfa(String),
 }
 
-/// Per-feature mean and scale; constant or duplicate columns get weight 0.
+/// Per-feature mean and scale, and the columns the regressions may use.
+///
+/// Columns that are constant, or (almost) a linear combination of columns kept
+/// before them, get weight 0. Pairwise duplicates are not the only case: the
+/// features are built from shared sums, so some are exact linear combinations
+/// of others on some data. Without item ids, for one, an item's prior *is* its
+/// topic's, and `topic_log_time − topic_speed = prior_item_log_time` on every
+/// row. Least squares on such a design has no unique answer; it returned
+/// weights of ±5·10⁴ that cancel in f64 but not in the f32 graph ONNX Runtime
+/// runs, so the export check failed (issue 11).
 struct Scaling {
     mean: [f64; FEATURE_COUNT],
     scale: [f64; FEATURE_COUNT],
     used: Vec<usize>,
 }
 
+/// A column whose variance left after regressing it on the kept columns is
+/// below this share of its own is dropped: its information is already there
+/// (R² above 0.9999), and keeping it only buys huge, cancelling weights.
+const COLLINEAR_RESIDUAL: f64 = 1e-4;
+
 impl Scaling {
     fn fit(rows: &Rows, idx: &[usize]) -> Scaling {
         let n = idx.len().max(1) as f64;
         let mut mean = [0f64; FEATURE_COUNT];
-        let mut sq = [0f64; FEATURE_COUNT];
         for &i in idx {
             for (j, v) in rows.row(i).iter().enumerate() {
                 mean[j] += f64::from(*v);
             }
         }
         mean.iter_mut().for_each(|m| *m /= n);
+        // Covariance in one pass over the rows (k² per row, k = 24).
+        let mut cov = [[0f64; FEATURE_COUNT]; FEATURE_COUNT];
+        let mut centred = [0f64; FEATURE_COUNT];
         for &i in idx {
-            for (j, v) in rows.row(i).iter().enumerate() {
-                sq[j] += (f64::from(*v) - mean[j]).powi(2);
+            for (c, (v, m)) in centred.iter_mut().zip(rows.row(i).iter().zip(&mean)) {
+                *c = f64::from(*v) - m;
+            }
+            for (a, row) in cov.iter_mut().enumerate() {
+                for (b, cell) in row.iter_mut().enumerate().skip(a) {
+                    *cell += centred[a] * centred[b];
+                }
             }
         }
-        let scale = sq.map(|s| (s / n).sqrt());
-        // A column identical to an earlier one (e.g. item and topic priors
-        // when no row has an item) makes least squares singular: drop it.
-        let mut used: Vec<usize> = Vec::new();
-        for (j, s) in scale.iter().enumerate() {
-            if *s < 1e-9 {
-                continue;
-            }
-            let dup = used
-                .iter()
-                .any(|&k| idx.iter().all(|&i| rows.row(i)[j] == rows.row(i)[k]));
-            if !dup {
-                used.push(j);
+        for a in 0..FEATURE_COUNT {
+            for b in 0..a {
+                cov[a][b] = cov[b][a];
             }
         }
+        let scale: [f64; FEATURE_COUNT] = std::array::from_fn(|j| (cov[j][j] / n).sqrt());
+        let used = independent_columns(&cov, &scale, n);
         Scaling {
             mean,
             scale: scale.map(|s| if s < 1e-9 { 1.0 } else { s }),
@@ -104,6 +117,38 @@ impl Scaling {
         }
         (raw, bias as f32)
     }
+}
+
+/// Greedy rank-revealing selection in feature order: an incremental Cholesky
+/// factor of the kept columns' correlation matrix; a column joins when its
+/// residual variance after the kept ones is at least [`COLLINEAR_RESIDUAL`].
+fn independent_columns(
+    cov: &[[f64; FEATURE_COUNT]; FEATURE_COUNT],
+    scale: &[f64; FEATURE_COUNT],
+    n: f64,
+) -> Vec<usize> {
+    let corr = |a: usize, b: usize| cov[a][b] / (n * scale[a] * scale[b]);
+    let mut used: Vec<usize> = Vec::new();
+    // Row r of the lower-triangular factor L of the kept columns' correlations.
+    let mut factor: Vec<Vec<f64>> = Vec::new();
+    for j in 0..FEATURE_COUNT {
+        if scale[j] < 1e-9 {
+            continue;
+        }
+        // Solve L·v = corr(kept, j) by forward substitution.
+        let mut v = Vec::with_capacity(used.len());
+        for (r, &k) in used.iter().enumerate() {
+            let dot: f64 = factor[r].iter().zip(&v).map(|(l, x)| l * x).sum();
+            v.push((corr(k, j) - dot) / factor[r][r]);
+        }
+        let residual = 1.0 - v.iter().map(|x| x * x).sum::<f64>();
+        if residual >= COLLINEAR_RESIDUAL {
+            v.push(residual.sqrt());
+            factor.push(v);
+            used.push(j);
+        }
+    }
+    used
 }
 
 /// The correctness half of [`fit`]: scaling and linfa's logistic regression.

@@ -17,6 +17,7 @@ use trainer_svc::family::{Family, FitOptions, Fitted};
 use trainer_svc::gate::{self, GateConfig, Verdict};
 use trainer_svc::linear;
 use trainer_svc::metrics::MetricSet;
+use trainer_svc::pipeline::{TrainSpec, fit_and_judge};
 use trainer_svc::rows::TaskRow;
 use trainer_svc::sim::{SimConfig, Simulator};
 
@@ -480,5 +481,42 @@ async fn eval_json_has_every_metric_and_nulls_without_times() {
     let v = trainer_svc::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);
     for k in KEYS {
         assert!(v["models"]["linear"][k].is_f64(), "linear.{k}");
+    }
+}
+
+/// Issue 11: without item ids the item prior equals the topic prior, which
+/// makes `topic_log_time − topic_speed = prior_item_log_time` on every row.
+/// Least squares on that design gave cancelling weights of ±5·10⁴ whose f32
+/// export disagreed with the f64 fit. Every family must now fit, export and
+/// pass the ONNX Runtime check on such data.
+#[tokio::test]
+async fn rows_without_item_ids_export_for_every_family() {
+    support::init_ort();
+    let mut rows = sim_rows(SimConfig {
+        seed: 11,
+        learners: 60,
+        attempts_per_learner: 60,
+        ..Default::default()
+    });
+    for r in &mut rows {
+        r.item_id = None;
+    }
+    let ds = load(rows).await;
+    assert!(ds.train.len() > 1000, "enough rows to fit the time head");
+    let mut spec = TrainSpec::default();
+    spec.fit.mlp.max_epochs = 3;
+    for family in Family::ALL {
+        spec.family = family;
+        let trained = fit_and_judge(&ds, &spec, None, &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("{family} on rows without item ids: {e}"));
+        if let Fitted::Linear(m) = Fitted::fit(family, &ds, &spec.fit).expect("refit") {
+            let largest = m
+                .t_weights
+                .iter()
+                .chain(&m.p_weights)
+                .fold(0f32, |a, w| a.max(w.abs()));
+            assert!(largest < 100.0, "bounded weights, got {largest}");
+        }
+        assert!(trained.metadata.metrics.values().all(|v| v.is_finite()));
     }
 }
