@@ -28,6 +28,7 @@ mkdir -p "$RUN"
 ((FRESH)) && rm -f "$RUN"/taskcast.db*
 DB_URL="sqlite://$PWD/$RUN/taskcast.db?mode=rwc"
 
+scripts/setup-system.sh
 scripts/setup-ort.sh
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so"
 echo "== building (release; the first build takes a few minutes)"

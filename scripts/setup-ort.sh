@@ -15,6 +15,10 @@ if have_ok; then echo "onnxruntime $VERSION already at $DEST"; exit 0; fi
 mkdir -p .ort
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 PY=${PYTHON:-python3}
+# Debian's python3 comes without pip; scripts/setup-system.sh installs it.
+if ! "$PY" -m pip --version >/dev/null 2>&1; then
+  "$(dirname "$0")"/setup-system.sh
+fi
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: \
   --platform manylinux_2_28_x86_64 --python-version 3.11 \
   "onnxruntime==$VERSION" -d "$tmp"

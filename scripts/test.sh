@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/setup-system.sh
 scripts/setup-ort.sh
 scripts/setup-python.sh
 
@@ -37,4 +38,21 @@ rc=0
 if [[ $rc == 5 ]]; then
   echo "pytest collected no tests in deploy/tests or examples/python" >&2
 fi
+
+# Both overlays' pods started from what `kubectl kustomize` renders, as
+# processes of the binaries built above and as podman containers of images
+# built from them (deploy/tests/run_manifests.py). Needs root: network
+# namespaces per pod, setpriv, podman. The base image and its debootstrap
+# root filesystem are cached in ~/.cache/taskcast (first run: about a minute).
+echo "== manifest run test (dev and prod overlays, processes and containers)"
+mrc=0
+if [[ $(id -u) != 0 ]]; then
+  echo "the manifest run test needs root (network namespaces, podman)" >&2
+  mrc=1
+else
+  scripts/setup-podman.sh >/dev/null
+  TASKCAST_BIN_DIR=${TASKCAST_BIN_DIR:-$PWD/target/debug} \
+    .venv/bin/pytest -q deploy/tests/run_manifests.py || mrc=$?
+fi
+((rc == 0)) && rc=$mrc
 exit "$rc"

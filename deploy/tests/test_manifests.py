@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import shutil
 import subprocess
 import sys
@@ -261,9 +262,13 @@ def test_base_is_namespace_agnostic():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_sets_one_namespace(overlay):
-    namespaces = {d["metadata"].get("namespace") for d in render(overlay)}
+def test_overlay_sets_one_namespace_and_creates_it(overlay):
+    docs = render(overlay)
+    namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     assert len(namespaces) == 1 and None not in namespaces, namespaces
+    # `kubectl apply -k` on a fresh cluster needs the Namespace in the same apply.
+    (ns,) = find(docs, "Namespace")
+    assert {ns["metadata"]["name"]} == namespaces
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -295,19 +300,26 @@ def test_hardened_security_context(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_inference_deployment(overlay):
     dep = one(render(overlay), "Deployment", INFERENCE)
-    assert dep["spec"]["replicas"] == 3
+    # The HPA owns the replica count: a value here would reset it on every apply.
+    assert "replicas" not in dep["spec"]
     assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     c = container(dep)
     grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
     assert grpc_port == 50051
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    # Readiness (and startup) on gRPC health, SERVING only with a model;
+    # liveness on /healthz so a replica waiting for a model is not restarted.
+    for probe in ("readinessProbe", "startupProbe"):
         assert c[probe]["grpc"]["port"] == grpc_port, probe
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     # Flags exactly as the service defines them, consistent with the ports above.
     assert "--listen=0.0.0.0:50051" in c["args"]
     assert "--metrics-listen=0.0.0.0:9101" in c["args"]
     assert "--model=/models/bootstrap.onnx" in c["args"]
     assert "--ort-lib=/opt/onnxruntime/libonnxruntime.so" in c["args"]
+    # inference-svc has no admin flag (it exits 2 on one); admin RPCs are the trainer's.
+    assert not any(a.startswith("--admin-token") for a in c["args"])
+    assert not any(v.get("secret") for v in pod_spec(dep).get("volumes", []))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -318,8 +330,10 @@ def test_trainer_single_replica_recreate(overlay):
     c = container(dep)
     assert c["args"][0] == "serve"
     assert "--listen=0.0.0.0:50052" in c["args"] and "--metrics-listen=0.0.0.0:9102" in c["args"]
+    # `serve` loads ONNX Runtime at startup; the image carries it here.
+    assert "--ort-lib=/opt/onnxruntime/libonnxruntime.so" in c["args"]
     assert c["readinessProbe"]["grpc"]["port"] == 50052
-    assert c["livenessProbe"]["grpc"]["port"] == 50052
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     db = [e for e in c.get("env", []) if e["name"] == "TASKCAST_DATABASE_URL"]
     assert len(db) == 1, "every overlay must give the trainer a database"
 
@@ -490,7 +504,8 @@ def test_dev_sqlite_on_pvc():
     (vol,) = [v for v in pod_spec(dep)["volumes"] if v["name"] == mount["name"]]
     claim = vol["persistentVolumeClaim"]["claimName"]
     pvc = one(docs, "PersistentVolumeClaim", claim)
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # One pod at a time (SQLite has one writer), not merely one node.
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOncePod"]
     assert pvc["spec"]["resources"]["requests"]["storage"]
     # fsGroup makes the volume writable by uid 65532.
     assert pod_spec(dep)["securityContext"]["fsGroup"] == RUN_AS
@@ -546,3 +561,54 @@ def test_security_check_catches_writable_root_and_root_user():
     problems = security_problems(docs)
     assert any("readOnlyRootFilesystem" in p for p in problems)
     assert any("runAsNonRoot" in p for p in problems)
+
+
+def test_dev_seeds_the_database_idempotently():
+    """The dev stack trains on simulated learners: init containers running the
+    trainer image's own binary, the import guarded by --if-empty."""
+    docs = render("dev")
+    dep = one(docs, "Deployment", TRAINER)
+    ps = pod_spec(dep)
+    main = container(dep)
+    inits = {c["name"]: c for c in ps["initContainers"]}
+    assert [c["image"] for c in inits.values()] == [main["image"]] * len(inits)
+    (sim,) = [c for c in inits.values() if c["args"][0] == "simulate"]
+    (imp,) = [c for c in inits.values() if c["args"][0] == "import"]
+    assert list(inits).index(sim["name"]) < list(inits).index(imp["name"])
+    assert "--if-empty" in imp["args"]
+    out = next(a.split("=", 1)[1] for a in sim["args"] if a.startswith("--out="))
+    data = next(a.split("=", 1)[1] for a in imp["args"] if a.startswith("--data="))
+    assert out == data
+    # The import writes the database the trainer reads, on the same volume.
+    db = lambda c: next(e for e in c["env"] if e["name"] == "TASKCAST_DATABASE_URL")  # noqa: E731
+    assert db(imp) == db(main)
+    mounts = lambda c: {m["mountPath"]: m["name"] for m in c["volumeMounts"]}  # noqa: E731
+    assert mounts(imp)["/data"] == mounts(main)["/data"]
+    assert mounts(sim)[out.rsplit("/", 1)[0]] == mounts(imp)[data.rsplit("/", 1)[0]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_service_is_headless(overlay):
+    """gRPC clients balance per request only if DNS gives them every replica."""
+    svc = one(render(overlay), "Service", "inference")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert not svc["spec"].get("publishNotReadyAddresses"), "readiness must still gate traffic"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_match_the_build_commands(overlay):
+    """README and deploy/build-images.sh build exactly the names the overlay runs."""
+    readme = (ROOT / "README.md").read_text()
+    build = (ROOT / "deploy" / "build-images.sh").read_text()
+    for dep in find(render(overlay), "Deployment"):
+        for c in containers(pod_spec(dep)):
+            name, tag = c["image"].rsplit(":", 1)
+            if overlay == "dev":
+                assert f"-t {name}:{tag}" in readme, c["image"]
+                assert name.startswith("taskcast/") and tag == "dev"
+                assert "docker.io/taskcast/$svc-svc:$TAG" in build and "TAG=${1:-dev}" in build
+            else:
+                assert f"{name}:{tag}" in readme, c["image"]
+                # The release tag is the workspace version the binaries report.
+                version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+                assert tag == version, (c["image"], version)

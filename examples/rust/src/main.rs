@@ -6,8 +6,16 @@
 //! taskcast-client wait --inference http://127.0.0.1:50051 --trained
 //! taskcast-client predict --user learner-0001 --candidate t1:fractions:easy
 //! taskcast-client train --trainer http://127.0.0.1:50052 --token-file .run/admin-token
+//! taskcast-client --inference dns:///inference.taskcast.svc.cluster.local:50051 predict ...
 //! ```
+//!
+//! `--inference dns:///HOST:PORT` balances requests over every address HOST
+//! resolves to: in Kubernetes the headless `inference` Service gives one per
+//! ready replica, so each request can go to another replica (a plain
+//! `http://` URL keeps one HTTP/2 connection to one replica).
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +27,8 @@ use taskcast_proto::{
 };
 use tonic::Request;
 use tonic::metadata::MetadataValue;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -118,10 +128,64 @@ fn parse_candidates(specs: &[String]) -> anyhow::Result<(Vec<Candidate>, String)
     Ok((candidates, topic))
 }
 
-async fn inference(url: &str) -> anyhow::Result<InferenceClient<tonic::transport::Channel>> {
-    InferenceClient::connect(url.to_string())
+async fn inference(url: &str) -> anyhow::Result<InferenceClient<Channel>> {
+    Ok(InferenceClient::new(channel(url).await?))
+}
+
+/// How often a `dns:///` channel looks the name up again, so replicas the
+/// autoscaler adds get requests and removed ones stop getting them.
+const RERESOLVE: Duration = Duration::from_secs(30);
+
+/// One HTTP/2 connection for `http(s)://`; for `dns:///HOST:PORT`, a channel
+/// that balances each request over every address HOST resolves to (tonic's
+/// balancer: the less loaded of two random endpoints), kept in step with DNS.
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    let Some(authority) = url.strip_prefix("dns:///") else {
+        return Channel::from_shared(url.to_string())
+            .with_context(|| format!("bad URL {url}"))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"));
+    };
+    let authority = authority.trim_end_matches('/').to_string();
+    let mut known = resolve(&authority).await?;
+    if known.is_empty() {
+        bail!("{authority} resolves to no address");
+    }
+    let (channel, tx) = Channel::balance_channel::<SocketAddr>(known.len().max(16));
+    for addr in &known {
+        tx.send(Change::Insert(*addr, endpoint(*addr)?)).await?;
+    }
+    tokio::spawn(async move {
+        while !tx.is_closed() {
+            tokio::time::sleep(RERESOLVE).await;
+            // A failed lookup keeps the endpoints we have.
+            let Ok(now) = resolve(&authority).await else {
+                continue;
+            };
+            for addr in now.difference(&known) {
+                if let Ok(e) = endpoint(*addr) {
+                    let _ = tx.send(Change::Insert(*addr, e)).await;
+                }
+            }
+            for addr in known.difference(&now) {
+                let _ = tx.send(Change::Remove(*addr)).await;
+            }
+            known = now;
+        }
+    });
+    Ok(channel)
+}
+
+async fn resolve(authority: &str) -> anyhow::Result<HashSet<SocketAddr>> {
+    Ok(tokio::net::lookup_host(authority)
         .await
-        .with_context(|| format!("connecting to {url}"))
+        .with_context(|| format!("resolving {authority}"))?
+        .collect())
+}
+
+fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5)))
 }
 
 fn history(topic: &str, n: usize) -> Vec<Attempt> {
@@ -144,11 +208,7 @@ async fn wait(url: &str, trained: bool, timeout: Duration) -> anyhow::Result<()>
     let deadline = Instant::now() + timeout;
     loop {
         let ready = async {
-            let channel = tonic::transport::Channel::from_shared(url.to_string())
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
+            let channel = channel(url).await.ok()?;
             let mut health = HealthClient::new(channel.clone());
             let status = health
                 .check(HealthCheckRequest {

@@ -1,0 +1,636 @@
+"""Manifest run test: the pods that `kubectl kustomize deploy/k8s/overlays/<dev|prod>`
+renders, started for real, as processes and as containers of the real images.
+
+    .venv/bin/pytest -q deploy/tests/run_manifests.py     (root; scripts/test.sh runs it)
+
+For each overlay and each runtime (plain processes of the binaries, and podman
+containers of images built from the same binaries by deploy/build-images.sh),
+podsim.py plays the kubelet: every container gets the command, args, env
+(ConfigMaps, Secrets, downward API), mounts, user, group and read-only root
+the rendered pod spec gives it, in its own network namespace on the manifests'
+own ports; init containers run first. Then it checks what a cluster would:
+
+* each container stays up, and its startup, readiness and liveness probes,
+  exactly as declared (gRPC health on the declared port, HTTP path), answer
+  SERVING / 200 once a model is loaded;
+* each pod listens on exactly its declared container ports, and every
+  Service and NetworkPolicy port, every probe and the Prometheus annotation
+  point at one of them;
+* the inference replicas reach the trainer through the configured URL (the
+  Service name), swap from the bootstrap model to the model the trainer
+  trained and promoted, and a client balancing over the headless Service's
+  DNS name (the Python and Rust example clients) reaches every replica;
+* the admin token the trainer reads is the Secret's;
+* restarting the trainer is safe (dev: the seed step imports nothing twice);
+* SIGTERM ends every container with exit 0 within its grace period;
+* every metric name the monitoring component (alerts, dashboard) uses is one
+  the binaries really export.
+
+The prod overlay's database is a fresh database on the machine's PostgreSQL
+(reached by the pods through a relay on the node, under a cluster-like host
+name), filled as the app's backend would fill it. The admin token and the
+database URL Secrets are created from deploy/k8s/secrets/ as an operator would.
+
+Binaries come from $TASKCAST_BIN_DIR (default target/debug: scripts/test.sh has
+just built them; a release build would add minutes to CI for no extra
+coverage, since the images take whatever binaries they are given).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import podsim  # noqa: E402
+from podsim import Cluster, Objects, probe_once, scrape, selector_matches, sum_samples, wait_probe  # noqa: E402
+
+ROOT = podsim.ROOT
+K8S = ROOT / "deploy" / "k8s"
+EXAMPLES = ROOT / "examples" / "python"
+sys.path.insert(0, str(EXAMPLES))
+import client as example  # noqa: E402  (generates its gRPC code on import)
+
+BIN_DIR = Path(os.environ.get("TASKCAST_BIN_DIR", ROOT / "target" / "debug"))
+ORT_LIB = Path(os.environ.get("TASKCAST_ORT_LIB", ROOT / ".ort" / "libonnxruntime.so"))
+RUNTIMES = os.environ.get("TASKCAST_MANIFEST_RUNTIMES", "process,podman").split(",")
+OVERLAYS = ["dev", "prod"]
+# The HPA floor is 3; two replicas already prove per-request balancing and
+# keep a 2-core CI machine responsive.
+INFERENCE_REPLICAS = 2
+TRAINED_TIMEOUT = 300
+# The machine's PostgreSQL, as the project's other tests reach it (.ci/run
+# gives 127.0.0.1 trust auth).
+PG = ("127.0.0.1", 5432)
+PG_USER = "postgres"
+DB_HOST = "db.taskcast.test"  # the prod Secret's database host, served by the node's relay
+MONITORING = K8S / "components" / "monitoring"
+
+SCRAPES: dict[str, dict[str, str]] = {}  # stack id -> pod -> /metrics text
+
+
+def kubectl() -> str:
+    venv = Path(sys.executable).parent / "kubectl"
+    found = str(venv) if venv.is_file() else shutil.which("kubectl")
+    assert found, "kubectl not found: run scripts/setup-python.sh"
+    return found
+
+
+def render(path: Path) -> list[dict]:
+    out = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def stage():
+    """What the images are built from, and the process runtime runs: the binaries,
+    the ONNX Runtime library, the bootstrap model."""
+    if os.geteuid() != 0:
+        pytest.fail("the manifest run test needs root (network namespaces, setpriv, podman)")
+    for f in (BIN_DIR / "inference-svc", BIN_DIR / "trainer-svc", ORT_LIB):
+        assert f.is_file(), f"{f} missing: cargo build --workspace --bins, scripts/setup-ort.sh"
+    d = Path(tempfile.mkdtemp(prefix="taskcast-stage-"))
+    os.chmod(d, 0o755)
+    for name in ("inference-svc", "trainer-svc", "taskcast-client"):
+        if (BIN_DIR / name).is_file():
+            (d / "bin").mkdir(exist_ok=True)
+            shutil.copy2(BIN_DIR / name, d / "bin" / name)
+    (d / "lib").mkdir()
+    shutil.copy2(ORT_LIB, d / "lib" / "libonnxruntime.so")
+    (d / "models").mkdir()
+    shutil.copy2(ROOT / "models" / "bootstrap.onnx", d / "models" / "bootstrap.onnx")
+    (d / "data").mkdir()
+    for p in d.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() or p.parent.name == "bin" else 0o644)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def images(stage):
+    """Both images, built by deploy/build-images.sh from the staged binaries on the
+    registry-free base, and tagged with every name an overlay asks for."""
+    env = dict(os.environ, TASKCAST_BIN_DIR=str(stage / "bin"), TASKCAST_ORT_LIB=str(stage / "lib" / "libonnxruntime.so"))
+    started = time.monotonic()
+    out = subprocess.run([str(ROOT / "deploy" / "build-images.sh"), "dev"], capture_output=True, text=True,
+                         timeout=1200, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    built = out.stdout.split()
+    print(f"\nimages built in {time.monotonic() - started:.0f}s: {built}")
+    for overlay in OVERLAYS:
+        for d in render(K8S / "overlays" / overlay):
+            if d["kind"] != "Deployment":
+                continue
+            spec = d["spec"]["template"]["spec"]
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                want = podsim.normalize_image(c["image"])
+                src = next(b for b in built if b.split("/")[-1].split(":")[0] == want.split("/")[-1].split(":")[0])
+                if want != src:
+                    # What the release pipeline would push under the overlay's name.
+                    subprocess.run(["podman", "tag", src, want], check=True, capture_output=True)
+    return built
+
+
+class Stack:
+    """One overlay's pods, started by one runtime."""
+
+    def __init__(self, overlay: str, runtime: str, stage: Path, work: Path, subnet: int):
+        self.overlay, self.runtime, self.stage, self.work = overlay, runtime, stage, work
+        self.id = f"{overlay}-{runtime}"
+        self.docs = render(K8S / "overlays" / overlay)
+        (ns_obj,) = [d for d in self.docs if d["kind"] == "Namespace"]
+        self.namespace = ns_obj["metadata"]["name"]
+        others = {d["metadata"].get("namespace") for d in self.docs if d["kind"] != "Namespace"}
+        assert others == {self.namespace}, f"objects outside the overlay's Namespace: {others}"
+        self.cluster = Cluster(work / "cluster", runtime, stage, subnet)
+        self.database: str | None = None
+        self.pods: list[podsim.Pod] = []
+        self.ops_ns = ""
+        self.active_version = ""
+
+    # --- setup
+    def operator_secrets(self) -> dict[str, dict[str, str]]:
+        """Secrets the pods reference that the overlay does not render: created
+        from the templates in deploy/k8s/secrets/, as the README tells an operator."""
+        rendered = {d["metadata"]["name"] for d in self.docs if d["kind"] == "Secret"}
+        templates = {}
+        for t in sorted((K8S / "secrets").glob("*.secret.template.yaml")):
+            s = yaml.safe_load(t.read_text())
+            templates[s["metadata"]["name"]] = set(s["stringData"])
+        values = {"token": secrets.token_hex(24), "url": f"postgres://{PG_USER}@{DB_HOST}:5432/{self.database}"}
+        out = {}
+        for name, keys in templates.items():
+            if name not in rendered and self.referenced(name):
+                out[name] = {k: values[k] for k in keys}
+        return out
+
+    def referenced(self, secret: str) -> bool:
+        return f"'{secret}'" in repr(self.docs) or f'"{secret}"' in json.dumps(self.docs)
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        out = self.cluster.in_host(
+            subprocess.run, ["psql", "-h", PG[0], "-p", str(PG[1]), "-U", PG_USER, "-d", db, "-v", "ON_ERROR_STOP=1",
+                             "-Atc", sql], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def backend_fills_database(self) -> None:
+        """prod: the app's backend has written completed tasks, with the
+        predictions an earlier model made (so the live-report gauges have data)."""
+        csv = self.work / "completed.csv"
+        trainer = self.stage / "bin" / "trainer-svc"
+        subprocess.run([str(trainer), "simulate", "--learners", "200", "--attempts", "60", "--seed", "7",
+                        "--out", str(csv)], check=True, capture_output=True, timeout=120)
+        url = f"postgres://{PG_USER}@{self.cluster.node_ip}:5432/{self.database}"
+        out = subprocess.run([str(trainer), "import", "--database-url", url, "--data", str(csv)],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        self.psql("UPDATE completed_tasks SET model_version = 'backend-v0', "
+                  "predicted_p_correct = CASE WHEN correct THEN 0.55 + 0.4 * random() ELSE 0.05 + 0.6 * random() END, "
+                  "predicted_seconds = 30", self.database)
+
+    def up(self) -> None:
+        cl = self.cluster
+        cl.enter_node()
+        if self.overlay == "prod":
+            self.database = f"taskcast_manifest_{os.getpid()}_{self.runtime}"
+            self.psql(f"DROP DATABASE IF EXISTS {self.database}")
+            self.psql(f"CREATE DATABASE {self.database}")
+            cl.relay_host_port(5432, PG)
+            self.backend_fills_database()
+        self.objects = Objects(self.docs, self.namespace, self.operator_secrets())
+        cl.objects = self.objects
+        trainers = self.objects.pods("trainer-svc", self.objects.one("Deployment", "trainer-svc")["spec"].get("replicas", 1))
+        inference = self.objects.pods("inference-svc", INFERENCE_REPLICAS)
+        self.pods = trainers + inference
+        for p in self.pods:
+            cl.create_pod(p)
+        # An operator's pod, labelled as the NetworkPolicy admits, for the clients.
+        self.ops_ns = f"{cl.id}-ops-shell"
+        ops_ip = cl.add_host(self.ops_ns)
+        cl.set_hosts(self.dns())
+        cl.refresh_hosts(self.pods)
+        cl._write_etc(self.ops_ns, "ops-shell", ops_ip)
+
+        for p in trainers:
+            self.start_and_probe(p)
+        self.active_version = self.wait_trained()
+        for p in inference:
+            self.start_and_probe(p)
+        self.wait_swapped()
+
+    def dns(self) -> dict[str, list[str]]:
+        """Service names -> pod IPs, as cluster DNS answers for a headless Service.
+        A ClusterIP Service's virtual IP is stood in for by its one backend's
+        IP: test_ports checks its ports equal the container ports, so nothing
+        kube-proxy would translate is lost."""
+        names: dict[str, list[str]] = {}
+        for svc in self.objects.of_kind("Service"):
+            backends = [p.ip for p in self.pods if selector_matches(svc["spec"]["selector"], p.labels)]
+            assert backends, f"Service {svc['metadata']['name']} selects no pod"
+            if svc["spec"].get("clusterIP") != "None":
+                assert len(backends) == 1, f"ClusterIP Service {svc['metadata']['name']}: one backend expected here"
+            n, ns = svc["metadata"]["name"], self.namespace
+            for name in (n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.cluster.local"):
+                names[name] = backends
+        if self.overlay == "prod":
+            names[DB_HOST] = [self.cluster.node_ip]
+        return names
+
+    def start_and_probe(self, pod: podsim.Pod) -> None:
+        for r in self.cluster.start_pod(pod):
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if kind in r.container.probes:
+                    wait_probe(r, kind, limit=TRAINED_TIMEOUT)
+
+    def running(self, pod: podsim.Pod | None = None) -> list[podsim.Running]:
+        return [r for r in self.cluster.running
+                if r.container in r.pod.containers and (pod is None or r.pod is pod) and not getattr(r, "stopped", False)]
+
+    def pod(self, workload: str, i: int = 0) -> podsim.Pod:
+        return [p for p in self.pods if p.workload == workload][i]
+
+    def service_target(self, name: str, port_name: str) -> str:
+        svc = self.objects.one("Service", name)
+        port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == port_name)
+        return f"{self.dns()[name][0]}:{port}"
+
+    def wait_trained(self) -> str:
+        deadline = time.monotonic() + TRAINED_TIMEOUT
+        with example.TaskcastClient(trainer=self.service_target("trainer", "grpc")) as tc:
+            while True:
+                active = [m for m in tc.list_models().models if m.state == "active"]
+                if active:
+                    return active[0].version
+                assert time.monotonic() < deadline, "the trainer promoted no model:\n" + self.logs()
+                time.sleep(1)
+
+    def wait_swapped(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.inference_pods():
+            with example.TaskcastClient(inference=f"{p.ip}:{p.containers[0].port('grpc')}") as tc:
+                while tc.get_model().version != self.active_version:
+                    assert time.monotonic() < deadline, f"{p.name} never swapped to {self.active_version}:\n" + self.logs()
+                    time.sleep(0.5)
+
+    def inference_pods(self) -> list[podsim.Pod]:
+        return [p for p in self.pods if p.workload == "inference-svc"]
+
+    def metrics(self, pod: podsim.Pod) -> str:
+        return scrape(pod.ip, pod.containers[0].port("metrics"))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r.pod.name}/{r.container.name}\n{r.logs()[-2500:]}" for r in self.cluster.running)
+
+    def close(self) -> list[str]:
+        # Whatever a failed or partial run left up is ended as the kubelet
+        # would (SIGTERM, then SIGKILL after the grace); only kills are reported.
+        forced = []
+        try:
+            for r in self.running():
+                if r.alive() and self.cluster.stop(r, r.pod.grace) is None:
+                    forced.append(f"{r.pod.name}/{r.container.name} ignored SIGTERM")
+                r.stopped = True
+            if self.database:
+                self.psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        finally:
+            forced += self.cluster.close()
+        return forced
+
+
+STACKS = [(o, r) for r in RUNTIMES for o in OVERLAYS]
+
+
+@pytest.fixture(scope="module", params=STACKS, ids=[f"{o}-{r}" for o, r in STACKS])
+def stack(request, stage):
+    overlay, runtime = request.param
+    if runtime == "podman":
+        request.getfixturevalue("images")
+    podsim.remove_stale()
+    work = Path(tempfile.mkdtemp(prefix=f"taskcast-{overlay}-{runtime}-"))
+    os.chmod(work, 0o755)
+    s = Stack(overlay, runtime, stage, work, subnet=STACKS.index(request.param))
+    started = time.monotonic()
+    try:
+        s.up()
+        print(f"\n{s.id}: up in {time.monotonic() - started:.0f}s, serving {s.active_version}")
+        yield s
+    finally:
+        forced = s.close()
+        keep = os.environ.get("TASKCAST_KEEP_LOGS")
+        if keep:
+            shutil.copytree(work / "cluster" / "pods", Path(keep) / s.id, dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    assert not forced, f"left running at the end and killed: {forced}"
+
+
+# ----------------------------------------------------------------- checks
+
+
+def test_containers_stay_up(stack):
+    time.sleep(3)
+    for r in stack.running():
+        assert r.alive(), f"{r.pod.name}/{r.container.name} exited {r.exit_code()}:\n{r.logs()[-4000:]}"
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+
+
+def test_containers_run_as_the_pod_spec_says(stack):
+    """User, group, privileges, root filesystem, image, working directory and
+    environment of what is really running, read back from the kernel / podman."""
+    for r in stack.running():
+        c, where = r.container, f"{r.pod.name}/{r.container.name}"
+        if stack.runtime == "podman":
+            (info,) = json.loads(podsim.sh("podman", "inspect", r.podman_name).stdout)
+            assert info["Config"]["User"] == f"{c.user}:{c.group}", where
+            assert info["HostConfig"]["ReadonlyRootfs"] is c.read_only_root, where
+            assert info["ImageName"] == podsim.normalize_image(c.image), where
+            assert "no-new-privileges" in " ".join(info["HostConfig"]["SecurityOpt"] or []) or not c.no_new_privs, where
+            pid = info["State"]["Pid"]
+        else:
+            pid = r.proc.pid
+            env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if kv)
+            image = podsim.image_config(podsim.dockerfile_for(c.image))
+            # env -i: the image's ENV, the pod's env and the kubelet's HOSTNAME; nothing of ours.
+            assert set(env) == {"PATH", "HOSTNAME"} | set(image.env) | set(c.env), (where, sorted(env))
+            assert os.readlink(f"/proc/{pid}/cwd") == "/", where
+        st = _proc_status(pid)
+        assert st["Uid"].split() == [str(c.user)] * 4 and st["Gid"].split() == [str(c.group)] * 4, (where, st["Uid"], st["Gid"])
+        assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0, (where, st["CapEff"], st["CapBnd"])
+        assert st["NoNewPrivs"].strip() == ("1" if c.no_new_privs else "0"), where
+        # Its own network namespace: the pod's.
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"), where
+
+
+def test_probes_answer_as_declared(stack):
+    kinds = set()
+    for r in stack.running():
+        for kind, probe in r.container.probes.items():
+            ok, detail = probe_once(r.pod, r.container, probe)
+            assert ok, f"{r.pod.name}/{r.container.name} {kind}: {detail}"
+            kinds.add((r.pod.workload, kind, "grpc" if "grpc" in probe else "httpGet" if "httpGet" in probe else "other"))
+    # The issue's contract: readiness on gRPC health, liveness on /healthz, for both services.
+    for workload in ("inference-svc", "trainer-svc"):
+        assert (workload, "readinessProbe", "grpc") in kinds
+        assert (workload, "livenessProbe", "httpGet") in kinds
+
+
+def test_ports_match_what_the_processes_listen_on(stack):
+    listening = {p.name: stack.cluster.listening(p) for p in stack.pods}
+    for p in stack.pods:
+        (c,) = p.containers
+        declared = set(c.ports.values())
+        assert listening[p.name] == declared, f"{p.name} listens on {listening[p.name]}, declares {declared}"
+        for kind, probe in c.probes.items():
+            port = next(v["port"] for k, v in probe.items() if k in ("grpc", "httpGet", "tcpSocket"))
+            assert c.port(port) in listening[p.name], f"{p.name} {kind} port {port}"
+        ann = stack.objects.one("Deployment", p.workload)["spec"]["template"]["metadata"].get("annotations", {})
+        if "prometheus.io/port" in ann:
+            assert int(ann["prometheus.io/port"]) in listening[p.name]
+            assert scrape(p.ip, int(ann["prometheus.io/port"]), ann.get("prometheus.io/path", "/metrics"))
+    for svc in stack.objects.of_kind("Service"):
+        selected = [p for p in stack.pods if selector_matches(svc["spec"]["selector"], p.labels)]
+        for sp in svc["spec"]["ports"]:
+            for p in selected:
+                target = p.containers[0].port(sp.get("targetPort", sp["port"]))
+                assert target in listening[p.name], f"Service {svc['metadata']['name']}:{sp['port']} -> {p.name}:{target}"
+                assert target == sp["port"], "the DNS stand-in for a Service needs port == targetPort"
+    for np in stack.objects.of_kind("NetworkPolicy"):
+        selected = [p for p in stack.pods if selector_matches(np["spec"]["podSelector"], p.labels)]
+        assert selected, f"NetworkPolicy {np['metadata']['name']} selects no pod"
+        for p in selected:
+            admitted = {p.containers[0].port(port["port"]) for rule in np["spec"].get("ingress", []) for port in rule.get("ports", [])}
+            # Every admitted port is served, and every served port is admitted to someone.
+            assert admitted == listening[p.name], f"NetworkPolicy admits {admitted}, {p.name} listens on {listening[p.name]}"
+
+
+def test_inference_follows_the_trainer_it_is_configured_with(stack):
+    trainer = stack.pod("trainer-svc")
+    url = stack.objects.config_maps["taskcast-config"]["TASKCAST_TRAINER_URL"]
+    host = re.match(r"https?://([^:/]+)", url).group(1)
+    assert stack.dns()[host] == [trainer.ip], f"{url} does not lead to the trainer pod"
+    for p in stack.inference_pods():
+        with example.TaskcastClient(inference=f"{p.ip}:50051") as tc:
+            model = tc.get_model()
+        assert model.version == stack.active_version and model.family != "bootstrap", model
+        m = stack.metrics(p)
+        assert sum_samples(m, "taskcast_inference_trainer_connected") == 1
+        assert sum_samples(m, "taskcast_inference_model_info", version=stack.active_version) == 1
+    tm = stack.metrics(trainer)
+    assert sum_samples(tm, "taskcast_trainer_model_subscribers") == len(stack.inference_pods())
+    assert sum_samples(tm, "taskcast_trainer_runs_finished_total", state="SUCCEEDED") >= 1
+
+
+PY_BALANCE = """
+import sys
+sys.path.insert(0, {examples!r})
+import client
+with client.TaskcastClient(inference={target!r}) as tc:
+    for i in range({n}):
+        r = tc.predict(f"learner-{{i:04d}}", client.example_history(), client.example_candidates())
+        assert len(r.predictions) == 4 and r.model_version == {version!r}, r
+print("ok")
+"""
+
+
+def test_clients_balance_over_the_headless_service(stack):
+    target = f"dns:///inference.{stack.namespace}.svc.cluster.local:50051"
+    before = {p.name: sum_samples(stack.metrics(p), "taskcast_inference_grpc_server_requests_total", method="Predict")
+              for p in stack.inference_pods()}
+    n = 40
+    script = PY_BALANCE.format(examples=str(EXAMPLES), target=target, n=n, version=stack.active_version)
+    out = stack.cluster.exec_in(stack.ops_ns, sys.executable, "-c", script, env={"PATH": os.environ["PATH"]})
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+    after = {p.name: sum_samples(stack.metrics(p), "taskcast_inference_grpc_server_requests_total", method="Predict")
+             for p in stack.inference_pods()}
+    got = {k: after[k] - before[k] for k in after}
+    assert sum(got.values()) == n, got
+    # One connection per replica, requests spread over all of them.
+    assert all(v >= n // (2 * len(got)) for v in got.values()), f"Predict calls per replica: {got}"
+
+    rust = stack.stage / "bin" / "taskcast-client"
+    if rust.is_file():
+        before = sum(sum_samples(stack.metrics(p), "taskcast_inference_grpc_server_requests_total", method="Predict")
+                     for p in stack.inference_pods())
+        out = stack.cluster.exec_in(stack.ops_ns, str(rust), "--inference", target, "predict",
+                                    "--candidate", "t1:fractions:easy", "--candidate", "t2:algebra:hard", env={})
+        assert out.returncode == 0, out.stderr
+        assert stack.active_version in out.stdout, out.stdout
+        after = sum(sum_samples(stack.metrics(p), "taskcast_inference_grpc_server_requests_total", method="Predict")
+                    for p in stack.inference_pods())
+        assert after == before + 1
+
+
+def test_admin_token_is_the_secrets(stack):
+    import grpc
+
+    dep = stack.objects.one("Deployment", "trainer-svc")
+    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    token = stack.objects.secrets[vol["secret"]["secretName"]][vol["secret"]["items"][0]["key"]]
+    target = stack.service_target("trainer", "grpc")
+    with example.TaskcastClient(trainer=target, token="not-" + token) as tc:
+        with pytest.raises(grpc.RpcError) as e:
+            tc.promote(stack.active_version)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with example.TaskcastClient(trainer=target, token=token) as tc:
+        assert tc.promote(stack.active_version).version == stack.active_version
+
+
+def test_metrics_scraped(stack):
+    """Before the trainer restarts: its counters start again from nothing."""
+    SCRAPES[stack.id] = {p.name: stack.metrics(p) for p in stack.pods}
+    keep = os.environ.get("TASKCAST_KEEP_LOGS")
+    if keep:
+        for name, text in SCRAPES[stack.id].items():
+            out = Path(keep) / stack.id / f"{name}.metrics"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+    for p in stack.pods:
+        assert "taskcast_" in SCRAPES[stack.id][p.name], p.name
+
+
+def count_tasks(stack) -> int:
+    if stack.overlay == "prod":
+        return int(stack.psql("SELECT count(*) FROM completed_tasks", stack.database))
+    import sqlite3
+
+    db = stack.cluster.work / "claims" / "trainer-data" / "taskcast.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM completed_tasks").fetchone()[0]
+
+
+def test_trainer_restart_is_safe(stack):
+    trainer = stack.pod("trainer-svc")
+    rows = count_tasks(stack)
+    assert rows > 1000, rows
+    (r,) = stack.running(trainer)
+    code = stack.cluster.stop(r, trainer.grace)
+    r.stopped = True
+    assert code == 0, f"trainer exit {code} on SIGTERM:\n{r.logs()[-3000:]}"
+    stack.start_and_probe(trainer)
+    if trainer.init:
+        seed = [x for x in stack.cluster.running if x.pod is trainer and x.container.name == "seed-import"][-1]
+        assert "nothing imported" in seed.logs(), seed.logs()
+    assert count_tasks(stack) == rows, "a restart changed completed_tasks"
+    # The replicas reconnect to the new trainer process and still serve the active model.
+    deadline = time.monotonic() + 60
+    for p in stack.inference_pods():
+        while sum_samples(stack.metrics(p), "taskcast_inference_trainer_connected") != 1:
+            assert time.monotonic() < deadline, f"{p.name} did not reconnect"
+            time.sleep(0.5)
+    stack.wait_swapped()
+
+
+
+
+def test_sigterm_ends_every_container_within_its_grace(stack):
+    for p in stack.pods:
+        started = time.monotonic()
+        codes = stack.cluster.kill_pod(p)
+        for r in stack.running(p):
+            r.stopped = True
+        assert all(c == 0 for c in codes.values()), f"{p.name}: exit codes {codes}\n{stack.logs()[-3000:]}"
+        assert time.monotonic() - started < p.grace
+
+
+# ----------------------------------------------------------------- monitoring
+
+
+def _component_docs() -> list[dict]:
+    """The prod overlay with the monitoring component added to its kustomization,
+    as the README tells an operator (a copy beside it, so relative paths hold)."""
+    d = Path(tempfile.mkdtemp(prefix=".monitoring-", dir=K8S / "overlays"))
+    try:
+        shutil.copytree(K8S / "overlays" / "prod", d, dirs_exist_ok=True)
+        k = yaml.safe_load((d / "kustomization.yaml").read_text())
+        k["components"] = ["../../components/monitoring"]
+        (d / "kustomization.yaml").write_text(yaml.safe_dump(k))
+        return render(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+METRIC = re.compile(r"\b((?:taskcast|grpc_server)_[a-z0-9_]+)")
+# Families with labels appear in a scrape only once something happened; the
+# test cannot make a model be refused without breaking the manifests, so this
+# one is checked against the source that registers it instead.
+EVENT_ONLY = {"taskcast_inference_model_refused_total": ("inference-svc/src/metrics.rs", '"model_refused_total"')}
+
+
+def test_monitoring_component_uses_only_exported_metrics():
+    assert SCRAPES, "no stack scraped its metrics (the stacks failed earlier)"
+    exported = set()
+    for pods in SCRAPES.values():
+        for text in pods.values():
+            exported |= podsim.metric_names(text)
+    docs = _component_docs()
+    kinds = {(d["apiVersion"], d["kind"]) for d in docs}
+    assert ("monitoring.coreos.com/v1", "PodMonitor") in kinds and ("monitoring.coreos.com/v1", "PrometheusRule") in kinds
+    prod_ns = next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+    used: dict[str, str] = {}
+    for d in docs:
+        if d["apiVersion"].startswith("monitoring.coreos.com"):
+            assert d["metadata"]["namespace"] == prod_ns
+        if d["kind"] == "PodMonitor":
+            deps = [x for x in docs if x["kind"] == "Deployment"]
+            picked = [x["metadata"]["name"] for x in deps
+                      if selector_matches(d["spec"]["selector"], x["spec"]["template"]["metadata"]["labels"])]
+            assert sorted(picked) == ["inference-svc", "trainer-svc"], picked
+            for ep in d["spec"]["podMetricsEndpoints"]:
+                for x in deps:
+                    names = {p.get("name") for p in x["spec"]["template"]["spec"]["containers"][0]["ports"]}
+                    assert ep["port"] in names, (x["metadata"]["name"], ep["port"])
+            label = d["spec"]["jobLabel"]
+            assert all(label in x["spec"]["template"]["metadata"]["labels"] for x in deps)
+        if d["kind"] == "PrometheusRule":
+            rules = [r for g in d["spec"]["groups"] for r in g["rules"]]
+            assert len({r["alert"] for r in rules}) == len(rules)
+            for r in rules:
+                assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r
+                assert r["labels"]["severity"] in {"critical", "warning", "info"}
+                for name in METRIC.findall(r["expr"]):
+                    used[name] = f"alert {r['alert']}"
+        if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+            for fname, text in d["data"].items():
+                dash = json.loads(text)
+                exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+                exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+                assert len(exprs) >= 15, fname
+                for e in exprs:
+                    for name in METRIC.findall(e):
+                        used[name] = f"dashboard {fname}"
+    # The alerts the issue asks for are there.
+    alerts = {r["alert"] for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]}
+    for a in ("TaskcastInferenceNoModel", "TaskcastInferenceModelRefused", "TaskcastTrainingFailed",
+              "TaskcastTrainingNotSucceeding", "TaskcastLiveDrift", "TaskcastInferenceTrainerUnreachable"):
+        assert a in alerts, a
+    missing = {}
+    for name, where in sorted(used.items()):
+        if name in exported:
+            continue
+        if name in EVENT_ONLY:
+            path, needle = EVENT_ONLY[name]
+            assert needle in (ROOT / path).read_text(), f"{name} not registered in {path}"
+            continue
+        missing[name] = where
+    assert not missing, f"metric names no binary exports: {missing}"
+    for must in ("taskcast_live_auc", "taskcast_live_ece", "taskcast_inference_predictions_total",
+                 "taskcast_trainer_runs_finished_total", "taskcast_inference_grpc_server_request_duration_seconds_bucket"):
+        assert must in used and must in exported, must
