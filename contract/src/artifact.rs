@@ -94,6 +94,67 @@ pub struct ModelMetadata {
     pub index_inputs: Vec<IndexInput>,
     /// Population, topic, difficulty and item priors from the training rows.
     pub priors: Priors,
+    /// Whether the time outputs were learned from (and judged on) enough timed
+    /// rows; `false` means predicted seconds come from the priors. Absent in
+    /// files written before the field existed: see [`ModelMetadata::time_modeled`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_modeled: Option<bool>,
+}
+
+/// Whether a model learned its time head: what it recorded, or for records
+/// made before that was recorded, whether it has time metrics (exactly the
+/// models that learned one had them).
+pub fn time_modeled(recorded: Option<bool>, metrics: &BTreeMap<String, f64>) -> bool {
+    recorded.unwrap_or_else(|| metrics.contains_key("mae_log_seconds"))
+}
+
+impl ModelMetadata {
+    /// Whether times are modelled. Older files do not say; they learned a time
+    /// head exactly when they recorded time metrics.
+    pub fn time_modeled(&self) -> bool {
+        time_modeled(self.time_modeled, &self.metrics)
+    }
+
+    /// The first number that is not finite, by its path (`metrics.auc`,
+    /// `priors.topics["fractions"].log_time_sum`, …). JSON has no NaN or
+    /// infinity: serde_json would write `null`, and every reader would then
+    /// refuse the whole file with an error that names nothing.
+    pub fn first_non_finite(&self) -> Option<String> {
+        let metric = self
+            .metrics
+            .iter()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(k, v)| format!("metrics.{k} = {v}"));
+        let baseline = self
+            .feature_baseline
+            .iter()
+            .zip(FEATURE_NAMES)
+            .find(|(v, _)| !v.is_finite())
+            .map(|(v, name)| format!("feature_baseline.{name} = {v}"));
+        let p = &self.priors;
+        let stat = |group: &str, map: &BTreeMap<String, crate::priors::Stat>| {
+            map.iter()
+                .find(|(_, s)| !s.log_time_sum.is_finite())
+                .map(|(k, s)| format!("priors.{group}[{k:?}].log_time_sum = {}", s.log_time_sum))
+        };
+        let cuts = p
+            .difficulty_cuts
+            .filter(|c| c.iter().any(|v| !v.is_finite()))
+            .map(|c| format!("priors.difficulty_cuts = {c:?}"));
+        let population = (!p.population.log_time_sum.is_finite()).then(|| {
+            format!(
+                "priors.population.log_time_sum = {}",
+                p.population.log_time_sum
+            )
+        });
+        metric
+            .or(baseline)
+            .or(population)
+            .or_else(|| stat("topics", &p.topics))
+            .or_else(|| stat("difficulties", &p.difficulties))
+            .or_else(|| stat("items", &p.items))
+            .or(cuts)
+    }
 }
 
 /// Why an artifact is refused.
@@ -135,6 +196,9 @@ pub enum ArtifactError {
     /// A metadata value is out of range.
     #[error("invalid metadata: {0}")]
     Invalid(String),
+    /// A number to be written is NaN or infinite (JSON cannot carry it).
+    #[error("refusing to write a model whose metadata holds a non-finite number: {0}")]
+    NonFinite(String),
 }
 
 /// A parsed, contract-checked model file.
@@ -221,6 +285,9 @@ impl Artifact {
 
     /// Writes a graph and its metadata as an ONNX file.
     pub fn write(graph: GraphBuilder, metadata: &ModelMetadata) -> Result<Vec<u8>, ArtifactError> {
+        if let Some(what) = metadata.first_non_finite() {
+            return Err(ArtifactError::NonFinite(what));
+        }
         let json = serde_json::to_string(metadata)?;
         Ok(graph
             .finish(vec![(METADATA_KEY.to_string(), json)])

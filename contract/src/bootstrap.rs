@@ -77,6 +77,7 @@ pub fn linear_metadata(version: &str, family: &str, priors: Priors) -> ModelMeta
         feature_baseline: baseline,
         index_inputs: vec![],
         priors,
+        time_modeled: None,
     }
 }
 

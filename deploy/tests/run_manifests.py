@@ -436,6 +436,10 @@ def test_inference_follows_the_trainer_it_is_configured_with(stack):
     tm = stack.metrics(trainer)
     assert sum_samples(tm, "taskcast_trainer_model_subscribers") == len(stack.inference_pods())
     assert sum_samples(tm, "taskcast_trainer_runs_finished_total", state="SUCCEEDED") >= 1
+    assert sum_samples(tm, "taskcast_trainer_run_duration_seconds_count", state="SUCCEEDED") >= 1
+    assert sum_samples(tm, "taskcast_trainer_last_success_timestamp_seconds") > 0
+    # The trainer's own gRPC series carry its prefix, like inference's.
+    assert sum_samples(tm, "taskcast_trainer_grpc_server_requests_total", method="WatchModels") >= 1
 
 
 PY_BALANCE = """
@@ -631,6 +635,6 @@ def test_monitoring_component_uses_only_exported_metrics():
             continue
         missing[name] = where
     assert not missing, f"metric names no binary exports: {missing}"
-    for must in ("taskcast_live_auc", "taskcast_live_ece", "taskcast_inference_predictions_total",
+    for must in ("taskcast_trainer_live_auc", "taskcast_trainer_live_ece", "taskcast_inference_predictions_total",
                  "taskcast_trainer_runs_finished_total", "taskcast_inference_grpc_server_request_duration_seconds_bucket"):
         assert must in used and must in exported, must

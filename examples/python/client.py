@@ -11,7 +11,9 @@ Library:
 
 CLI (addresses default to $TASKCAST_INFERENCE_ADDR / $TASKCAST_TRAINER_ADDR,
 then localhost:50051 / localhost:50052; the admin token to
-$TASKCAST_ADMIN_TOKEN or --token-file):
+$TASKCAST_ADMIN_TOKEN or --token-file). In Kubernetes, give inference as
+dns:///inference.<namespace>.svc.cluster.local:50051: the headless Service
+resolves to every replica and calls are balanced round-robin over them.
 
     python client.py predict --user u1 --candidate t1:fractions:medium
     python client.py recommend --user u1 --candidate a:fractions:easy --candidate b:algebra:hard
@@ -76,7 +78,8 @@ DEFAULT_TRAINER = "localhost:50052"
 
 
 def _target(addr: str) -> str:
-    """Accepts host:port or an http(s):// URL (as the Rust services print them)."""
+    """Accepts host:port, an http(s):// URL (as the Rust services print them), or
+    a gRPC name such as dns:///host:port (kept as it is)."""
     for scheme in ("http://", "https://", "grpc://"):
         if addr.startswith(scheme):
             addr = addr[len(scheme):]
@@ -140,7 +143,11 @@ class TaskcastClient:
         self._trainer_ch = self._open(trainer) if trainer else None
 
     def _open(self, addr: str) -> grpc.Channel:
-        ch = grpc.insecure_channel(_target(addr))
+        # round_robin: one connection per address the target resolves to, each
+        # call on the next. With `dns:///inference.<namespace>.svc.cluster.local:50051`
+        # (a headless Service: one address per ready replica) calls spread over
+        # every replica; with a single address it is the same as the default.
+        ch = grpc.insecure_channel(_target(addr), options=[("grpc.lb_policy_name", "round_robin")])
         self._channels.append(ch)
         return ch
 
@@ -235,7 +242,10 @@ class TaskcastClient:
 
 
 def _to_json(msg) -> str:
-    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=2)
+    # Fields at their default are printed too: `"time_modeled": false` is an
+    # answer (the seconds are prior estimates), not a missing field.
+    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=2,
+                                     always_print_fields_with_no_presence=True)
 
 
 def _parse_candidate(text: str) -> inf.Candidate:

@@ -79,7 +79,7 @@ impl ModelError {
                     "schema"
                 }
                 ArtifactError::Io { .. } => "io",
-                ArtifactError::Invalid(_) => "metadata",
+                ArtifactError::Invalid(_) | ArtifactError::NonFinite(_) => "metadata",
             },
             ModelError::Runtime(_) => "runtime",
             ModelError::WarmUp(_) => "warmup",

@@ -93,6 +93,7 @@ pub fn model_info(m: &LoadedModel) -> ModelInfo {
         sha256: m.sha256.clone(),
         loaded_at: Some(timestamp(m.loaded_at)),
         features: meta.features.clone(),
+        time_modeled: meta.time_modeled(),
     }
 }
 
@@ -110,6 +111,7 @@ impl Inference for InferenceService {
         Ok(Response::new(PredictResponse {
             predictions,
             model_version: model.version().to_string(),
+            time_modeled: model.metadata().time_modeled(),
         }))
     }
 
@@ -126,6 +128,7 @@ impl Inference for InferenceService {
             model_version: model.version().to_string(),
             target_p_correct: r.target_p_correct,
             total_seconds: r.total_seconds,
+            time_modeled: model.metadata().time_modeled(),
         }))
     }
 

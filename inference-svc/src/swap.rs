@@ -24,8 +24,9 @@ pub const INFERENCE_SERVICE: &str = "taskcast.v1.Inference";
 pub struct ModelSlot {
     current: ArcSwapOption<LoadedModel>,
     /// Serialises swaps so two concurrent loads cannot interleave their
-    /// store and metric updates (requests never take this lock).
-    swapping: Mutex<()>,
+    /// store and metric updates (requests never take this lock). Holds the
+    /// version served before the current one (see [`ModelSlot::install`]).
+    swapping: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     health: HealthReporter,
     pool: usize,
@@ -45,7 +46,7 @@ impl ModelSlot {
     pub fn new(metrics: Arc<Metrics>, health: HealthReporter, pool: usize) -> Self {
         ModelSlot {
             current: ArcSwapOption::empty(),
-            swapping: Mutex::new(()),
+            swapping: Mutex::new(None),
             metrics,
             health,
             pool,
@@ -107,9 +108,19 @@ impl ModelSlot {
     /// Puts an already loaded model into service.
     pub async fn install(&self, model: LoadedModel) -> Arc<LoadedModel> {
         let model = Arc::new(model);
-        let _guard = self.swapping.lock().await;
+        let mut previous = self.swapping.lock().await;
         let old = self.current.swap(Some(Arc::clone(&model)));
         let m = &self.metrics;
+        // A retrain every few tasks means many versions a day: per-version
+        // series must not pile up. The outgoing version keeps its prediction
+        // counter for one more swap (so its last increments get scraped); the
+        // one before it goes now.
+        let retiring = old.as_ref().map(|o| o.version().to_string());
+        if let Some(gone) = std::mem::replace(&mut *previous, retiring)
+            && gone != model.version()
+        {
+            let _ = m.predictions.remove_label_values(&[&gone]);
+        }
         if let Some(old) = &old {
             // `remove` fails only if the label set is absent; nothing to undo then.
             let _ = m.model_info.remove_label_values(&[

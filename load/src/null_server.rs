@@ -49,6 +49,7 @@ impl Inference for NullInference {
         Ok(Response::new(PredictResponse {
             predictions,
             model_version: NULL_VERSION.into(),
+            time_modeled: false,
         }))
     }
 
@@ -62,6 +63,7 @@ impl Inference for NullInference {
             predictions,
             model_version: NULL_VERSION.into(),
             target_p_correct: 0.5,
+            time_modeled: false,
         }))
     }
 

@@ -247,6 +247,7 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
         metrics: holdout.clone().into_iter().collect(),
         reason: "registered by the report test".into(),
         run_id: None,
+        time_modeled: None,
     })
     .await?;
     trainer
@@ -288,14 +289,14 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
     );
 
     // The trainer's gauges say the same without anyone asking.
-    let name = format!("taskcast_live_drift{{version=\"{broken}\"}}");
+    let name = format!("taskcast_trainer_live_drift{{version=\"{broken}\"}}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = support::scrape(trainer_proc.metrics_port).await?;
         if support::metric(&text, &name) == 1.0 {
-            let stuck = format!("taskcast_live_stuck_learners{{version=\"{broken}\"}}");
+            let stuck = format!("taskcast_trainer_live_stuck_learners{{version=\"{broken}\"}}");
             ensure!(support::metric(&text, &stuck) == LEARNERS as f64, "{text}");
-            let good_drift = format!("taskcast_live_drift{{version=\"{good}\"}}");
+            let good_drift = format!("taskcast_trainer_live_drift{{version=\"{good}\"}}");
             ensure!(text.contains(&good_drift) && support::metric(&text, &good_drift) == 0.0);
             break;
         }

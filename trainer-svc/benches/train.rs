@@ -142,6 +142,7 @@ async fn run(size: &Size) -> Result {
         feature_baseline: vec![0.0; FEATURE_COUNT],
         index_inputs: fitted.index_inputs(&ds),
         priors: ds.priors.clone(),
+        time_modeled: None,
     };
     let onnx = Artifact::write(fitted.graph(), &metadata).expect("export");
     let model = OnnxModel::load(&onnx, 1).expect("load");

@@ -66,7 +66,7 @@ pub struct ServeConfig {
     /// the hold-out ECE before the version is flagged as drifting.
     #[arg(long, env = "TASKCAST_DRIFT_ECE_MARGIN", default_value_t = crate::report::drift::DEFAULT_ECE_MARGIN)]
     pub drift_ece_margin: f64,
-    /// Seconds between refreshes of the live-report gauges (taskcast_live_*);
+    /// Seconds between refreshes of the live-report gauges (taskcast_trainer_live_*);
     /// each refresh is one paged read of the window. 0 disables them.
     #[arg(long, env = "TASKCAST_REPORT_INTERVAL", default_value_t = 60)]
     pub report_interval: u64,

@@ -14,6 +14,13 @@
 //! Difficulty: when a row has no app label, one is derived from its item's
 //! prior success rate: terciles of item rates over training attempts give
 //! `easy` / `medium` / `hard` ([`Priors::difficulty_cuts`]).
+//!
+//! Items hidden: `item_id` is optional in the request, and an app whose tasks
+//! have no reusable ids never sends one. So that one model serves both well,
+//! [`ITEMLESS_TRAIN_SHARE`] of the training rows (chosen by a hash of learner
+//! and position, so reruns agree) are featurised as such a request would be:
+//! neither the candidate nor the history carries an item. Hold-out rows keep
+//! their items, so the hold-out measures what the data's own app will send.
 
 use std::collections::HashMap;
 
@@ -24,6 +31,7 @@ use taskcast_contract::{
 };
 
 use crate::rows::{RowProblem, TaskRow};
+use crate::time_support::TimeSupport;
 
 /// Learner folds for out-of-fold priors.
 pub const FOLDS: usize = 5;
@@ -31,6 +39,22 @@ pub const FOLDS: usize = 5;
 pub const MIN_HOLDOUT_ATTEMPTS: usize = 5;
 /// Share of a learner's attempts held out, at the end of their sequence.
 pub const HOLDOUT_SHARE: f64 = 0.2;
+/// Share of training rows featurised without item ids (module docs), when the
+/// data has any. Measured on assist2009_rt's hold-out (EVALUATION.md): with
+/// items the AUC is unchanged, and with items hidden at request time the gap
+/// to a model trained without items closes.
+pub const ITEMLESS_TRAIN_SHARE: f64 = 0.25;
+
+/// Whether training row `i` of the learner keyed `user_key` is featurised
+/// without items: a splitmix64 hash of both, so the choice is stable and
+/// spread evenly over positions and learners.
+fn hides_items(user_key: u64, i: usize) -> bool {
+    let mut z = user_key ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) < ITEMLESS_TRAIN_SHARE
+}
 
 /// Something that yields learners' attempts, one learner at a time, each in
 /// chronological order. Called once per pass.
@@ -488,9 +512,14 @@ pub struct AltView<'a> {
 }
 
 impl Dataset {
-    /// True when the training rows carry times.
-    pub fn has_times(&self) -> bool {
-        self.census.has_times()
+    /// How many training and hold-out rows carry a time.
+    pub fn time_support(&self) -> TimeSupport {
+        TimeSupport::of(self)
+    }
+
+    /// True when the time head is learned and judged ([`TimeSupport::modeled`]).
+    pub fn time_modeled(&self) -> bool {
+        self.time_support().modeled()
     }
 }
 
@@ -569,13 +598,13 @@ pub async fn build(
             progress(seen / learners);
             let split = rows.len() - holdout_len(rows.len());
             let fold_table = &fold_tables[fold_of(&rows[0].user_id)];
-            let resolve = |table: &PriorTable| -> Vec<Event> {
+            let resolve = |table: &PriorTable, items: bool| -> Vec<Event> {
                 rows.iter()
                     .map(|r| {
                         Event::resolve(
                             &r.topic,
                             &r.difficulty,
-                            r.item_id.as_deref().unwrap_or(""),
+                            r.item_id.as_deref().filter(|_| items).unwrap_or(""),
                             r.correct,
                             r.seconds,
                             table,
@@ -583,14 +612,22 @@ pub async fn build(
                     })
                     .collect()
             };
-            let fold_events = resolve(fold_table);
+            let fold_events = resolve(fold_table, true);
+            let has_items = rows
+                .iter()
+                .any(|r| r.item_id.as_deref().is_some_and(|i| !i.is_empty()));
+            let itemless_events = if has_items && split > 0 {
+                resolve(fold_table, false)
+            } else {
+                Vec::new()
+            };
             let serving_events = if split < rows.len() {
-                resolve(&serving)
+                resolve(&serving, true)
             } else {
                 Vec::new()
             };
             let alt_events = match (&alt_table, split < rows.len()) {
-                (Some((table, _)), true) => resolve(table),
+                (Some((table, _)), true) => resolve(table, true),
                 _ => Vec::new(),
             };
             let user = ds.users.id(&rows[0].user_id);
@@ -600,12 +637,15 @@ pub async fn build(
             let mut times: Vec<f64> = Vec::new();
             for (i, r) in rows.iter().enumerate() {
                 let held = i >= split;
+                let hide = !held && has_items && hides_items(user_key, i);
                 let (events, table, out) = if held {
                     (&serving_events, &serving, &mut ds.holdout)
+                } else if hide {
+                    (&itemless_events, fold_table, &mut ds.train)
                 } else {
                     (&fold_events, fold_table, &mut ds.train)
                 };
-                let item = r.item_id.as_deref().unwrap_or("");
+                let item = r.item_id.as_deref().filter(|_| !hide).unwrap_or("");
                 let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
                 let ctx = FeatureContext::new(window(&events[..i], history_window), table);
                 out.x.extend_from_slice(&ctx.row(&cand, table).row);

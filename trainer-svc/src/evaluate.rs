@@ -65,7 +65,7 @@ fn score_baseline(rows: &Rows, preds: &[BaselinePrediction], with_times: bool) -
 /// The baselines' metrics, keyed `baseline_population`, `baseline_learner`, `baseline_topic`.
 pub fn baselines(ds: &Dataset) -> BTreeMap<String, MetricSet> {
     let b = &ds.holdout.baselines;
-    let t = ds.has_times();
+    let t = ds.time_modeled();
     BTreeMap::from([
         (
             "baseline_population".to_string(),

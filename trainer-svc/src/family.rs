@@ -91,7 +91,11 @@ impl Fitted {
     /// Fits `family` on the dataset's training rows.
     pub fn fit(family: Family, ds: &Dataset, opts: &FitOptions) -> Result<Fitted, FitError> {
         match family {
-            Family::Linear => Ok(Fitted::Linear(linear::fit(&ds.train, opts.alpha)?)),
+            Family::Linear => Ok(Fitted::Linear(linear::fit(
+                &ds.train,
+                opts.alpha,
+                ds.time_modeled(),
+            )?)),
             Family::Mlp => Ok(Fitted::Mlp(mlp::fit(ds, &opts.mlp, opts.seed)?)),
         }
     }

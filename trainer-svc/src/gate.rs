@@ -59,6 +59,14 @@ impl Verdict {
             Verdict::Promote(r) | Verdict::Reject(r) => r,
         }
     }
+
+    /// The same decision with `note` added to its reason, e.g. what was not judged.
+    pub fn noting(self, note: &str) -> Verdict {
+        match self {
+            Verdict::Promote(r) => Verdict::Promote(format!("{r}; {note}")),
+            Verdict::Reject(r) => Verdict::Reject(format!("{r}; {note}")),
+        }
+    }
 }
 
 fn worse(

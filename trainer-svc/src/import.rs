@@ -3,13 +3,17 @@
 //! The file is parsed on a blocking thread and handed over in batches through
 //! a small bounded channel, so decompression and parsing overlap with the
 //! database inserts while memory stays at a few batches. Everything goes into
-//! one transaction: a malformed line anywhere means nothing is imported and
-//! the error names the line.
+//! one transaction. By default a bad row anywhere means nothing is imported
+//! and the error names the line, the column and the value: what is imported
+//! stays in the database and every later training run reads it, so a file
+//! is only partly imported when the operator says so
+//! ([`ImportOptions::skip_bad_rows`]); then the report lists what was
+//! skipped, by reason with the first line numbers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::csv_source::{CsvError, CsvSource};
+use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::db::{Db, DbError, INSERT_BATCH};
 use crate::rows::TaskRow;
 
@@ -27,11 +31,23 @@ pub struct ImportProgress {
     pub total_bytes: u64,
 }
 
+/// How to read the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// What a number in `ts` counts.
+    pub ts_unit: TsUnit,
+    /// Import the good rows and report the bad ones instead of refusing the file.
+    pub skip_bad_rows: bool,
+}
+
 /// The outcome of a successful import.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ImportReport {
     /// Rows imported (committed).
     pub rows_imported: u64,
+    /// Rows read, imported, and skipped by reason (only with
+    /// [`ImportOptions::skip_bad_rows`] can any be skipped).
+    pub summary: RowSummary,
     /// Wall time, from opening the file to the commit.
     pub elapsed: Duration,
 }
@@ -51,13 +67,33 @@ impl ImportReport {
 /// Why an import failed; in every case nothing was imported.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// The file is missing, unreadable or has a malformed line.
-    #[error("{path}: {source}")]
+    // The causes are part of the messages, not `#[source]`s: printed with
+    // their chain (`{:#}`) they would otherwise be repeated.
+    /// The file is missing, unreadable or has no usable header.
+    #[error("{path}: {error}")]
     Csv {
         /// The file.
         path: String,
         /// What is wrong, with the line number where there is one.
-        source: CsvError,
+        error: CsvError,
+    },
+    /// A row is bad and bad rows are not being skipped.
+    #[error(
+        "{path}: {error}\nnothing imported; --skip-bad-rows imports the other rows and lists the rejected ones"
+    )]
+    BadRow {
+        /// The file.
+        path: String,
+        /// The first bad row: line, column and value.
+        error: CsvError,
+    },
+    /// Skipping bad rows left none to import.
+    #[error("{path}: nothing imported, every row was rejected\n{}", .summary.render("imported"))]
+    NothingImported {
+        /// The file.
+        path: String,
+        /// Why each row was rejected.
+        summary: RowSummary,
     },
     /// The database refused the rows.
     #[error("database: {0}")]
@@ -71,7 +107,7 @@ impl ImportError {
     /// The malformed line, when the failure is about one line of the file.
     pub fn line(&self) -> Option<u64> {
         match self {
-            ImportError::Csv { source, .. } => source.line(),
+            ImportError::Csv { error, .. } | ImportError::BadRow { error, .. } => error.line(),
             _ => None,
         }
     }
@@ -79,50 +115,65 @@ impl ImportError {
 
 type Batch = Result<Vec<TaskRow>, CsvError>;
 
-/// Parses `source` into batches until the end, an error, or the receiver hanging up.
-fn read_batches(source: CsvSource, tx: tokio::sync::mpsc::Sender<Batch>) {
+/// Parses `source` into batches until the end, an error, or the receiver
+/// hanging up; returns what it read.
+fn read_batches(mut source: CsvSource, tx: tokio::sync::mpsc::Sender<Batch>) -> RowSummary {
     let mut batch = Vec::with_capacity(INSERT_BATCH);
-    for item in source {
+    for item in source.by_ref() {
         match item {
             Ok((_line, row)) => {
                 batch.push(row);
                 if batch.len() >= INSERT_BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
                     if tx.blocking_send(Ok(full)).is_err() {
-                        return;
+                        return source.into_summary();
                     }
                 }
             }
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
-                return;
+                return source.into_summary();
             }
         }
     }
     if !batch.is_empty() {
         let _ = tx.blocking_send(Ok(batch));
     }
+    source.into_summary()
 }
 
-/// Imports every row of the CSV file at `path` (plain or gzip) into
-/// `completed_tasks` in one transaction, calling `progress` after each batch.
+/// Imports the rows of the CSV file at `path` (plain or gzip) into
+/// `completed_tasks` in one transaction, calling `progress` after each batch:
+/// every row, or with `options.skip_bad_rows` every good row (refusing the
+/// file when no row is good).
 ///
 /// On SQLite the transaction holds the pool's only connection until the
 /// commit, so other users of the same `Db` wait for the import.
 pub async fn import_csv(
     db: &Db,
     path: &Path,
+    options: &ImportOptions,
     mut progress: impl FnMut(&ImportProgress),
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
-    let csv_err = |source| ImportError::Csv {
-        path: path.display().to_string(),
-        source,
+    let display = path.display().to_string();
+    let csv_err = |error: CsvError| {
+        let path = display.clone();
+        if error.is_row_error() {
+            ImportError::BadRow { path, error }
+        } else {
+            ImportError::Csv { path, error }
+        }
     };
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     // Opening and reading the header here reports a missing file or a bad
     // header before any transaction starts.
-    let source = CsvSource::open(path).map_err(csv_err)?;
+    let mut source = CsvSource::open(path)
+        .map_err(csv_err)?
+        .ts_unit(options.ts_unit);
+    if options.skip_bad_rows {
+        source = source.lenient();
+    }
     let bytes_read = source.bytes_read_counter();
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
@@ -152,13 +203,26 @@ pub async fn import_csv(
             total_bytes,
         });
     }
-    if let Err(e) = reader.await {
-        let _ = inserter.rollback().await;
-        return Err(ImportError::Reader(e.to_string()));
+    let summary = match reader.await {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = inserter.rollback().await;
+            return Err(ImportError::Reader(e.to_string()));
+        }
+    };
+    // Rows that were all rejected mean the file was misread (a wrong
+    // `--ts-unit`, another format), not that it is empty: say so loudly.
+    if summary.read > 0 && summary.accepted == 0 {
+        inserter.rollback().await?;
+        return Err(ImportError::NothingImported {
+            path: display,
+            summary,
+        });
     }
     let rows_imported = inserter.commit().await?;
     Ok(ImportReport {
         rows_imported,
+        summary,
         elapsed: started.elapsed(),
     })
 }

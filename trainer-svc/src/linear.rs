@@ -68,7 +68,8 @@ impl Scaling {
             }
         }
         mean.iter_mut().for_each(|m| *m /= n);
-        // Covariance in one pass over the rows (k² per row, k = 24).
+        // Covariance in one pass over the rows (k² / 2 per row, k = 24); only
+        // the upper triangle is filled.
         let mut cov = [[0f64; FEATURE_COUNT]; FEATURE_COUNT];
         let mut centred = [0f64; FEATURE_COUNT];
         for &i in idx {
@@ -79,11 +80,6 @@ impl Scaling {
                 for (b, cell) in row.iter_mut().enumerate().skip(a) {
                     *cell += centred[a] * centred[b];
                 }
-            }
-        }
-        for a in 0..FEATURE_COUNT {
-            for b in 0..a {
-                cov[a][b] = cov[b][a];
             }
         }
         let scale: [f64; FEATURE_COUNT] = std::array::from_fn(|j| (cov[j][j] / n).sqrt());
@@ -127,12 +123,12 @@ fn independent_columns(
     scale: &[f64; FEATURE_COUNT],
     n: f64,
 ) -> Vec<usize> {
-    let corr = |a: usize, b: usize| cov[a][b] / (n * scale[a] * scale[b]);
+    let corr = |a: usize, b: usize| cov[a.min(b)][a.max(b)] / (n * scale[a] * scale[b]);
     let mut used: Vec<usize> = Vec::new();
     // Row r of the lower-triangular factor L of the kept columns' correlations.
     let mut factor: Vec<Vec<f64>> = Vec::new();
-    for j in 0..FEATURE_COUNT {
-        if scale[j] < 1e-9 {
+    for (j, s) in scale.iter().enumerate() {
+        if *s < 1e-9 {
             continue;
         }
         // Solve L·v = corr(kept, j) by forward substitution.
@@ -192,8 +188,10 @@ pub fn linfa_probabilities(
     Ok((p.to_vec(), fitted.labels().pos.class))
 }
 
-/// Fits the linear family on `rows` (all of them).
-pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
+/// Fits the linear family on `rows` (all of them). Without `learn_time` (the
+/// data cannot support a time head: [`crate::time_support`]) times come from
+/// the item prior, which falls back to the topic and population priors.
+pub fn fit(rows: &Rows, alpha: f64, learn_time: bool) -> Result<LinearModel, FitError> {
     if rows.is_empty() {
         return Err(FitError::Empty);
     }
@@ -216,7 +214,7 @@ pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
         .copied()
         .filter(|&i| rows.log_time(i).is_some())
         .collect();
-    let (t_weights, t_bias, offsets) = if timed.len() > FEATURE_COUNT * 2 {
+    let (t_weights, t_bias, offsets) = if learn_time && timed.len() > FEATURE_COUNT * 2 {
         let ts = Scaling::fit(rows, &timed);
         let xt = ts.matrix(rows, &timed);
         let yt = Array1::from_iter(timed.iter().filter_map(|&i| rows.log_time(i)));
@@ -230,8 +228,8 @@ pub fn fit(rows: &Rows, alpha: f64) -> Result<LinearModel, FitError> {
         let (w, b) = ts.unfold(reg.params(), reg.intercept());
         (w, b, [q(0.1) as f32, q(0.5) as f32, q(0.9) as f32])
     } else {
-        // No times to learn from: predict the population's typical time from
-        // the item prior, with the bootstrap's spread.
+        // Too few times to learn from: the item prior's typical time (its own,
+        // else its topic's, else the population's), with the bootstrap's spread.
         let mut w = [0f32; FEATURE_COUNT];
         if let Some(i) = feature_index("prior_item_log_time") {
             w[i] = 1.0;

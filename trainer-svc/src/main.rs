@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use trainer_svc::csv_source::TsUnit;
 use trainer_svc::family::{Family, FitOptions};
 use trainer_svc::pipeline::TrainSpec;
 
@@ -24,7 +25,11 @@ enum Command {
     /// model registry, WatchModels for inference replicas).
     Serve(trainer_svc::config::ServeConfig),
     /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty])
-    /// into completed_tasks, all or nothing.
+    /// into completed_tasks in one transaction. A bad row (unparsable value,
+    /// empty user_id, topic or ts, negative seconds, wrong column count)
+    /// refuses the whole file, naming its line, column and value, unless
+    /// --skip-bad-rows is given. Prints rows read, imported and rejected.
+    #[command(after_help = TS_HELP)]
     Import {
         /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
         #[arg(
@@ -36,9 +41,24 @@ enum Command {
         /// The CSV file, plain or gzip.
         #[arg(long)]
         data: PathBuf,
+        /// Import only while completed_tasks is empty; otherwise do nothing
+        /// and exit 0 (a seed step that is safe to run on every start).
+        #[arg(long)]
+        if_empty: bool,
+        /// Import the good rows and skip the bad ones, listing them by reason
+        /// with their first line numbers (the file is still refused when no
+        /// row is good).
+        #[arg(long)]
+        skip_bad_rows: bool,
+        /// What a number in the ts column counts: s = Unix seconds, ms = Unix
+        /// milliseconds (integer or fractional either way; never guessed).
+        #[arg(long, value_enum, default_value_t = TsUnit::S)]
+        ts_unit: TsUnit,
     },
     /// Train one model family on a CSV file and write an ONNX file that
-    /// `inference-svc --model` serves.
+    /// `inference-svc --model` serves. Bad rows are skipped and reported
+    /// (rows read, used, rejected by reason with the first line numbers).
+    #[command(after_help = TS_HELP)]
     Train {
         #[command(flatten)]
         common: Offline,
@@ -50,7 +70,9 @@ enum Command {
         out: PathBuf,
     },
     /// Evaluate model families and baselines on the chronological hold-out of
-    /// a CSV file (the last 20% of each learner's attempts).
+    /// a CSV file (the last 20% of each learner's attempts). Bad rows are
+    /// skipped and reported as for train.
+    #[command(after_help = TS_HELP)]
     Eval {
         #[command(flatten)]
         common: Offline,
@@ -64,6 +86,11 @@ enum Command {
         /// spread; PNG and SVG) into DIR/<family>/.
         #[arg(long, value_name = "DIR")]
         plots: Option<PathBuf>,
+        /// Also score each family as requests without item ids would get it:
+        /// the same model with items hidden at request time, and a model
+        /// trained with every item id blanked, on the same hold-out attempts.
+        #[arg(long)]
+        hidden_items: bool,
     },
     /// Report how each served model version does on real outcomes: the
     /// predictions the backend stored on completed_tasks, scored against what
@@ -133,7 +160,22 @@ struct Offline {
     /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
     #[arg(long, env = "TASKCAST_ORT_LIB")]
     ort_lib: Option<PathBuf>,
+    /// What a number in the ts column counts: s = Unix seconds, ms = Unix
+    /// milliseconds (integer or fractional either way; never guessed).
+    #[arg(long, value_enum, default_value_t = TsUnit::S)]
+    ts_unit: TsUnit,
 }
+
+/// The accepted `ts` forms, shown under import, train and eval's --help.
+const TS_HELP: &str = "\
+The ts column (required) takes, per row:
+  - a number: Unix seconds, integer or fractional (1414749956, 1414749956.58917,
+    1.4e9, negative before 1970); Unix milliseconds with --ts-unit ms. Row
+    numbers 0, 1, 2... work too (only the order within a learner matters);
+  - RFC 3339 with Z or any offset, T or space separated
+    (2014-10-31T10:05:56.589Z, 2014-10-31 12:05:56+02:00; +0200 and +02 too);
+  - YYYY-MM-DD HH:MM:SS[.ffffff] without an offset, taken as UTC.
+Fractions below a millisecond are dropped; years 1 to 9999.";
 
 impl Offline {
     fn spec(&self, family: Family) -> anyhow::Result<TrainSpec> {
@@ -170,15 +212,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
         }
-        Command::Import { database_url, data } => {
+        Command::Import {
+            database_url,
+            data,
+            if_empty,
+            skip_bad_rows,
+            ts_unit,
+        } => {
             let db = trainer_svc::db::Db::connect(&database_url)
                 .await
                 .with_context(|| format!("opening {database_url}"))?;
-            let report = trainer_svc::import::import_csv(&db, &data, |_| {}).await?;
+            if if_empty {
+                let rows = db.count_tasks().await?;
+                if rows > 0 {
+                    println!("completed_tasks has {rows} rows: nothing imported (--if-empty)");
+                    return Ok(());
+                }
+            }
+            let options = trainer_svc::import::ImportOptions {
+                ts_unit,
+                skip_bad_rows,
+            };
+            let report = trainer_svc::import::import_csv(&db, &data, &options, |_| {}).await?;
+            println!("{}: {}", data.display(), report.summary.render("imported"));
             println!(
-                "imported {} rows from {} in {:.1}s",
+                "committed {} rows in {:.1}s",
                 report.rows_imported,
-                data.display(),
                 report.elapsed.as_secs_f64()
             );
         }
@@ -188,13 +247,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             let spec = common.spec(family)?;
-            trainer_svc::offline::train(&common.data, &spec, &out).await?;
+            trainer_svc::offline::train(&common.data, common.ts_unit, &spec, &out).await?;
         }
         Command::Eval {
             common,
             family,
             json,
             plots,
+            hidden_items,
         } => {
             let families = if family.is_empty() {
                 Family::ALL.to_vec()
@@ -202,8 +262,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 family
             };
             let spec = common.spec(families[0])?;
-            trainer_svc::offline::eval(&common.data, &families, &spec, json, plots.as_deref())
-                .await?;
+            trainer_svc::offline::eval(
+                &common.data,
+                common.ts_unit,
+                &families,
+                &spec,
+                json,
+                plots.as_deref(),
+                hidden_items,
+            )
+            .await?;
         }
         Command::Report {
             database_url,

@@ -1,5 +1,10 @@
 //! The offline commands: `train` and `eval` on a CSV file, with a progress
 //! bar and a metrics table, on exactly the code the service runs.
+//!
+//! Unlike `import`, they skip bad rows rather than refuse the file: nothing
+//! they read is kept, so a partial file costs nothing later, and the summary
+//! printed first (rows read, used, rejected by reason with the first line
+//! numbers) says what was left out.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,26 +14,38 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::dataset::Dataset;
+use crate::csv_source::{RowSummary, TsUnit};
+use crate::dataset::{Dataset, MemorySource};
 use crate::family::Family;
+use crate::items_hidden;
 use crate::metrics::MetricSet;
 use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::report::PlotData;
 use crate::report::accumulate::TimePoint;
 use crate::report::plots::{self, PlotError};
-use crate::source::load_csv;
+use crate::source::load_csv_with;
 use taskcast_contract::runtime::{OnnxModel, Output};
 
 /// What went wrong in an offline command.
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     /// The CSV could not be read.
-    #[error("{path}: {source}")]
+    // Causes are in the messages rather than `#[source]`s, which `{:#}`
+    // would print a second time.
+    #[error("{path}: {error}")]
     Csv {
         /// The file.
         path: String,
         /// Cause (names the line).
-        source: crate::csv_source::CsvError,
+        error: crate::csv_source::CsvError,
+    },
+    /// Every row of the file was rejected, or it has none.
+    #[error("{path}: no usable training rows: {}", no_rows_why(*read))]
+    NoRows {
+        /// The file.
+        path: String,
+        /// Rows read (all rejected, as the summary printed before says).
+        read: u64,
     },
     /// Training failed.
     #[error(transparent)]
@@ -40,13 +57,21 @@ pub enum OfflineError {
     #[error(transparent)]
     Plot(#[from] PlotError),
     /// Writing the output failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+fn no_rows_why(read: u64) -> String {
+    if read == 0 {
+        "the file has no rows after the header".to_string()
+    } else {
+        format!("all {read} rows read were rejected (reasons above)")
+    }
 }
 
 /// A progress bar over the run's phases (hidden when stderr is not a terminal).
@@ -68,37 +93,63 @@ fn on_phase(pb: &ProgressBar) -> impl FnMut(Phase, f64) + Send + '_ {
     }
 }
 
-/// Loads and featurises a CSV once, for training one or several families.
-async fn dataset(path: &Path, spec: &TrainSpec, pb: &ProgressBar) -> Result<Dataset, OfflineError> {
+/// Loads and featurises a CSV once, for training one or several families,
+/// after printing what was read, used and rejected (to stderr when stdout is
+/// reserved for JSON).
+async fn dataset(
+    path: &Path,
+    ts_unit: TsUnit,
+    spec: &TrainSpec,
+    pb: &ProgressBar,
+    summary_to_stderr: bool,
+) -> Result<(Dataset, RowSummary, MemorySource), OfflineError> {
     pb.set_message("loading");
-    let csv = load_csv(path).map_err(|source| OfflineError::Csv {
-        path: path.display().to_string(),
-        source,
+    let display = path.display().to_string();
+    let csv = load_csv_with(path, ts_unit).map_err(|error| OfflineError::Csv {
+        path: display.clone(),
+        error,
     })?;
-    if csv.malformed > 0 {
-        pb.suspend(|| {
-            eprintln!("skipped {} malformed lines, e.g.:", csv.malformed);
-            for e in &csv.examples {
-                eprintln!("  {e}");
-            }
+    let summary = csv.summary;
+    let text = format!("{display}: {}", summary.render("used"));
+    pb.suspend(|| {
+        if summary_to_stderr {
+            eprintln!("{text}");
+        } else {
+            // A blank line before the metrics table.
+            println!("{text}\n");
+        }
+    });
+    // The CSV reader rejects exactly the rows training would skip, so no
+    // accepted row means no training row: say why here, with the file's
+    // counts, rather than let the pipeline report "0 rows skipped".
+    if summary.accepted == 0 {
+        return Err(OfflineError::NoRows {
+            path: display,
+            read: summary.read,
         });
     }
     let mut source = csv.source;
     let mut progress = on_phase(pb);
-    Ok(pipeline::prepare(&mut source, spec.history_window, None, &mut progress).await?)
+    let ds = pipeline::prepare(&mut source, spec.history_window, None, &mut progress).await?;
+    Ok((ds, summary, source))
 }
 
 /// `trainer-svc train`: fits `spec.family` on a CSV and writes the ONNX file.
-pub async fn train(path: &Path, spec: &TrainSpec, out: &Path) -> Result<Trained, OfflineError> {
+pub async fn train(
+    path: &Path,
+    ts_unit: TsUnit,
+    spec: &TrainSpec,
+    out: &Path,
+) -> Result<Trained, OfflineError> {
     let started = Instant::now();
     let pb = bar();
-    let ds = dataset(path, spec, &pb).await?;
+    let (ds, _, _) = dataset(path, ts_unit, spec, &pb, false).await?;
     let mut progress = on_phase(&pb);
     let trained = pipeline::fit_and_judge(&ds, spec, None, &mut progress)?;
     drop(progress);
-    std::fs::write(out, &trained.onnx).map_err(|source| OfflineError::Io {
+    std::fs::write(out, &trained.onnx).map_err(|error| OfflineError::Io {
         path: out.display().to_string(),
-        source,
+        error,
     })?;
     pb.finish_and_clear();
     let mut models = trained.baselines.clone();
@@ -108,12 +159,13 @@ pub async fn train(path: &Path, spec: &TrainSpec, out: &Path) -> Result<Trained,
     );
     print_table(trained.rows, trained.holdout_rows, &models);
     println!(
-        "\nwrote {} ({} bytes, sha256 {}) in {:.1}s\nversion {}  gate: {}",
+        "\nwrote {} ({} bytes, sha256 {}) in {:.1}s\nversion {}  {}\ngate: {}",
         out.display(),
         trained.onnx.len(),
         trained.sha256,
         started.elapsed().as_secs_f64(),
         trained.metadata.version,
+        trained.time,
         trained.verdict.reason()
     );
     Ok(trained)
@@ -122,7 +174,7 @@ pub async fn train(path: &Path, spec: &TrainSpec, out: &Path) -> Result<Trained,
 /// The hold-out rows with a model's predictions, as the plots take them.
 pub fn holdout_plot_data(ds: &Dataset, preds: &[Output]) -> PlotData {
     let rows = &ds.holdout;
-    let with_times = ds.has_times();
+    let with_times = ds.time_modeled();
     let mut data = PlotData::default();
     // Per learner: (min, max, rows) of the predictions.
     let mut per_learner: BTreeMap<u32, (f64, f64, usize)> = BTreeMap::new();
@@ -154,13 +206,22 @@ pub fn holdout_plot_data(ds: &Dataset, preds: &[Output]) -> PlotData {
 /// hold-out; with `plots`, each family's hold-out plots in `plots/<family>/`.
 pub async fn eval(
     path: &Path,
+    ts_unit: TsUnit,
     families: &[Family],
     spec: &TrainSpec,
     json_out: bool,
     plots_dir: Option<&Path>,
+    hidden_items: bool,
 ) -> Result<(), OfflineError> {
     let pb = bar();
-    let ds = dataset(path, spec, &pb).await?;
+    let (ds, summary, source) = dataset(path, ts_unit, spec, &pb, json_out).await?;
+    let itemless = if hidden_items {
+        pb.set_message("no items");
+        let mut free = items_hidden::without_items(&source);
+        Some(items_hidden::itemless_dataset(&mut free, &ds).await?)
+    } else {
+        None
+    };
     let mut models: BTreeMap<String, MetricSet> = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     for family in families {
@@ -193,6 +254,13 @@ pub async fn eval(
                 }
             });
         }
+        if let Some(free) = &itemless {
+            let spec = TrainSpec {
+                family: *family,
+                ..spec.clone()
+            };
+            models.extend(items_hidden::compare(&trained.onnx, free, &spec)?);
+        }
         models.insert(family.name().to_string(), trained.candidate.metrics);
         if models.keys().all(|k| !k.starts_with("baseline_")) {
             models.extend(trained.baselines);
@@ -202,9 +270,13 @@ pub async fn eval(
     let rows = ds.census.rows;
     let holdout = ds.holdout.len() as u64;
     if json_out {
-        println!("{}", eval_json(rows, holdout, &models));
+        let mut v = eval_json(rows, holdout, &models);
+        v["input"] = summary_json(&summary);
+        v["time_modeled"] = json!(ds.time_modeled());
+        println!("{v}");
     } else {
         print_table(rows, holdout, &models);
+        println!("{}", ds.time_support());
         for (f, s) in seconds {
             println!("{f}: fit + evaluate + export in {s:.1}s");
         }
@@ -232,6 +304,22 @@ pub fn eval_json(rows: u64, holdout_rows: u64, models: &BTreeMap<String, MetricS
     json!({ "rows": rows, "holdout_rows": holdout_rows, "models": models })
 }
 
+/// What the file held, for `eval --json`: `{"rows_read", "rows_used",
+/// "rows_rejected", "rejected": [{"reason", "count", "first_lines"}]}`.
+pub fn summary_json(summary: &RowSummary) -> Value {
+    let rejected: Vec<Value> = summary
+        .rejected
+        .iter()
+        .map(|r| json!({ "reason": r.reason(), "count": r.count, "first_lines": r.first_lines }))
+        .collect();
+    json!({
+        "rows_read": summary.read,
+        "rows_used": summary.accepted,
+        "rows_rejected": summary.rejected_total(),
+        "rejected": rejected,
+    })
+}
+
 /// Prints models (families first, then baselines) as an aligned table.
 pub fn print_table(rows: u64, holdout_rows: u64, models: &BTreeMap<String, MetricSet>) {
     let mut out = std::io::stdout().lock();
@@ -239,9 +327,15 @@ pub fn print_table(rows: u64, holdout_rows: u64, models: &BTreeMap<String, Metri
         out,
         "rows {rows}, hold-out {holdout_rows} (last 20% of each learner with >= 5 attempts)\n"
     );
+    let width = models
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let _ = writeln!(
         out,
-        "{:<22} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8}",
+        "{:<width$} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8}",
         "model", "auc", "logloss", "brier", "ece", "acc", "mae_s", "medae_s", "mae_log", "cover80"
     );
     let f = |v: Option<f64>, w: usize, d: usize| {
@@ -253,7 +347,7 @@ pub fn print_table(rows: u64, holdout_rows: u64, models: &BTreeMap<String, Metri
         let m = &models[name];
         let _ = writeln!(
             out,
-            "{:<22} {} {} {} {} {} {} {} {} {}",
+            "{:<width$} {} {} {} {} {} {} {} {} {}",
             name,
             f(m.auc, 7, 4),
             f(m.logloss, 8, 4),

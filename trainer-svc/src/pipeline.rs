@@ -18,6 +18,7 @@ use crate::family::{Family, FitOptions, Fitted};
 use crate::gate::{self, GateConfig, Verdict};
 use crate::linear::FitError;
 use crate::metrics::MetricSet;
+use crate::time_support::TimeSupport;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +164,8 @@ pub struct Trained {
     pub baselines: BTreeMap<String, MetricSet>,
     /// The gate's decision.
     pub verdict: Verdict,
+    /// Whether the time head was learned and judged, and on how many rows.
+    pub time: TimeSupport,
     /// Usable rows read.
     pub rows: u64,
     /// Hold-out rows.
@@ -218,7 +221,11 @@ pub fn fit_and_judge(
     })?;
 
     progress(Phase::Evaluating, 0.0);
-    let with_times = ds.has_times();
+    // Time metrics are computed (for the candidate, the active version and the
+    // baselines alike) only where the data can judge a time head; the gate
+    // compares only what was computed.
+    let time = ds.time_support();
+    let with_times = time.modeled();
     let preds = fitted.predict(&ds.holdout);
     let candidate = evaluate::score(&ds.holdout, &preds, with_times);
     let baselines = evaluate::baselines(ds);
@@ -239,6 +246,7 @@ pub fn fit_and_judge(
         feature_baseline: feature_means(&ds.train),
         index_inputs: fitted.index_inputs(ds),
         priors: ds.priors.clone(),
+        time_modeled: Some(with_times),
     };
     let onnx = Artifact::write(fitted.graph(), &metadata)?;
     verify_export(&onnx, &fitted, ds)?;
@@ -259,6 +267,10 @@ pub fn fit_and_judge(
         active_scored.as_ref().map(|s| &s.metrics),
         &baselines,
     );
+    let verdict = match time.shortfall() {
+        Some(_) => verdict.noting(&time.to_string()),
+        None => verdict,
+    };
     let sha256 = taskcast_contract::artifact::sha256_hex(&onnx);
     Ok(Trained {
         metadata,
@@ -268,6 +280,7 @@ pub fn fit_and_judge(
         active: active_scored,
         baselines,
         verdict,
+        time,
         rows: ds.census.rows,
         holdout_rows: ds.holdout.len() as u64,
         skipped: ds
@@ -314,6 +327,14 @@ fn verify_export(onnx: &[u8], fitted: &Fitted, ds: &Dataset) -> Result<(), Train
     let model = OnnxModel::load(onnx, 1)?;
     let got = model.run(&sample.x, &sample.keys)?;
     let want = fitted.predict(&sample);
+    if let Some(bad) = got
+        .iter()
+        .find(|o| !o.p_correct.is_finite() || o.log_seconds.iter().any(|v| !v.is_finite()))
+    {
+        return Err(TrainError::ExportMismatch(format!(
+            "the exported model outputs a non-finite value: {bad:?}"
+        )));
+    }
     let worst = max_difference(&got, &want);
     if worst > 1e-4 {
         return Err(TrainError::ExportMismatch(format!(

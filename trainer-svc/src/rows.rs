@@ -17,7 +17,7 @@ pub struct TaskRow {
     /// Seconds taken; `None` when not recorded.
     pub seconds: Option<f64>,
     /// Completion time as Unix milliseconds; only the order within a learner matters
-    /// (CSV `ts` columns that are row numbers are taken as they are).
+    /// (a CSV `ts` column of row numbers is read as seconds 0, 1, 2…).
     pub completed_at_ms: i64,
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use taskcast_contract::runtime::OnnxModel;
@@ -175,8 +175,9 @@ impl Runner {
                 family,
                 ..me.config.spec.clone()
             };
+            let started = Instant::now();
             let outcome = me.execute(&id, &spec, up_to_id, force).await;
-            me.finish(&id, outcome, up_to_id).await;
+            me.finish(&id, outcome, up_to_id, started).await;
             if let Err(e) = lock.release().await {
                 tracing::warn!(error = %e, "releasing the training lock");
             }
@@ -321,6 +322,7 @@ impl Runner {
                     metrics: trained.metadata.metrics.clone(),
                     reason: reason.clone(),
                     run_id: Some(id.to_string()),
+                    time_modeled: trained.metadata.time_modeled,
                 })
                 .await?;
             if promote {
@@ -344,6 +346,7 @@ impl Runner {
         id: &str,
         outcome: Result<(Trained, bool), RunFailure>,
         up_to_id: Option<i64>,
+        started: Instant,
     ) {
         let update = match &outcome {
             Ok((t, promoted)) => {
@@ -383,6 +386,16 @@ impl Runner {
         };
         let state = update.state.map_or("FAILED", |s| s.as_str());
         self.metrics.runs_finished.with_label_values(&[state]).inc();
+        self.metrics
+            .run_duration
+            .with_label_values(&[state])
+            .observe(started.elapsed().as_secs_f64());
+        if outcome.is_ok() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.metrics.last_success.set(now);
+        }
         match &outcome {
             Ok((t, p)) => {
                 tracing::info!(run = %id, version = %t.metadata.version, promoted = p, reason = t.verdict.reason(), "training run finished")

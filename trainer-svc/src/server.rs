@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
+use crate::telemetry::METRICS_PREFIX;
 use crate::db::{Db, DbError};
 use crate::publisher::Publisher;
 use crate::report::gauges::{LiveGauges, refresh_periodically};
@@ -74,7 +75,9 @@ pub async fn run(
         );
     }
 
-    let registry = Registry::new();
+    // Prefixed like inference's (`taskcast_inference_`), so every trainer
+    // series, its gRPC ones included, reads `taskcast_trainer_*`.
+    let registry = Registry::new_custom(Some(METRICS_PREFIX.to_string()), None)?;
     let metrics = TrainerMetrics::new(&registry)?;
     let grpc_metrics = GrpcMetricsLayer::new(&registry)?;
     let live_gauges = LiveGauges::new(&registry)?;

@@ -144,6 +144,7 @@ pub fn version_proto(m: &ModelVersionMeta) -> ModelVersion {
         created_at: Some(timestamp(m.created_at)),
         promoted_at: m.promoted_at.map(timestamp),
         size_bytes: m.size_bytes,
+        time_modeled: taskcast_contract::artifact::time_modeled(m.time_modeled, &m.metrics),
     }
 }
 

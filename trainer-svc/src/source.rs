@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::csv_source::{CsvError, CsvSource};
+use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::dataset::{LearnerSource, MemorySource, SourceError};
 use crate::db::Db;
 use crate::rows::TaskRow;
@@ -69,28 +69,30 @@ impl LearnerSource for DbSource {
     }
 }
 
-/// A CSV file read leniently into memory: malformed lines are counted and
-/// skipped (the offline commands report them), rows grouped by learner.
+/// A CSV file read leniently into memory: bad rows are skipped and counted
+/// by reason (the offline commands report them), rows grouped by learner.
 pub struct CsvFile {
     /// The rows, grouped by learner.
     pub source: MemorySource,
-    /// Malformed lines skipped.
-    pub malformed: u64,
-    /// The first few malformed lines, with their line numbers.
-    pub examples: Vec<String>,
+    /// Rows read, used, and skipped by reason with their first line numbers.
+    pub summary: RowSummary,
 }
 
-/// Loads `path` (plain or gzip CSV).
+/// Loads `path` (plain or gzip CSV), numbers in `ts` as Unix seconds.
 pub fn load_csv(path: &Path) -> Result<CsvFile, CsvError> {
-    let mut csv = CsvSource::open(path)?.lenient();
+    load_csv_with(path, TsUnit::S)
+}
+
+/// Loads `path` (plain or gzip CSV), numbers in `ts` counting `ts_unit`.
+pub fn load_csv_with(path: &Path, ts_unit: TsUnit) -> Result<CsvFile, CsvError> {
+    let mut csv = CsvSource::open(path)?.lenient().ts_unit(ts_unit);
     let mut rows = Vec::new();
     for item in csv.by_ref() {
         let (_, row) = item?;
         rows.push(row);
     }
     Ok(CsvFile {
-        malformed: csv.skipped(),
-        examples: csv.skip_examples().iter().map(|e| e.to_string()).collect(),
+        summary: csv.into_summary(),
         source: MemorySource::new(rows),
     })
 }

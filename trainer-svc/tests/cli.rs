@@ -138,7 +138,11 @@ async fn import_with_malformed_line_7_imports_nothing() {
             t.backend_name()
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("line 7"), "{}: {stderr}", t.backend_name());
+        assert!(
+            stderr.contains("line 7, column `correct`") && stderr.contains("\"maybe\""),
+            "{}: {stderr}",
+            t.backend_name()
+        );
         assert_eq!(db.count_tasks().await.unwrap(), 0, "{}", t.backend_name());
         db.close().await.unwrap();
         t.cleanup().await.unwrap();
@@ -155,6 +159,15 @@ fn help_for_every_subcommand() {
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("Usage:"), "{sub}: {help}");
     }
+    // The ts forms and the bad-row policy are documented where they apply.
+    for sub in ["import", "train", "eval"] {
+        let help = stdout(&ok(&[sub, "--help"]));
+        assert!(
+            help.contains("--ts-unit <TS_UNIT>") && help.contains("1414749956.58917"),
+            "{sub}: {help}"
+        );
+    }
+    assert!(stdout(&ok(&["import", "--help"])).contains("--skip-bad-rows"));
     // An unknown subcommand is an error, not a silent success.
     assert!(!trainer(&["frobnicate"]).status.success());
 }
@@ -236,4 +249,276 @@ async fn report_json_text_and_plots() {
     let out = trainer(&["report", "--database-url", t.url(), "--version", "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Simulated learners' rows, as a real export writes them.
+fn sim_rows(learners: usize, attempts: usize) -> Vec<trainer_svc::rows::TaskRow> {
+    trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+        seed: 21,
+        learners,
+        attempts_per_learner: attempts,
+        ..Default::default()
+    })
+    .unwrap()
+    .generate()
+}
+
+/// One CSV line of `r` with `ts` as given (the simulator's fields need no quoting).
+fn csv_line(r: &trainer_svc::rows::TaskRow, ts: &str) -> String {
+    let line = format!(
+        "{},{},{},{},{},{ts}",
+        r.user_id,
+        r.item_id.as_deref().unwrap_or(""),
+        r.topic,
+        u8::from(r.correct),
+        r.seconds.map(|s| s.to_string()).unwrap_or_default(),
+    );
+    assert_eq!(line.matches(',').count(), 5, "{line}");
+    line
+}
+
+/// Fractional Unix seconds the way logging code writes them, with digits
+/// below the millisecond that must be dropped.
+fn fractional_seconds(ms: i64) -> String {
+    format!("{}.{:03}17", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+const HEADER: &str = "user_id,item_id,topic,correct,seconds,ts";
+
+/// The completed_at of every row in the database, in scan order.
+async fn stored_ms(url: &str) -> Vec<(String, i64)> {
+    let db = Db::connect(url).await.unwrap();
+    let mut pager = db.scan_tasks(10_000, None);
+    let mut out = Vec::new();
+    while let Some(page) = pager.next_page().await.unwrap() {
+        out.extend(
+            page.into_iter()
+                .map(|(_, r)| (r.user_id, r.completed_at_ms)),
+        );
+    }
+    db.close().await.unwrap();
+    out
+}
+
+/// The issue's export: every timestamp fractional. Import takes every row,
+/// to the millisecond, and train trains on them.
+#[tokio::test]
+async fn fractional_unix_timestamps_import_and_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = sim_rows(40, 30);
+    let mut text = format!("{HEADER}\n");
+    for r in &rows {
+        text.push_str(&csv_line(r, &fractional_seconds(r.completed_at_ms)));
+        text.push('\n');
+    }
+    let csv = dir.path().join("export.csv");
+    std::fs::write(&csv, text).unwrap();
+    let n = rows.len();
+
+    let t = TestDb::sqlite().unwrap();
+    let out = ok(&["import", "--database-url", t.url(), "--data", s(&csv)]);
+    let expected = format!("read {n} rows; imported {n}; rejected 0\n");
+    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+    let mut want: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.user_id.clone(), r.completed_at_ms))
+        .collect();
+    want.sort();
+    assert_eq!(stored_ms(t.url()).await, want);
+    t.cleanup().await.unwrap();
+
+    let onnx = dir.path().join("m.onnx");
+    let out = ok(&["train", "--data", s(&csv), "--out", s(&onnx)]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("read {n} rows; used {n}; rejected 0\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("rows {n}, hold-out")), "{text}");
+    let artifact = Artifact::parse(&std::fs::read(&onnx).unwrap()).unwrap();
+    assert!(artifact.metadata.training_rows > 0);
+}
+
+/// A file with a few bad lines among good ones: `import` refuses it naming
+/// the first; `--skip-bad-rows` imports the rest and lists the bad ones by
+/// reason with their lines; `train` and `eval` print the same summary.
+#[tokio::test]
+async fn bad_lines_refused_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = sim_rows(40, 30);
+    // After which good row each bad line goes.
+    let bad = [
+        (10, "learner-x,i,t,1,2.5,yesterday"),
+        (50, "learner-x,i,t,maybe,2.5,1414749956.5"),
+        (51, ",i,t,1,2.5,1414749956.5"),
+        (300, "learner-x,i,t,1,2.5,"),
+        (700, "learner-x,i,t,1,2.5,31/10/2014 10:05"),
+    ];
+    let mut text = format!("{HEADER}\n");
+    let mut line = 1;
+    let mut bad_lines = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        text.push_str(&csv_line(r, &fractional_seconds(r.completed_at_ms)));
+        text.push('\n');
+        line += 1;
+        for (_, b) in bad.iter().filter(|(after, _)| *after == i) {
+            text.push_str(b);
+            text.push('\n');
+            line += 1;
+            bad_lines.push(line);
+        }
+    }
+    assert_eq!(bad_lines.len(), bad.len());
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(&csv, text).unwrap();
+    let good = rows.len();
+    let read = good + bad.len();
+    let [l_ts, l_correct, l_user, l_empty, l_ts2] = bad_lines[..] else {
+        unreachable!()
+    };
+    let reasons = format!(
+        "  ts: not Unix seconds, RFC 3339 or YYYY-MM-DD HH:MM:SS[.f] → 2 (lines {l_ts}, {l_ts2}; first \"yesterday\")\n\
+         \x20 correct: not 0, 1, true or false → 1 (line {l_correct}: \"maybe\")\n\
+         \x20 user_id: empty → 1 (line {l_user}: \"\")\n\
+         \x20 ts: empty (ts is required) → 1 (line {l_empty}: \"\")\n"
+    );
+
+    let t = TestDb::sqlite().unwrap();
+    let out = trainer(&["import", "--database-url", t.url(), "--data", s(&csv)]);
+    assert!(!out.status.success(), "import must refuse the file");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {l_ts}, column `ts`")) && err.contains("\"yesterday\""),
+        "{err}"
+    );
+    assert!(err.contains("nothing imported; --skip-bad-rows"), "{err}");
+    assert!(stored_ms(t.url()).await.is_empty());
+
+    let out = ok(&[
+        "import",
+        "--database-url",
+        t.url(),
+        "--data",
+        s(&csv),
+        "--skip-bad-rows",
+    ]);
+    let summary = format!("read {read} rows; imported {good}; rejected 5:\n{reasons}");
+    assert!(stdout(&out).contains(&summary), "{}", stdout(&out));
+    assert_eq!(stored_ms(t.url()).await.len(), good);
+    t.cleanup().await.unwrap();
+
+    let used = format!("read {read} rows; used {good}; rejected 5:\n{reasons}");
+    let onnx = dir.path().join("m.onnx");
+    let out = ok(&["train", "--data", s(&csv), "--out", s(&onnx)]);
+    assert!(stdout(&out).contains(&used), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("rows {good}, hold-out")),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = ok(&["eval", "--data", s(&csv), "--family", "linear"]);
+    assert!(stdout(&out).contains(&used), "{}", stdout(&out));
+    // With --json the summary goes to stderr and its figures into the JSON.
+    let out = ok(&["eval", "--data", s(&csv), "--family", "linear", "--json"]);
+    assert!(stderr(&out).contains(&used), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"].as_u64(), Some(good as u64));
+    assert_eq!(v["input"]["rows_read"].as_u64(), Some(read as u64));
+    assert_eq!(v["input"]["rows_rejected"].as_u64(), Some(5));
+    assert_eq!(v["input"]["rejected"][0]["count"].as_u64(), Some(2));
+    assert_eq!(
+        v["input"]["rejected"][0]["first_lines"],
+        serde_json::json!([l_ts, l_ts2])
+    );
+}
+
+/// Unix milliseconds only by the flag: without it the values are out of
+/// range as seconds and the message says which flag reads them.
+#[tokio::test]
+async fn ts_unit_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = sim_rows(30, 30);
+    let mut text = format!("{HEADER}\n");
+    for r in &rows {
+        text.push_str(&csv_line(r, &r.completed_at_ms.to_string()));
+        text.push('\n');
+    }
+    let csv = dir.path().join("ms.csv");
+    std::fs::write(&csv, text).unwrap();
+    let n = rows.len();
+
+    let t = TestDb::sqlite().unwrap();
+    let out = trainer(&["import", "--database-url", t.url(), "--data", s(&csv)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 2, column `ts`") && err.contains("--ts-unit ms"),
+        "{err}"
+    );
+    let out = ok(&[
+        "import",
+        "--database-url",
+        t.url(),
+        "--data",
+        s(&csv),
+        "--ts-unit",
+        "ms",
+    ]);
+    assert!(
+        stdout(&out).contains(&format!("imported {n}; rejected 0")),
+        "{}",
+        stdout(&out)
+    );
+    let mut want: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.user_id.clone(), r.completed_at_ms))
+        .collect();
+    want.sort();
+    assert_eq!(stored_ms(t.url()).await, want);
+    t.cleanup().await.unwrap();
+
+    // train without the flag: every row rejected, and the error agrees with
+    // the summary instead of claiming "0 rows skipped".
+    let onnx = dir.path().join("m.onnx");
+    let out = trainer(&["train", "--data", s(&csv), "--out", s(&onnx)]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("read {n} rows; used 0; rejected {n}:")),
+        "{text}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "no usable training rows: all {n} rows read were rejected"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("0 rows skipped"), "{err}");
+    assert!(!onnx.exists());
+
+    let out = ok(&[
+        "train",
+        "--data",
+        s(&csv),
+        "--out",
+        s(&onnx),
+        "--ts-unit",
+        "ms",
+    ]);
+    assert!(
+        stdout(&out).contains(&format!("read {n} rows; used {n}; rejected 0")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(onnx.exists());
 }

@@ -173,6 +173,7 @@ fn version(v: &str, onnx: &[u8]) -> NewModelVersion {
         metrics: BTreeMap::from([("auc".to_owned(), 0.75), ("nan".to_owned(), f64::NAN)]),
         reason: String::new(),
         run_id: Some(format!("run-{v}")),
+        time_modeled: None,
     }
 }
 

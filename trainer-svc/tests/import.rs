@@ -7,10 +7,20 @@ use std::time::Instant;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use trainer_svc::csv_source::{CsvError, CsvSource};
+use trainer_svc::csv_source::{CsvError, CsvSource, TsUnit};
 use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
-use trainer_svc::import::{ImportError, import_csv};
+use trainer_svc::import::{ImportError, ImportOptions, import_csv};
+use trainer_svc::rows::TaskRow;
+
+const STRICT: ImportOptions = ImportOptions {
+    ts_unit: TsUnit::S,
+    skip_bad_rows: false,
+};
+const SKIP: ImportOptions = ImportOptions {
+    ts_unit: TsUnit::S,
+    skip_bad_rows: true,
+};
 
 async fn on_each_backend(f: impl AsyncFn(&str)) {
     let dbs = TestDb::all()
@@ -182,7 +192,7 @@ fn gzip_is_detected_by_content_not_name() {
 }
 
 #[test]
-fn lenient_mode_skips_and_counts() {
+fn lenient_mode_skips_and_counts_by_reason() {
     let dir = tempfile::tempdir().unwrap();
     let content = "user_id,item_id,topic,correct,seconds,ts\n\
         u,i,t,1,,1\n\
@@ -196,9 +206,117 @@ fn lenient_mode_skips_and_counts() {
     let rows: Vec<_> = src.by_ref().collect::<Result<_, _>>().unwrap();
     let lines: Vec<u64> = rows.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [2, 4, 7]);
-    assert_eq!(src.skipped(), 3);
-    let skipped_lines: Vec<Option<u64>> = src.skip_examples().iter().map(|e| e.line()).collect();
-    assert_eq!(skipped_lines, [Some(3), Some(5), Some(6)]);
+    let summary = src.into_summary();
+    assert_eq!((summary.read, summary.accepted), (6, 3));
+    assert_eq!(summary.rejected_total(), 3);
+    let by_reason: Vec<(String, u64, Vec<u64>)> = summary
+        .rejected
+        .iter()
+        .map(|r| (r.reason(), r.count, r.first_lines.clone()))
+        .collect();
+    assert_eq!(
+        by_reason,
+        [
+            ("correct: not 0, 1, true or false".to_string(), 1, vec![3]),
+            ("wrong number of columns".to_string(), 1, vec![5]),
+            ("seconds: not a finite number".to_string(), 1, vec![6]),
+        ]
+    );
+}
+
+/// What training would skip without a line number (empty learner or topic,
+/// negative time) is rejected by the reader, with the line, like any bad value.
+#[test]
+fn unusable_rows_are_rejected_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, column) in [
+        (",i,t,1,2,5", "user_id"),
+        ("u,i,,1,2,5", "topic"),
+        ("u,i,  ,1,2,5", "topic"),
+        ("u,i,t,1,-2,5", "seconds"),
+        ("u,i,t,1,2,", "ts"),
+    ] {
+        let p = write(
+            dir.path(),
+            "u.csv",
+            &format!("user_id,item_id,topic,correct,seconds,ts\nu,i,t,1,2,4\n{line}\n"),
+        );
+        let err = CsvSource::open(&p)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        match &err {
+            CsvError::BadValue {
+                line: 3, column: c, ..
+            } => assert_eq!(*c, column, "{line}: {err}"),
+            other => panic!("{line}: {other:?}"),
+        }
+        assert!(err.to_string().starts_with("line 3, column"), "{err}");
+    }
+}
+
+/// A real export: fractional Unix seconds (what most logging code writes),
+/// mixed with the other accepted forms, read to the millisecond.
+#[test]
+fn fractional_unix_seconds_and_other_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "f.csv",
+        "user_id,item_id,topic,correct,seconds,ts\n\
+         u,i,t,1,2,1414749956.58917\n\
+         u,i,t,1,2,1414749957\n\
+         u,i,t,1,2,1.414749958e9\n\
+         u,i,t,1,2,2014-10-31T10:05:59.5Z\n\
+         u,i,t,1,2,2014-10-31 12:06:00.25+02:00\n\
+         u,i,t,1,2,2014-10-31 10:06:01\n\
+         u,i,t,1,2, 1414749962.000999 \n",
+    );
+    let ms: Vec<i64> = CsvSource::open(&p)
+        .unwrap()
+        .map(|r| r.unwrap().1.completed_at_ms)
+        .collect();
+    assert_eq!(
+        ms,
+        [
+            1_414_749_956_589,
+            1_414_749_957_000,
+            1_414_749_958_000,
+            1_414_749_959_500,
+            1_414_749_960_250,
+            1_414_749_961_000,
+            1_414_749_962_000,
+        ]
+    );
+    // The same file with --ts-unit ms reads the numbers as milliseconds and
+    // leaves the date-times alone.
+    let ms: Vec<i64> = CsvSource::open(&p)
+        .unwrap()
+        .ts_unit(TsUnit::Ms)
+        .map(|r| r.unwrap().1.completed_at_ms)
+        .collect();
+    assert_eq!(ms[..3], [1_414_749_956, 1_414_749_957, 1_414_749_958]);
+    assert_eq!(ms[3], 1_414_749_959_500);
+}
+
+/// What the simulator writes reads back to the same rows, to the millisecond.
+#[test]
+fn simulated_csv_round_trips() {
+    let rows = trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+        seed: 11,
+        learners: 20,
+        attempts_per_learner: 15,
+        ..Default::default()
+    })
+    .unwrap()
+    .generate();
+    let mut out = Vec::new();
+    trainer_svc::sim::write_csv(&rows, &mut out).unwrap();
+    let read: Vec<TaskRow> = CsvSource::from_reader(std::io::Cursor::new(out))
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    assert_eq!(read, rows);
 }
 
 #[tokio::test]
@@ -208,8 +326,15 @@ async fn import_inserts_all_rows() {
         let p = write_gz(dir.path(), "good.csv.gz", GOOD);
         let db = Db::connect(url).await.unwrap();
         let mut calls = 0;
-        let report = import_csv(&db, &p, |_| calls += 1).await.unwrap();
+        let report = import_csv(&db, &p, &STRICT, |_| calls += 1).await.unwrap();
         assert_eq!(report.rows_imported, 5);
+        assert_eq!(
+            (report.summary.read, report.summary.accepted),
+            (5, 5),
+            "{:?}",
+            report.summary
+        );
+        assert!(report.summary.rejected.is_empty());
         assert!(calls >= 1);
         assert_eq!(db.count_tasks().await.unwrap(), 5);
         let page = db.scan_tasks(100, None).next_page().await.unwrap().unwrap();
@@ -229,10 +354,15 @@ async fn import_with_malformed_line_imports_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "bad.csv", &csv_with_bad_line_7());
         let db = Db::connect(url).await.unwrap();
-        let err = import_csv(&db, &p, |_| {}).await.unwrap_err();
+        let err = import_csv(&db, &p, &STRICT, |_| {}).await.unwrap_err();
         assert_eq!(err.line(), Some(7), "{err}");
-        assert!(matches!(err, ImportError::Csv { .. }));
-        assert!(err.to_string().contains("line 7"), "{err}");
+        assert!(matches!(err, ImportError::BadRow { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 7, column `correct`") && msg.contains("\"maybe\""),
+            "{msg}"
+        );
+        assert!(msg.contains("--skip-bad-rows"), "{msg}");
         assert_eq!(db.count_tasks().await.unwrap(), 0);
 
         // Past the first batch too: 2500 good rows, then a bad line.
@@ -242,14 +372,135 @@ async fn import_with_malformed_line_imports_nothing() {
         }
         big.push_str("u1,i,t,1,,\n");
         let p = write_gz(dir.path(), "big.gz", &big);
-        let err = import_csv(&db, &p, |_| {}).await.unwrap_err();
+        let err = import_csv(&db, &p, &STRICT, |_| {}).await.unwrap_err();
         assert_eq!(err.line(), Some(2502), "{err}");
         assert_eq!(db.count_tasks().await.unwrap(), 0);
         // The connection is usable afterwards and a good import works.
         let p = write(dir.path(), "good.csv", GOOD);
-        assert_eq!(import_csv(&db, &p, |_| {}).await.unwrap().rows_imported, 5);
+        assert_eq!(
+            import_csv(&db, &p, &STRICT, |_| {})
+                .await
+                .unwrap()
+                .rows_imported,
+            5
+        );
     })
     .await;
+}
+
+/// A file with a few bad rows of several kinds, 14 good rows and 6 bad ones.
+fn csv_with_bad_rows() -> String {
+    let mut s = String::from("user_id,item_id,topic,correct,seconds,ts\n");
+    let bad = [
+        (4, "u1,i,t,1,2.5,yesterday"),
+        (7, "u1,i,t,maybe,2.5,1414749960.5"),
+        (9, ",i,t,1,2.5,1414749962.5"),
+        (12, "u2,i,t,1,2.5,"),
+        (15, "u2,i,t,1,2.5,soon"),
+        (18, "u2,i,t,1"),
+    ];
+    let mut good = 0;
+    for line in 2..=21 {
+        match bad.iter().find(|(l, _)| *l == line) {
+            Some((_, text)) => s.push_str(text),
+            None => {
+                let user = if line < 11 { "u1" } else { "u2" };
+                s.push_str(&format!(
+                    "{user},i{line},t,1,2.5,{}.25",
+                    1_414_749_950 + line
+                ));
+                good += 1;
+            }
+        }
+        s.push('\n');
+    }
+    assert_eq!(good, 14);
+    s
+}
+
+#[tokio::test]
+async fn import_skip_bad_rows_imports_the_rest_and_reports_them() {
+    on_each_backend(async |url| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "bad.csv", &csv_with_bad_rows());
+        let db = Db::connect(url).await.unwrap();
+
+        let err = import_csv(&db, &p, &STRICT, |_| {}).await.unwrap_err();
+        assert_eq!(err.line(), Some(4), "{err}");
+        assert_eq!(db.count_tasks().await.unwrap(), 0);
+
+        let report = import_csv(&db, &p, &SKIP, |_| {}).await.unwrap();
+        assert_eq!(report.rows_imported, 14);
+        assert_eq!(db.count_tasks().await.unwrap(), 14);
+        let s = &report.summary;
+        assert_eq!((s.read, s.accepted, s.rejected_total()), (20, 14, 6));
+        let by_reason: Vec<(String, u64, Vec<u64>)> = s
+            .rejected
+            .iter()
+            .map(|r| (r.reason(), r.count, r.first_lines.clone()))
+            .collect();
+        let ts_bad = "ts: not Unix seconds, RFC 3339 or YYYY-MM-DD HH:MM:SS[.f]";
+        assert_eq!(
+            by_reason,
+            [
+                (ts_bad.to_string(), 2, vec![4, 15]),
+                ("correct: not 0, 1, true or false".to_string(), 1, vec![7]),
+                ("user_id: empty".to_string(), 1, vec![9]),
+                ("ts: empty (ts is required)".to_string(), 1, vec![12]),
+                ("wrong number of columns".to_string(), 1, vec![18]),
+            ]
+        );
+        // Fractional seconds reached the database to the millisecond.
+        let page = db.scan_tasks(100, None).next_page().await.unwrap().unwrap();
+        assert_eq!(page[0].1.completed_at_ms, 1_414_749_952_250);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn import_refuses_a_file_with_no_good_row_even_when_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    // Milliseconds without --ts-unit ms: every row is out of range as seconds.
+    let p = write(
+        dir.path(),
+        "ms.csv",
+        "user_id,item_id,topic,correct,seconds,ts\n\
+         u,i,t,1,2,1414749956589\n\
+         u,i,t,0,3,1414749957589\n",
+    );
+    let t = TestDb::sqlite().unwrap();
+    let db = Db::connect(t.url()).await.unwrap();
+    let err = import_csv(&db, &p, &SKIP, |_| {}).await.unwrap_err();
+    assert!(matches!(err, ImportError::NothingImported { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("every row was rejected") && msg.contains("--ts-unit ms"),
+        "{msg}"
+    );
+    assert!(msg.contains("read 2 rows; imported 0; rejected 2"), "{msg}");
+    assert_eq!(db.count_tasks().await.unwrap(), 0);
+
+    // With the unit given, the same file imports.
+    let ms = ImportOptions {
+        ts_unit: TsUnit::Ms,
+        skip_bad_rows: false,
+    };
+    let report = import_csv(&db, &p, &ms, |_| {}).await.unwrap();
+    assert_eq!(report.rows_imported, 2);
+    let page = db.scan_tasks(100, None).next_page().await.unwrap().unwrap();
+    let got: Vec<i64> = page.iter().map(|(_, r)| r.completed_at_ms).collect();
+    assert_eq!(got, [1_414_749_956_589, 1_414_749_957_589]);
+
+    // A header and no rows is an empty import, not an error.
+    let p = write(
+        dir.path(),
+        "empty.csv",
+        "user_id,item_id,topic,correct,seconds,ts\n",
+    );
+    let report = import_csv(&db, &p, &SKIP, |_| {}).await.unwrap();
+    assert_eq!((report.rows_imported, report.summary.read), (0, 0));
+    db.close().await.unwrap();
+    t.cleanup().await.unwrap();
 }
 
 /// Imports the 941k-row ASSISTments 2017 file into both backends and reads it
@@ -265,7 +516,7 @@ async fn import_assist2017_timing() {
     assert!(path.exists(), "{} not found", path.display());
     on_each_backend(async |url| {
         let db = Db::connect(url).await.unwrap();
-        let report = import_csv(&db, &path, |_| {}).await.unwrap();
+        let report = import_csv(&db, &path, &STRICT, |_| {}).await.unwrap();
         eprintln!(
             "import: {} rows in {:.1}s ({:.0} rows/s)",
             report.rows_imported,

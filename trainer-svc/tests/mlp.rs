@@ -51,6 +51,7 @@ fn metadata(m: &Mlp) -> ModelMetadata {
         feature_baseline: vec![0.0; FEATURE_COUNT],
         index_inputs: m.index_inputs(),
         priors: Default::default(),
+        time_modeled: None,
     }
 }
 
@@ -121,7 +122,7 @@ fn export_reproduces_forward_pass_both_architectures_and_without_times() {
     }
     // No times at all: the time output is the item prior's, finite and sane.
     let ds = dataset(30, 40, 1.0);
-    assert!(!ds.has_times());
+    assert!(!ds.time_modeled());
     let m = mlp::fit(
         &ds,
         &MlpConfig {
@@ -308,7 +309,7 @@ fn compare_architectures_on_real_data() {
             let m = mlp::fit(&ds, &cfg, seed).unwrap();
             let fit_s = started.elapsed().as_secs_f64();
             let preds = m.predict(&ds.holdout.x, &ds.holdout.keys);
-            let s = evaluate::score(&ds.holdout, &preds, ds.has_times());
+            let s = evaluate::score(&ds.holdout, &preds, ds.time_modeled());
             let mm = &s.metrics;
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             println!(
@@ -330,7 +331,7 @@ fn compare_architectures_on_real_data() {
             let oov = evaluate::score(
                 &ds.holdout,
                 &m.predict(&ds.holdout.x, &strangers),
-                ds.has_times(),
+                ds.time_modeled(),
             );
             println!(
                 "  as unknown learners: auc {} logloss {} mae_log {}",

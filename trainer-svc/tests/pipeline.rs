@@ -58,7 +58,7 @@ fn predict(model: &taskcast_contract::linear::LinearModel, rows: &Rows) -> Vec<O
 
 fn linear_scored(ds: &Dataset) -> Scored {
     let fitted = Fitted::fit(Family::Linear, ds, &FitOptions::default()).expect("fit");
-    evaluate::score(&ds.holdout, &fitted.predict(&ds.holdout), ds.has_times())
+    evaluate::score(&ds.holdout, &fitted.predict(&ds.holdout), ds.time_modeled())
 }
 
 // ---------------------------------------------------------------- (a) gate
@@ -74,7 +74,7 @@ async fn gate_rejects_a_constant_model() {
             log_seconds: [2.0, 3.0 + (i % 7) as f32 * 0.1, 4.0],
         })
         .collect();
-    let scored = evaluate::score(&ds.holdout, &preds, ds.has_times());
+    let scored = evaluate::score(&ds.holdout, &preds, ds.time_modeled());
     assert_eq!(scored.p_std, Some(0.0));
     let good = linear_scored(&ds);
     for active in [None, Some(&good.metrics)] {
@@ -143,7 +143,7 @@ async fn gate_promotes_a_real_first_model_and_rejects_a_worse_one() {
             ..o
         })
         .collect();
-    let worse = evaluate::score(&ds.holdout, &blurred, ds.has_times());
+    let worse = evaluate::score(&ds.holdout, &blurred, ds.time_modeled());
     let gap = worse.metrics.logloss.unwrap() - good.metrics.logloss.unwrap();
     assert!(gap > config.logloss_tolerance, "gap {gap}");
     let v = gate::decide(&config, &worse, n, Some(&good.metrics), &baselines);
@@ -189,6 +189,7 @@ fn metadata(ds: &Dataset) -> ModelMetadata {
         feature_baseline: vec![0.0; FEATURE_COUNT],
         index_inputs: Vec::new(),
         priors: ds.priors.clone(),
+        time_modeled: None,
     }
 }
 
@@ -206,7 +207,7 @@ fn linfa_p_correct(train: &Rows, eval: &Rows) -> (Vec<f64>, bool) {
 
 fn check_export_matches_linfa(ds: &Dataset) -> bool {
     support::init_ort();
-    let model = linear::fit(&ds.train, linear::DEFAULT_ALPHA).expect("fit");
+    let model = linear::fit(&ds.train, linear::DEFAULT_ALPHA, ds.time_modeled()).expect("fit");
     let onnx = Artifact::write(model.graph(), &metadata(ds)).unwrap();
     let ort = OnnxModel::load(&onnx, 1).unwrap();
     let got = ort.run(&ds.holdout.x, &ds.holdout.keys).unwrap();
@@ -428,7 +429,7 @@ async fn eval_json_has_every_metric_and_nulls_without_times() {
         ..Default::default()
     }))
     .await;
-    assert!(!ds.has_times());
+    assert!(!ds.time_modeled());
     let mut models = evaluate::baselines(&ds);
     models.insert("linear".into(), linear_scored(&ds).metrics);
     let v = trainer_svc::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);

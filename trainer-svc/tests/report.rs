@@ -1,5 +1,5 @@
 //! The live model report: its math on small hand-computed inputs, the plots,
-//! and ModelReport plus the taskcast_live_* gauges on a real server over
+//! and ModelReport plus the taskcast_trainer_live_* gauges on a real server over
 //! SQLite and PostgreSQL.
 
 mod support;
@@ -422,6 +422,7 @@ async fn seed(db: &Db) {
             metrics: BTreeMap::from([("auc".to_string(), auc), ("ece".to_string(), ece)]),
             reason: "registered by a test".into(),
             run_id: None,
+            time_modeled: None,
         })
         .await
         .unwrap();
@@ -540,7 +541,7 @@ async fn model_report_rpc_and_gauges() {
         eventually("live gauges", 20, || async {
             (metric_value(
                 server.metrics_addr,
-                "taskcast_live_rows{version=\"flat-v1\"}",
+                "taskcast_trainer_live_rows{version=\"flat-v1\"}",
             )
             .await
                 == Some(240.0))
@@ -552,22 +553,22 @@ async fn model_report_rpc_and_gauges() {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         };
-        assert_eq!(value("taskcast_live_drift{version=\"flat-v1\"}"), Some(1.0));
-        assert_eq!(value("taskcast_live_drift{version=\"good-v1\"}"), Some(0.0));
-        assert_eq!(value("taskcast_live_auc{version=\"flat-v1\"}"), Some(0.5));
+        assert_eq!(value("taskcast_trainer_live_drift{version=\"flat-v1\"}"), Some(1.0));
+        assert_eq!(value("taskcast_trainer_live_drift{version=\"good-v1\"}"), Some(0.0));
+        assert_eq!(value("taskcast_trainer_live_auc{version=\"flat-v1\"}"), Some(0.5));
         assert_eq!(
-            value("taskcast_live_stuck_learners{version=\"flat-v1\"}"),
+            value("taskcast_trainer_live_stuck_learners{version=\"flat-v1\"}"),
             Some(30.0)
         );
         assert_eq!(
-            value("taskcast_live_rows{version=\"good-v1\"}"),
+            value("taskcast_trainer_live_rows{version=\"good-v1\"}"),
             Some(400.0)
         );
         assert_eq!(
-            value("taskcast_live_interval_coverage{version=\"good-v1\"}"),
+            value("taskcast_trainer_live_interval_coverage{version=\"good-v1\"}"),
             Some(1.0)
         );
-        assert!(value("taskcast_live_report_timestamp_seconds").is_some_and(|t| t > 0.0));
+        assert!(value("taskcast_trainer_live_report_timestamp_seconds").is_some_and(|t| t > 0.0));
         server.stop().await;
         db.close().await.unwrap();
     })

@@ -139,6 +139,59 @@ impl Drop for Proc {
     }
 }
 
+/// What a command run to its end printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `bin` with `args` to its end, stdout and stderr kept apart (in
+/// `dir/{name}.out` and `.err`); killed after `limit`, or when the caller
+/// unwinds, so no run outlives its test.
+pub fn run_to_end(
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    dir: &Path,
+    limit: Duration,
+) -> Result<Finished> {
+    let (out_path, err_path) = (
+        dir.join(format!("{name}.out")),
+        dir.join(format!("{name}.err")),
+    );
+    let child = Command::new(bin)
+        .args(args)
+        .env("ORT_DYLIB_PATH", workspace().join(".ort/libonnxruntime.so"))
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    // Killed on drop unless it exited.
+    let mut proc = Proc {
+        child,
+        name: name.into(),
+        log: err_path.clone(),
+    };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            proc.kill();
+            bail!("{name} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Finished {
+        status,
+        stdout: std::fs::read_to_string(&out_path)?,
+        stderr: std::fs::read_to_string(&err_path)?,
+    })
+}
+
 /// Prints the tail of every log in `dir` (on failure).
 pub fn dump_logs(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -296,6 +349,7 @@ pub async fn register(db: &Db, version: &str, schema: &str, onnx: Vec<u8>) -> Re
         metrics: BTreeMap::new(),
         reason: "registered by a test".into(),
         run_id: None,
+        time_modeled: None,
     })
     .await?;
     Ok(())

@@ -80,6 +80,8 @@ pub mod model_version {
         pub run_id: Option<String>,
         /// Promotion sequence number of the version's latest activation.
         pub seq: Option<i64>,
+        /// Whether the version learned its time head; NULL before the column existed.
+        pub time_modeled: Option<bool>,
     }
 
     /// No relations.

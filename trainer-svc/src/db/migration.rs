@@ -9,7 +9,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(PredictedInterval)]
+        vec![
+            Box::new(Initial),
+            Box::new(PredictedInterval),
+            Box::new(TimeModeled),
+        ]
     }
 }
 
@@ -330,5 +334,43 @@ impl MigrationTrait for PredictedInterval {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `model_versions.time_modeled`: whether a version learned its time head
+/// (issue 17). NULL for versions registered before the column existed; their
+/// artifacts answer it ([`taskcast_contract::ModelMetadata::time_modeled`]).
+struct TimeModeled;
+
+impl MigrationName for TimeModeled {
+    fn name(&self) -> &str {
+        "m20261130_000001_time_modeled"
+    }
+}
+
+#[derive(DeriveIden)]
+enum TimeModeledColumns {
+    TimeModeled,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TimeModeled {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.has_column("model_versions", "time_modeled").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ModelVersions::Table)
+                    .add_column(
+                        ColumnDef::new(TimeModeledColumns::TimeModeled)
+                            .boolean()
+                            .null()
+                            .take(),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -68,6 +68,8 @@ pub struct NewModelVersion {
     pub reason: String,
     /// The run that produced it.
     pub run_id: Option<String>,
+    /// Whether it learned its time head (else its times are the priors').
+    pub time_modeled: Option<bool>,
 }
 
 /// A registered version without its ONNX bytes (see [`Db::get_model_onnx`]).
@@ -97,6 +99,9 @@ pub struct ModelVersionMeta {
     pub run_id: Option<String>,
     /// Promotion sequence number of its latest activation (monotonic).
     pub seq: Option<i64>,
+    /// Whether it learned its time head; `None` for versions registered
+    /// before the registry recorded it.
+    pub time_modeled: Option<bool>,
 }
 
 /// One entry of the promotion history.
@@ -128,6 +133,7 @@ struct MetaRow {
     size_bytes: i64,
     run_id: Option<String>,
     seq: Option<i64>,
+    time_modeled: Option<bool>,
 }
 
 impl TryFrom<MetaRow> for ModelVersionMeta {
@@ -146,6 +152,7 @@ impl TryFrom<MetaRow> for ModelVersionMeta {
             promoted_at: r.promoted_at,
             run_id: r.run_id,
             seq: r.seq,
+            time_modeled: r.time_modeled,
         })
     }
 }
@@ -208,6 +215,7 @@ impl Db {
             size_bytes: Set(to_i64("size_bytes", size)?),
             run_id: Set(new.run_id.clone()),
             seq: Set(None),
+            time_modeled: Set(new.time_modeled),
         };
         model_version::Entity::insert(am)
             .exec_without_returning(&self.conn)
@@ -306,9 +314,14 @@ impl Db {
             .col_expr(
                 model_version::Column::Reason,
                 Expr::value(match kind {
-                    PromotionKind::Promote => "promoted by operator",
-                    PromotionKind::Rollback => "restored by rollback",
-                    PromotionKind::Auto => "promoted by the training gate",
+                    PromotionKind::Promote => "promoted by operator".to_owned(),
+                    PromotionKind::Rollback => "restored by rollback".to_owned(),
+                    // Keep the gate's own words (registered with the version):
+                    // what it judged and what it could not (e.g. times).
+                    PromotionKind::Auto if !target.reason.is_empty() => {
+                        format!("promoted by the training gate: {}", target.reason)
+                    }
+                    PromotionKind::Auto => "promoted by the training gate".to_owned(),
                 }),
             )
             .col_expr(model_version::Column::PromotedAt, Expr::value(now))

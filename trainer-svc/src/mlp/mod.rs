@@ -57,9 +57,6 @@ pub const Z90: f32 = 1.2816;
 /// Added to the softplus scale so the Gaussian likelihood cannot collapse
 /// onto a few identical times (and the interval never has zero width).
 pub const SCALE_FLOOR: f32 = 0.01;
-/// Fewer timed training rows than this and the time head is not trained; the
-/// time output falls back to the item prior, like the linear family.
-pub const MIN_TIMED_ROWS: usize = 100;
 
 /// One network with both heads, or one network per target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -596,7 +593,10 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
             .collect()
     };
     let (fit_t, val_t) = (timed(&fit_rows), timed(&val_rows));
-    let learn_time = fit_t.len() >= MIN_TIMED_ROWS;
+    // Whether the data supports a time head is decided once per run
+    // (crate::time_support); without one the time output falls back to the
+    // item prior, like the linear family's.
+    let learn_time = ds.time_modeled() && !fit_t.is_empty() && !val_t.is_empty();
     let x = &rows.x;
     let train = |rows_f: &[usize], rows_v: &[usize], layout: Layout, seed: u64| {
         train_net(

@@ -40,11 +40,11 @@ impl LiveGauges {
     /// Creates and registers the gauges.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let refresh_seconds = Gauge::new(
-            "taskcast_live_report_seconds",
+            "live_report_seconds",
             "Seconds the last live-report refresh took.",
         )?;
         let refreshed_at = Gauge::new(
-            "taskcast_live_report_timestamp_seconds",
+            "live_report_timestamp_seconds",
             "Unix time of the last successful live-report refresh.",
         )?;
         registry.register(Box::new(refresh_seconds.clone()))?;
@@ -52,57 +52,57 @@ impl LiveGauges {
         Ok(LiveGauges {
             rows: vec(
                 registry,
-                "taskcast_live_rows",
+                "live_rows",
                 "Completed tasks with a prediction by this version, in the report window.",
             )?,
             auc: vec(
                 registry,
-                "taskcast_live_auc",
+                "live_auc",
                 "AUC of the version's predicted p_correct on live outcomes.",
             )?,
             logloss: vec(
                 registry,
-                "taskcast_live_logloss",
+                "live_logloss",
                 "Log loss of predicted p_correct on live outcomes.",
             )?,
             ece: vec(
                 registry,
-                "taskcast_live_ece",
+                "live_ece",
                 "Expected calibration error (10 bins) on live outcomes.",
             )?,
             mean_predicted: vec(
                 registry,
-                "taskcast_live_mean_predicted",
+                "live_mean_predicted",
                 "Mean predicted p_correct.",
             )?,
             observed_rate: vec(
                 registry,
-                "taskcast_live_observed_rate",
+                "live_observed_rate",
                 "Observed success rate of the tasks the version predicted.",
             )?,
             time_mae_seconds: vec(
                 registry,
-                "taskcast_live_time_mae_seconds",
+                "live_time_mae_seconds",
                 "Mean absolute error of the predicted median seconds.",
             )?,
             interval_coverage: vec(
                 registry,
-                "taskcast_live_interval_coverage",
+                "live_interval_coverage",
                 "Share of recorded times inside the predicted 10-90% interval.",
             )?,
             learner_spread: vec(
                 registry,
-                "taskcast_live_learner_spread",
+                "live_learner_spread",
                 "Median over learners of max-min predicted p_correct.",
             )?,
             stuck_learners: vec(
                 registry,
-                "taskcast_live_stuck_learners",
+                "live_stuck_learners",
                 "Learners whose last K predictions stayed within 0.01.",
             )?,
             drift: vec(
                 registry,
-                "taskcast_live_drift",
+                "live_drift",
                 "1 when live AUC or calibration fell beyond the margin from the hold-out, or most learners are stuck.",
             )?,
             refresh_seconds,
