@@ -13,12 +13,12 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
-use crate::telemetry::METRICS_PREFIX;
 use crate::db::{Db, DbError};
 use crate::publisher::Publisher;
 use crate::report::gauges::{LiveGauges, refresh_periodically};
 use crate::runner::Runner;
 use crate::service::{ADMIN_METHODS, TrainerService};
+use crate::telemetry::METRICS_PREFIX;
 use crate::telemetry::TrainerMetrics;
 
 /// Why the server could not start or stopped with an error.

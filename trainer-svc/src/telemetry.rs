@@ -34,17 +34,11 @@ impl TrainerMetrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = TrainerMetrics {
             runs_started: IntCounterVec::new(
-                Opts::new(
-                    "runs_started_total",
-                    "Training runs started, by trigger.",
-                ),
+                Opts::new("runs_started_total", "Training runs started, by trigger."),
                 &["trigger"],
             )?,
             runs_finished: IntCounterVec::new(
-                Opts::new(
-                    "runs_finished_total",
-                    "Training runs ended, by state.",
-                ),
+                Opts::new("runs_finished_total", "Training runs ended, by state."),
                 &["state"],
             )?,
             pending_tasks: IntGauge::new(

@@ -553,9 +553,18 @@ async fn model_report_rpc_and_gauges() {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         };
-        assert_eq!(value("taskcast_trainer_live_drift{version=\"flat-v1\"}"), Some(1.0));
-        assert_eq!(value("taskcast_trainer_live_drift{version=\"good-v1\"}"), Some(0.0));
-        assert_eq!(value("taskcast_trainer_live_auc{version=\"flat-v1\"}"), Some(0.5));
+        assert_eq!(
+            value("taskcast_trainer_live_drift{version=\"flat-v1\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("taskcast_trainer_live_drift{version=\"good-v1\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value("taskcast_trainer_live_auc{version=\"flat-v1\"}"),
+            Some(0.5)
+        );
         assert_eq!(
             value("taskcast_trainer_live_stuck_learners{version=\"flat-v1\"}"),
             Some(30.0)

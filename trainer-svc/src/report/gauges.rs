@@ -70,11 +70,7 @@ impl LiveGauges {
                 "live_ece",
                 "Expected calibration error (10 bins) on live outcomes.",
             )?,
-            mean_predicted: vec(
-                registry,
-                "live_mean_predicted",
-                "Mean predicted p_correct.",
-            )?,
+            mean_predicted: vec(registry, "live_mean_predicted", "Mean predicted p_correct.")?,
             observed_rate: vec(
                 registry,
                 "live_observed_rate",
