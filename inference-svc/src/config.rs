@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use taskcast_proto::serve::LogFormat;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use taskcast_serving::logging::LogFormat;
+use taskcast_serving::tls::{self, TlsFileError};
+use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
 
 /// Taskcast inference service: predicts, before a learner starts a task, how
 /// likely they are to get it right and how long it will take.
@@ -126,26 +127,11 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("reading {what} {path}: {source}")]
-    Read {
-        /// Which flag's file.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] TlsFileError),
     /// An https:// trainer without a CA to verify it against.
     #[error("--trainer {0} is https:// but no --trainer-ca was given")]
     MissingTrainerCa(String),
-}
-
-fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 impl Config {
@@ -175,13 +161,8 @@ impl Config {
     /// The gRPC server's TLS settings; `None` serves plaintext. Clap makes
     /// --tls-cert and --tls-key require each other; a struct built in code
     /// with only one of them also serves plaintext.
-    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
-            return Ok(None);
-        };
-        let identity =
-            Identity::from_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
-        Ok(Some(ServerTlsConfig::new().identity(identity)))
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsFileError> {
+        tls::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// TLS for the trainer subscription: `Some` for an https:// --trainer
@@ -206,7 +187,7 @@ impl Config {
             .trainer_ca
             .as_deref()
             .ok_or_else(|| TlsError::MissingTrainerCa(url.to_string()))?;
-        let ca = Certificate::from_pem(read_pem("--trainer-ca", ca)?);
+        let ca = Certificate::from_pem(tls::read_pem("--trainer-ca", ca)?);
         // The server name checked against the certificate is the URL's host.
         Ok(Some(ClientTlsConfig::new().ca_certificate(ca)))
     }

@@ -14,7 +14,7 @@
 //! - this file: wiring them into a server ([`App`], [`run`]).
 //!
 //! Admin RPCs: none yet. When one is added, guard it with
-//! `taskcast_proto::auth::AdminAuthLayer` in [`App::serve`] (the seam is
+//! `taskcast_serving::auth::AdminAuthLayer` in [`App::serve`] (the seam is
 //! marked there).
 
 pub mod config;
@@ -31,8 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskcast_proto::inference_server::InferenceServer;
+use taskcast_serving::grpc::GrpcOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
@@ -56,18 +58,12 @@ pub enum Error {
         /// Why.
         source: ModelError,
     },
-    /// Metrics could not be registered (a programming error).
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    /// Reflection could not be built from the descriptor sets.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC transport failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// The TLS flags cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] config::TlsError),
+    /// The server plumbing failed: metrics, reflection, TLS files, transport.
+    #[error(transparent)]
+    Serve(#[from] taskcast_serving::Error),
 }
 
 /// Loads ONNX Runtime once per process; later calls are no-ops.
@@ -92,17 +88,14 @@ impl App {
     /// (NOT_SERVING until a model is in).
     pub async fn new(config: Config) -> Result<App, Error> {
         init_runtime(&config)?;
-        let metrics = Arc::new(Metrics::new()?);
-        let health = tonic_health::server::HealthReporter::new();
+        let metrics = Arc::new(Metrics::new().map_err(taskcast_serving::Error::from)?);
+        let (health, health_service) = taskcast_serving::grpc::health();
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
         health
             .set_service_status(swap::INFERENCE_SERVICE, ServingStatus::NotServing)
             .await;
-        let health_service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(health.clone()),
-        );
         let slot = Arc::new(ModelSlot::new(
             Arc::clone(&metrics),
             health.clone(),
@@ -184,7 +177,7 @@ impl App {
             health_service,
         } = self;
         // Both read files: fail before anything is spawned.
-        let server_tls = config.server_tls()?;
+        let server_tls = config.server_tls().map_err(taskcast_serving::Error::from)?;
         let trainer_tls = config.trainer_tls()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -196,7 +189,9 @@ impl App {
             let registry = metrics.registry.clone();
             let stop = stopped(stop_rx.clone());
             background.push(tokio::spawn(async move {
-                if let Err(e) = taskcast_proto::serve::serve_metrics(l, registry, stop).await {
+                if let Err(e) =
+                    taskcast_serving::metrics_endpoint::serve_metrics(l, registry, stop).await
+                {
                     tracing::error!(error = %e, "metrics endpoint failed");
                 }
             }));
@@ -220,56 +215,36 @@ impl App {
             },
         ))
         .max_decoding_message_size(config.max_message_bytes);
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
         let local = listener.local_addr().ok();
-        // Builder::tcp_nodelay only applies to listeners tonic binds itself;
-        // ours comes from the caller, so set it here. Without it a response
-        // spanning several segments waits out Nagle + delayed ACK (~40 ms).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
         tracing::info!(addr = ?local, replica = %config.replica(), tls = server_tls.is_some(), "inference serving gRPC");
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = server_tls {
-            builder = builder.tls_config(tls)?;
-        }
-        let server = builder
-            .timeout(config.request_timeout())
-            .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
-            .load_shed(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            // Seam for admin RPCs: add `.layer(AdminAuthLayer::new([...], token))` here.
-            .layer(metrics.grpc.clone())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(inference)
-            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        let options = GrpcOptions {
+            tls: server_tls,
+            request_timeout: Some(config.request_timeout()),
+            concurrency_limit_per_connection: Some(config.concurrency_limit_per_connection),
+            load_shed: true,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            // Admin RPCs, when there are any, are guarded here.
+            admin: None,
+        };
+        let server = taskcast_serving::grpc::serve(
+            listener,
+            options,
+            metrics.grpc.clone(),
+            health_service,
+            Routes::new(inference),
+            stopped(stop_rx.clone()),
+        )?;
         tokio::pin!(server);
         tokio::pin!(shutdown);
 
         let result = tokio::select! {
-            r = &mut server => r.map_err(Error::from),
+            r = &mut server => r,
             () = &mut shutdown => {
                 tracing::info!(grace = ?config.shutdown_grace(), "shutting down: draining in-flight requests");
                 // Tell balancers first, then stop accepting and drain.
                 slot.set_not_serving().await;
                 let _ = stop_tx.send(true);
-                match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
-                    Ok(r) => r.map_err(Error::from),
-                    Err(_) => {
-                        tracing::warn!("grace period over; dropping the remaining requests");
-                        Ok(())
-                    }
-                }
+                taskcast_serving::grpc::drain(&mut server, config.shutdown_grace()).await
             }
         };
         let _ = stop_tx.send(true);
@@ -279,7 +254,7 @@ impl App {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         tracing::info!("inference stopped");
-        result
+        result.map_err(Error::from)
     }
 }
 

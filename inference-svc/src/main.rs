@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    taskcast_proto::serve::init_tracing(config.log_format, "info");
+    taskcast_serving::logging::init_tracing(config.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding gRPC listener {}", config.listen))?;
@@ -45,7 +45,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         metrics_listener,
         config,
-        taskcast_proto::serve::shutdown_signal(),
+        taskcast_serving::shutdown::shutdown_signal(),
     )
     .await?;
     Ok(())

@@ -6,7 +6,7 @@
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use taskcast_proto::grpc_metrics::GrpcMetricsLayer;
+use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 
 /// Prefix of every metric this service exports.
 pub const PREFIX: &str = "taskcast_inference";

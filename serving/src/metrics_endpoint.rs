@@ -1,5 +1,5 @@
-//! Process-level serving plumbing shared by both services: the shutdown
-//! signal, a tiny Prometheus scrape endpoint and tracing initialisation.
+//! The tiny HTTP endpoint beside the gRPC port: `/metrics` for Prometheus
+//! and `/healthz` for liveness probes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,33 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
-
-/// Resolves on SIGTERM (how orchestrators stop a pod) or Ctrl-C (a developer).
-///
-/// If a signal handler cannot be installed the corresponding branch simply
-/// never fires, so the process still stops on the other one.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
-    }
-}
 
 /// Serves `GET /metrics` (Prometheus text format of `registry`) and
 /// `GET /healthz` (200, "ok": the process is up) over HTTP/1.1 on `listener`
@@ -122,47 +95,6 @@ fn metrics_response(req: &Request<Incoming>, registry: &Registry) -> Response<Fu
     }
 }
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines, for terminals.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format `{other}` (expected text or json)"
-            )),
-        }
-    }
-}
-
-/// Installs the global tracing subscriber. The filter comes from
-/// `TASKCAST_LOG`, else `RUST_LOG`, else `default_filter` (e.g. `"info"`).
-///
-/// Idempotent: when a subscriber is already installed (a second call, or a
-/// test harness) this does nothing, so tests can call it freely.
-pub fn init_tracing(format: LogFormat, default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let spec = std::env::var("TASKCAST_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default_filter.to_string());
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,12 +132,5 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-    }
-
-    #[test]
-    fn log_format_parses() {
-        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
-        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
-        assert!("yaml".parse::<LogFormat>().is_err());
     }
 }

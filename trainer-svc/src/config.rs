@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use taskcast_proto::auth::{AdminToken, AdminTokenError};
-use taskcast_proto::serve::LogFormat;
-use tonic::transport::{Identity, ServerTlsConfig};
+use taskcast_serving::auth::{AdminToken, AdminTokenError};
+use taskcast_serving::logging::LogFormat;
+use taskcast_serving::tls::TlsFileError;
+use tonic::transport::ServerTlsConfig;
 
 use crate::family::{Family, FitOptions};
 use crate::gate::GateConfig;
@@ -103,18 +104,6 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
 }
 
-/// A TLS certificate or key file that could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("reading {what} {path}: {source}")]
-pub struct TlsFileError {
-    /// Which flag's file.
-    pub what: &'static str,
-    /// The file.
-    pub path: String,
-    /// The I/O error.
-    pub source: std::io::Error,
-}
-
 impl ServeConfig {
     /// Defaults for `database_url`, as `--help` shows them; tests override fields.
     pub fn for_database(database_url: &str) -> Self {
@@ -147,18 +136,7 @@ impl ServeConfig {
     /// The gRPC server's TLS settings; `None` serves plaintext (also when a
     /// struct built in code sets only one of cert and key; clap requires both).
     pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsFileError> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
-            return Ok(None);
-        };
-        let read = |what: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| TlsFileError {
-                what,
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
-        Ok(Some(ServerTlsConfig::new().identity(identity)))
+        taskcast_serving::tls::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// The admin token, from the file or the value; `None` when neither is set.

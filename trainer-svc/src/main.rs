@@ -196,7 +196,7 @@ impl Offline {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
-            taskcast_proto::serve::init_tracing(config.log_format, "info");
+            taskcast_serving::logging::init_tracing(config.log_format, "info");
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listener,
                 Some(metrics),
                 config,
-                taskcast_proto::serve::shutdown_signal(),
+                taskcast_serving::shutdown::shutdown_signal(),
             )
             .await?;
         }

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use prometheus::Registry;
-use taskcast_proto::auth::AdminAuthLayer;
-use taskcast_proto::grpc_metrics::GrpcMetricsLayer;
 use taskcast_proto::trainer_server::TrainerServer;
+use taskcast_serving::auth::{AdminAuthLayer, AdminTokenError};
+use taskcast_serving::grpc::GrpcOptions;
+use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
 
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError};
@@ -32,19 +33,22 @@ pub enum ServeError {
     Runtime(#[from] taskcast_contract::runtime::RuntimeError),
     /// The admin token could not be read.
     #[error(transparent)]
-    Token(#[from] taskcast_proto::auth::AdminTokenError),
-    /// Metrics could not be registered.
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    /// Reflection could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC transport failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// A TLS certificate or key could not be read.
-    #[error("TLS: {0}")]
-    Tls(#[from] crate::config::TlsFileError),
+    Token(#[from] AdminTokenError),
+    /// The server plumbing failed: metrics, reflection, TLS files, transport.
+    #[error(transparent)]
+    Serve(#[from] taskcast_serving::Error),
+}
+
+/// Every metric the trainer exports, in a registry prefixed like inference's
+/// (`taskcast_inference_`), so every trainer series, its gRPC ones included,
+/// reads `taskcast_trainer_*`.
+fn register_metrics()
+-> Result<(Registry, TrainerMetrics, GrpcMetricsLayer, LiveGauges), prometheus::Error> {
+    let registry = Registry::new_custom(Some(METRICS_PREFIX.to_string()), None)?;
+    let metrics = TrainerMetrics::new(&registry)?;
+    let grpc_metrics = GrpcMetricsLayer::new(&registry)?;
+    let live_gauges = LiveGauges::new(&registry)?;
+    Ok((registry, metrics, grpc_metrics, live_gauges))
 }
 
 /// Runs the trainer until `shutdown` resolves, then stops the scheduler,
@@ -60,7 +64,7 @@ pub async fn run(
     taskcast_contract::runtime::init(&lib)?;
     let token = config.admin_token()?;
     // Read before touching the database, so a bad path fails fast.
-    let tls = config.server_tls()?;
+    let tls = config.server_tls().map_err(taskcast_serving::Error::from)?;
     if token.is_none() {
         tracing::warn!("no admin token configured: Train, Promote and Rollback will be refused");
     }
@@ -75,12 +79,8 @@ pub async fn run(
         );
     }
 
-    // Prefixed like inference's (`taskcast_inference_`), so every trainer
-    // series, its gRPC ones included, reads `taskcast_trainer_*`.
-    let registry = Registry::new_custom(Some(METRICS_PREFIX.to_string()), None)?;
-    let metrics = TrainerMetrics::new(&registry)?;
-    let grpc_metrics = GrpcMetricsLayer::new(&registry)?;
-    let live_gauges = LiveGauges::new(&registry)?;
+    let (registry, metrics, grpc_metrics, live_gauges) =
+        register_metrics().map_err(taskcast_serving::Error::from)?;
     let publisher = Publisher::default();
     if let Err(e) = publisher.refresh(&db).await {
         tracing::warn!(error = %e, "loading the active model at startup failed; will retry");
@@ -98,18 +98,10 @@ pub async fn run(
     // Kept to wait for an interrupted run to record its end at shutdown.
     let runner_at_exit = runner.clone();
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (health_reporter, health_service) = taskcast_serving::grpc::health();
     health_reporter
         .set_serving::<TrainerServer<TrainerService>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
 
     // Scrapes read gauges this task sets; they never query the database.
     let live_report = (config.report_interval > 0).then(|| {
@@ -134,7 +126,7 @@ pub async fn run(
     let (drain_tx, drain_rx) = watch::channel(false);
     let metrics_task = metrics_listener.map(|l| {
         let mut rx = drain_rx.clone();
-        tokio::spawn(taskcast_proto::serve::serve_metrics(
+        tokio::spawn(taskcast_serving::metrics_endpoint::serve_metrics(
             l,
             registry.clone(),
             async move {
@@ -145,28 +137,24 @@ pub async fn run(
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let mut rx = drain_rx.clone();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
+    if tls.is_some() {
         tracing::info!("serving gRPC over TLS");
-        builder = builder.tls_config(tls)?;
     }
-    let server = builder
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(grpc_metrics)
-        .layer(AdminAuthLayer::new(ADMIN_METHODS, token))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(TrainerServer::new(service))
-        // Builder::tcp_nodelay does not reach a listener we bound ourselves;
-        // without it small responses wait out Nagle + delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = rx.wait_for(|d| *d).await;
-            },
-        );
+    let options = GrpcOptions {
+        tls,
+        admin: Some(AdminAuthLayer::new(ADMIN_METHODS, token)),
+        ..GrpcOptions::default()
+    };
+    let server = taskcast_serving::grpc::serve(
+        listener,
+        options,
+        grpc_metrics,
+        health_service,
+        Routes::new(TrainerServer::new(service)),
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        },
+    )?;
     let server = tokio::spawn(server);
 
     shutdown.await;
@@ -177,20 +165,15 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = drain_tx.send(true);
-    let result = match tokio::time::timeout(grace, server).await {
-        Ok(Ok(r)) => r.map_err(ServeError::from),
-        Ok(Err(join)) => {
+    let server = async {
+        server.await.unwrap_or_else(|join| {
             tracing::error!(error = %join, "server task failed");
             Ok(())
-        }
-        Err(_) => {
-            tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "grace period over; closing remaining calls"
-            );
-            Ok(())
-        }
+        })
     };
+    let result = taskcast_serving::grpc::drain(server, grace)
+        .await
+        .map_err(ServeError::from);
     let _ = scheduler.await;
     if let Some(t) = live_report {
         let _ = t.await;

@@ -1,0 +1,39 @@
+//! The serving plumbing both Taskcast services share, and which knows nothing
+//! about models or databases:
+//! - [`grpc`]: the gRPC server (health, reflection, TLS, TCP and HTTP/2
+//!   options, the layers below) and its bounded drain;
+//! - [`grpc_metrics`]: a tower layer counting and timing every gRPC call;
+//! - [`auth`]: a bearer-token layer guarding admin RPCs;
+//! - [`metrics_endpoint`]: the Prometheus `/metrics` and `/healthz` endpoint;
+//! - [`tls`]: reading certificates and keys;
+//! - [`logging`]: tracing setup;
+//! - [`shutdown`]: when to stop.
+//!
+//! Kept out of `taskcast-proto` so that a client of the contract does not
+//! compile a server.
+
+pub mod auth;
+pub mod grpc;
+pub mod grpc_metrics;
+pub mod logging;
+pub mod metrics_endpoint;
+pub mod shutdown;
+pub mod tls;
+
+/// Why a server could not start or stopped abnormally; each service wraps it
+/// in its own error beside what only it can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Metrics could not be registered (a programming error).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Reflection could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A TLS certificate or key could not be read.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsFileError),
+}
