@@ -33,7 +33,6 @@ use std::time::Duration;
 use taskcast_proto::inference_server::InferenceServer;
 use taskcast_serving::grpc::GrpcOptions;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -179,18 +178,15 @@ impl App {
         // Both read files: fail before anything is spawned.
         let server_tls = config.server_tls().map_err(taskcast_serving::Error::from)?;
         let trainer_tls = config.trainer_tls()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let (stop, stopping) = taskcast_serving::shutdown::channel();
 
         let mut background = Vec::new();
         if let Some(l) = metrics_listener {
             let registry = metrics.registry.clone();
-            let stop = stopped(stop_rx.clone());
+            let stopped = stopping.clone().wait();
             background.push(tokio::spawn(async move {
                 if let Err(e) =
-                    taskcast_serving::metrics_endpoint::serve_metrics(l, registry, stop).await
+                    taskcast_serving::metrics_endpoint::serve_metrics(l, registry, stopped).await
                 {
                     tracing::error!(error = %e, "metrics endpoint failed");
                 }
@@ -203,7 +199,7 @@ impl App {
                 config.replica(),
                 Arc::clone(&slot),
                 Arc::clone(&metrics),
-                stop_rx.clone(),
+                stopping.clone(),
             )));
         }
 
@@ -232,7 +228,7 @@ impl App {
             metrics.grpc.clone(),
             health_service,
             Routes::new(inference),
-            stopped(stop_rx.clone()),
+            stopping.wait(),
         )?;
         tokio::pin!(server);
         tokio::pin!(shutdown);
@@ -243,14 +239,14 @@ impl App {
                 tracing::info!(grace = ?config.shutdown_grace(), "shutting down: draining in-flight requests");
                 // Tell balancers first, then stop accepting and drain.
                 slot.set_not_serving().await;
-                let _ = stop_tx.send(true);
+                stop.send();
                 taskcast_serving::grpc::drain(&mut server, config.shutdown_grace()).await
             }
         };
-        let _ = stop_tx.send(true);
+        stop.send();
         drop(health);
         for task in background {
-            // Background tasks watch `stop`; a short bound keeps a stuck one from holding exit.
+            // Background tasks watch the shutdown signal; a short bound keeps a stuck one from holding exit.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         tracing::info!("inference stopped");

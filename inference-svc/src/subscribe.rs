@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use taskcast_proto::WatchModelsRequest;
 use taskcast_proto::trainer_client::TrainerClient;
-use tokio::sync::watch;
+use taskcast_serving::backoff::Backoff;
+use taskcast_serving::shutdown::Shutdown;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::metrics::Metrics;
@@ -22,37 +23,7 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
-/// Exponential backoff with "equal jitter": half the delay is fixed, half
-/// random, so retries spread out but never collapse to zero.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: BACKOFF_START,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before the next attempt; doubles up to [`BACKOFF_CAP`].
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(BACKOFF_CAP);
-        let half = d / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-
-    /// Back to the first delay (after a connection that worked).
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_START;
-    }
-}
-
-/// Follows the trainer at `url` until `stop` turns true; `tls` (from
+/// Follows the trainer at `url` until `shutdown`; `tls` (from
 /// [`crate::Config::trainer_tls`]) for an https:// trainer.
 pub async fn follow_trainer(
     url: String,
@@ -60,12 +31,12 @@ pub async fn follow_trainer(
     replica: String,
     slot: Arc<ModelSlot>,
     metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP).with_jitter();
     let mut attempts: u64 = 0;
     loop {
-        if *stop.borrow() {
+        if shutdown.is_shutdown() {
             break;
         }
         if attempts > 0 {
@@ -81,12 +52,12 @@ pub async fn follow_trainer(
                     Err(e) => tracing::warn!(trainer = %url, error = %e, "trainer subscription failed; reconnecting"),
                 }
             }
-            _ = stop.wait_for(|s| *s) => break,
+            () = shutdown.recv() => break,
         }
         let delay = backoff.next_delay();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => break,
+            () = shutdown.recv() => break,
         }
     }
     metrics.trainer_connected.set(0);
@@ -148,23 +119,4 @@ async fn watch_once(
         let _ = slot.try_swap(artifact.onnx, Some(artifact.sha256)).await;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_cap_with_jitter_and_resets() {
-        let mut b = Backoff::default();
-        let d0 = b.next_delay();
-        assert!(d0 >= BACKOFF_START / 2 && d0 <= BACKOFF_START);
-        for _ in 0..20 {
-            let d = b.next_delay();
-            assert!(d <= BACKOFF_CAP && d >= Duration::from_millis(50));
-        }
-        assert!(b.next_delay() >= BACKOFF_CAP / 2);
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_START);
-    }
 }

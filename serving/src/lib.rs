@@ -7,12 +7,14 @@
 //! - [`metrics_endpoint`]: the Prometheus `/metrics` and `/healthz` endpoint;
 //! - [`tls`]: reading certificates and keys;
 //! - [`logging`]: tracing setup;
-//! - [`shutdown`]: when to stop.
+//! - [`shutdown`]: when to stop, one signal for every task of a server;
+//! - [`backoff`]: growing pauses between retries.
 //!
 //! Kept out of `taskcast-proto` so that a client of the contract does not
 //! compile a server.
 
 pub mod auth;
+pub mod backoff;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod logging;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use taskcast_contract::runtime::OnnxModel;
+use taskcast_serving::backoff::Backoff;
+use taskcast_serving::shutdown::Shutdown;
 use tokio::sync::{Mutex, watch};
 
 use crate::db::{
@@ -83,18 +85,18 @@ pub struct Runner {
     metrics: TrainerMetrics,
     current: Mutex<Option<Current>>,
     live: std::sync::Mutex<BTreeMap<String, watch::Receiver<RunRecord>>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl Runner {
-    /// A runner; `shutdown` flips to true when the service stops, which
-    /// abandons a run in progress without publishing anything.
+    /// A runner; `shutdown` abandons a run in progress without publishing
+    /// anything.
     pub fn new(
         db: Db,
         publisher: Publisher,
         config: RunnerConfig,
         metrics: TrainerMetrics,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Arc<Runner> {
         Arc::new(Runner {
             db,
@@ -292,7 +294,7 @@ impl Runner {
         let mut shutdown = self.shutdown.clone();
         let trained = tokio::select! {
             r = async { tokio::join!(work, relay).0 } => r?,
-            _ = shutdown.wait_for(|s| *s) => return Err(RunFailure::Shutdown),
+            () = shutdown.recv() => return Err(RunFailure::Shutdown),
         };
         self.progress(
             id,
@@ -407,13 +409,12 @@ impl Runner {
         // RUNNING until the next run's stale-run recovery. Bounded (~6 s), so
         // a database that stays down does not hold the training lock.
         let mut written = self.db.update_run(id, &update).await;
-        let mut pause = Duration::from_millis(200);
+        let mut pauses = Backoff::new(Duration::from_millis(200), Duration::from_millis(3200));
         for _ in 0..5 {
             if written.is_ok() {
                 break;
             }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
+            tokio::time::sleep(pauses.next_delay()).await;
             written = self.db.update_run(id, &update).await;
         }
         match written {
@@ -450,7 +451,8 @@ impl Runner {
     /// the watermark. Runs until shutdown.
     pub async fn schedule(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
-        let mut backoff = self.config.retry_backoff;
+        let retry = self.config.retry_backoff;
+        let mut backoff = Backoff::new(retry, retry * 32);
         let mut not_before = tokio::time::Instant::now();
         let mut first = true;
         loop {
@@ -463,10 +465,9 @@ impl Runner {
                         Ok(rec) => {
                             let outcome = self.wait_for_end(&rec.id).await;
                             if outcome == Some(RunState::Failed) {
-                                not_before = tokio::time::Instant::now() + backoff;
-                                backoff = (backoff * 2).min(self.config.retry_backoff * 32);
+                                not_before = tokio::time::Instant::now() + backoff.next_delay();
                             } else {
-                                backoff = self.config.retry_backoff;
+                                backoff.reset();
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "automatic run not started"),
@@ -478,7 +479,7 @@ impl Runner {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                () = shutdown.recv() => return,
             }
         }
     }
@@ -506,7 +507,7 @@ impl Runner {
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
             r = rx.wait_for(|r| r.state.is_terminal()) => r.ok().map(|r| r.state),
-            _ = shutdown.wait_for(|s| *s) => None,
+            () = shutdown.recv() => None,
         }
     }
 }

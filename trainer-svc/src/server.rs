@@ -10,7 +10,6 @@ use taskcast_serving::auth::{AdminAuthLayer, AdminTokenError};
 use taskcast_serving::grpc::GrpcOptions;
 use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::config::ServeConfig;
@@ -86,13 +85,13 @@ pub async fn run(
         tracing::warn!(error = %e, "loading the active model at startup failed; will retry");
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stopping) = taskcast_serving::shutdown::channel();
     let runner = Runner::new(
         db.clone(),
         publisher.clone(),
         config.runner(),
         metrics.clone(),
-        stop_rx.clone(),
+        stopping.clone(),
     );
     let scheduler = tokio::spawn(runner.clone().schedule());
     // Kept to wait for an interrupted run to record its end at shutdown.
@@ -111,7 +110,7 @@ pub async fn run(
             config.report_window(),
             config.drift(),
             Duration::from_secs(config.report_interval),
-            stop_rx.clone(),
+            stopping.clone(),
         ))
     });
 
@@ -121,22 +120,17 @@ pub async fn run(
         publisher,
         metrics,
         config.drift(),
-        stop_rx.clone(),
+        stopping.clone(),
     );
-    let (drain_tx, drain_rx) = watch::channel(false);
     let metrics_task = metrics_listener.map(|l| {
-        let mut rx = drain_rx.clone();
         tokio::spawn(taskcast_serving::metrics_endpoint::serve_metrics(
             l,
             registry.clone(),
-            async move {
-                let _ = rx.wait_for(|d| *d).await;
-            },
+            stopping.clone().wait(),
         ))
     });
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let mut rx = drain_rx.clone();
     if tls.is_some() {
         tracing::info!("serving gRPC over TLS");
     }
@@ -151,9 +145,7 @@ pub async fn run(
         grpc_metrics,
         health_service,
         Routes::new(TrainerServer::new(service)),
-        async move {
-            let _ = rx.wait_for(|d| *d).await;
-        },
+        stopping.wait(),
     )?;
     let server = tokio::spawn(server);
 
@@ -163,8 +155,7 @@ pub async fn run(
     health_reporter
         .set_not_serving::<TrainerServer<TrainerService>>()
         .await;
-    let _ = stop_tx.send(true);
-    let _ = drain_tx.send(true);
+    stop.send();
     let server = async {
         server.await.unwrap_or_else(|join| {
             tracing::error!(error = %join, "server task failed");

@@ -13,7 +13,7 @@ use taskcast_proto::{
     ModelReportRequest, ModelReportResponse, ModelVersion, PromoteRequest, RollbackRequest,
     TrainRequest, TrainingRun, WatchModelsRequest,
 };
-use tokio::sync::watch;
+use taskcast_serving::shutdown::Shutdown;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
@@ -38,7 +38,7 @@ pub struct TrainerService {
     publisher: Publisher,
     metrics: TrainerMetrics,
     drift: DriftConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl TrainerService {
@@ -50,7 +50,7 @@ impl TrainerService {
         publisher: Publisher,
         metrics: TrainerMetrics,
         drift: DriftConfig,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Self {
         TrainerService {
             db,
@@ -68,10 +68,7 @@ impl TrainerService {
         &self,
         s: impl Stream<Item = Result<T, Status>> + Send + 'static,
     ) -> BoxStream<T> {
-        let mut shutdown = self.shutdown.clone();
-        Box::pin(s.take_until(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        }))
+        Box::pin(s.take_until(self.shutdown.clone().wait()))
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use prometheus::{Gauge, GaugeVec, Opts, Registry};
-use tokio::sync::watch;
+use taskcast_serving::shutdown::Shutdown;
 
 use super::{DriftConfig, Report, ReportRequest, compute};
 use crate::db::Db;
@@ -154,7 +154,7 @@ impl LiveGauges {
     }
 }
 
-/// Refreshes `gauges` now and then every `interval` until `stop` turns true.
+/// Refreshes `gauges` now and then every `interval` until `shutdown`.
 /// A failed refresh is logged and keeps the previous figures.
 pub async fn refresh_periodically(
     db: Db,
@@ -162,7 +162,7 @@ pub async fn refresh_periodically(
     request: ReportRequest,
     drift: DriftConfig,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut flagged: BTreeSet<String> = BTreeSet::new();
     let mut ticker = tokio::time::interval(interval);
@@ -171,13 +171,13 @@ pub async fn refresh_periodically(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = shutdown.recv() => return,
         }
         let started = Instant::now();
         // A refresh on a large window must not hold up shutdown.
         let result = tokio::select! {
             r = compute(&db, &request, &drift) => r,
-            _ = stop.wait_for(|s| *s) => return,
+            () = shutdown.recv() => return,
         };
         match result {
             Ok(report) => {
