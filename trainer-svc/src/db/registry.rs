@@ -9,7 +9,6 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DerivePartialModel, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
-use sha2::{Digest, Sha256};
 
 use super::entities::{model_version, promotion};
 use super::{Db, DbError, DbResult, metrics_from_json, metrics_to_json, to_i64, to_u64};
@@ -199,7 +198,7 @@ impl Db {
             )));
         }
         let now = Utc::now();
-        let sha256 = hex::encode(Sha256::digest(&new.onnx));
+        let sha256 = taskcast_contract::artifact::sha256_hex(&new.onnx);
         let size = new.onnx.len() as u64;
         let am = model_version::ActiveModel {
             version: Set(new.version.clone()),
