@@ -1,13 +1,16 @@
 """Tests for the example client.
 
 Offline (always run): the code generated from proto/ imports, the client covers
-every RPC, and against an in-process fake server it sends the bearer token and
-takes only the first WatchModels message.
+every RPC and gives each a token role, and against an in-process fake server it
+sends the admin token on admin calls only and takes only the first WatchModels
+message. test_transport.py (tokens per role, TLS, deadlines, receive limit) and
+test_stubs.py (the generated-code cache) hold the rest of the offline tests.
 
 Live (run by the Rust end-to-end harness, which starts the real services and
 sets TASKCAST_INFERENCE_ADDR / TASKCAST_TRAINER_ADDR, and TASKCAST_ADMIN_TOKEN
-when the trainer is started with one): real assertions on real responses.
-Skipped only when those variables are unset.
+when the trainer is started with one; TASKCAST_READER_TOKEN and
+TASKCAST_REPLICA_TOKEN when it has those roles): real assertions on real
+responses. Skipped only when the addresses are unset.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import grpc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import client  # noqa: E402  (generates gen/ on import when needed)
+import client  # noqa: E402  (generates the stubs into the cache on first import)
 from client import inf, inf_grpc, trn, trn_grpc  # noqa: E402
 
 INFERENCE_ADDR = os.environ.get("TASKCAST_INFERENCE_ADDR")
 TRAINER_ADDR = os.environ.get("TASKCAST_TRAINER_ADDR")
 ADMIN_TOKEN = os.environ.get("TASKCAST_ADMIN_TOKEN")
+READER_TOKEN = os.environ.get("TASKCAST_READER_TOKEN")
+REPLICA_TOKEN = os.environ.get("TASKCAST_REPLICA_TOKEN")
 
 needs_inference = pytest.mark.skipif(not INFERENCE_ADDR, reason="TASKCAST_INFERENCE_ADDR not set (set by the e2e harness)")
 needs_trainer = pytest.mark.skipif(not TRAINER_ADDR, reason="TASKCAST_TRAINER_ADDR not set (set by the e2e harness)")
@@ -55,15 +60,10 @@ def test_generated_code_matches_protos():
     for rpc, method in CLIENT_METHOD.items():
         assert callable(getattr(client.TaskcastClient, method)), rpc
     assert inf.DESCRIPTOR.package == "taskcast.v1"
-
-
-def test_generation_is_from_proto_dir(tmp_path, monkeypatch):
-    # Regenerate into a fresh directory from proto/ alone and compare the descriptor.
-    monkeypatch.setattr(client, "GEN", tmp_path)
-    out = client.generate(force=True)
-    assert (out / "taskcast/v1/inference_pb2_grpc.py").is_file()
-    assert (out / "taskcast/v1/trainer_pb2.py").read_bytes() == (
-        Path(client.__file__).parent / "gen/taskcast/v1/trainer_pb2.py").read_bytes()
+    # ... and a decision on which token it carries, if any.
+    assert set(client.ROLE) == rpcs
+    assert {rpc for rpc, role in client.ROLE.items() if role is None} == {
+        "Inference.Predict", "Inference.Recommend", "Inference.GetModel"}
 
 
 def test_example_history_is_oldest_first_and_valid():
@@ -77,20 +77,32 @@ def test_example_history_is_oldest_first_and_valid():
 
 def test_target_accepts_urls():
     assert client._target("http://127.0.0.1:50051/") == "127.0.0.1:50051"
+    assert client._target("https://trainer.example:50052") == "trainer.example:50052"
     assert client._target("localhost:50052") == "localhost:50052"
+    assert client._target("dns:///inference.ns.svc.cluster.local:50051") == (
+        "dns:///inference.ns.svc.cluster.local:50051")
+
+
+def _auth(context) -> str:
+    return dict(context.invocation_metadata()).get("authorization", "<none>")
 
 
 class _FakeInference(inf_grpc.InferenceServicer):
     """Echoes the authorization header as the model version."""
 
     def GetModel(self, request, context):
-        md = dict(context.invocation_metadata())
-        return inf.ModelInfo(version=md.get("authorization", "<none>"))
+        return inf.ModelInfo(version=_auth(context))
 
 
 class _FakeTrainer(trn_grpc.TrainerServicer):
     def __init__(self):
         self.sent = 0
+
+    def Train(self, request, context):
+        return trn.TrainingRun(id=_auth(context))
+
+    def ListModels(self, request, context):
+        return trn.ListModelsResponse(models=[trn.ModelVersion(version=_auth(context))])
 
     def WatchModels(self, request, context):
         for i in range(1000):  # endless for practical purposes; the client must stop after one
@@ -114,12 +126,17 @@ def fake_server():
         server.stop(grace=None)
 
 
-def test_bearer_token_is_sent(fake_server):
+def test_admin_token_is_sent_on_admin_calls_only(fake_server):
     addr, _ = fake_server
-    with client.TaskcastClient(inference=addr, token="s3cret") as tc:
-        assert tc.get_model().version == "Bearer s3cret"
-    with client.TaskcastClient(inference=f"http://{addr}") as tc:
+    with client.TaskcastClient(inference=addr, trainer=addr, token="s3cret") as tc:
+        assert tc.train().id == "Bearer s3cret"
+        assert tc.get_model().version == "<none>", "inference calls carry no token"
+        assert tc.list_models().models[0].version == "<none>", "read calls carry the reader token only"
+    with client.TaskcastClient(inference=addr, trainer=addr, token="s3cret", reader_token="r34d") as tc:
+        assert tc.list_models().models[0].version == "Bearer r34d"
+    with client.TaskcastClient(inference=f"http://{addr}", trainer=addr) as tc:
         assert tc.get_model().version == "<none>"
+        assert tc.train().id == "<none>"
 
 
 def test_watch_models_first_takes_one_message(fake_server):
@@ -140,7 +157,8 @@ def test_cli_reports_rpc_errors(capsys):
 
 @pytest.fixture(scope="module")
 def live():
-    with client.TaskcastClient(INFERENCE_ADDR, TRAINER_ADDR, token=ADMIN_TOKEN, timeout=30) as tc:
+    with client.TaskcastClient(INFERENCE_ADDR, TRAINER_ADDR, token=ADMIN_TOKEN, reader_token=READER_TOKEN,
+                               replica_token=REPLICA_TOKEN, timeout=30) as tc:
         yield tc
 
 
@@ -218,10 +236,17 @@ def test_list_models_and_watch_first(live):
 
 @needs_trainer
 def test_model_report(live):
-    # A read RPC: no token needed. The harness's backend stores no predictions,
-    # so the report may list no version; the window comes back as applied.
-    with client.TaskcastClient(trainer=TRAINER_ADDR) as anon:
-        resp = anon.model_report(last_days=30)
+    # A read RPC: the reader token when the trainer has that role, else none.
+    # The harness's backend stores no predictions, so the report may list no
+    # version; the window comes back as applied.
+    with client.TaskcastClient(trainer=TRAINER_ADDR, reader_token=READER_TOKEN) as reader:
+        resp = reader.model_report(last_days=30)
+    if READER_TOKEN:
+        # The admin token is not a reader token, and nothing is sent without one.
+        with client.TaskcastClient(trainer=TRAINER_ADDR, token=ADMIN_TOKEN) as admin_only:
+            with pytest.raises(grpc.RpcError) as err:
+                admin_only.model_report(last_days=30)
+            assert err.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
     assert resp.last_days == 30 and resp.stuck_window == 5
     assert resp.generated_at.seconds > 0
     assert all(v.version and v.rows > 0 for v in resp.versions)
