@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::dataset::{HOLDOUT_SHARE, MIN_HOLDOUT_ATTEMPTS};
 use crate::evaluate::Scored;
 use crate::metrics::MetricSet;
 
@@ -95,9 +96,15 @@ pub fn decide(
     baselines: &BTreeMap<String, MetricSet>,
 ) -> Verdict {
     if holdout_rows < config.min_holdout_rows {
+        // Say where hold-out rows come from, so the data's owner knows what
+        // is missing (data of only short learners has none at all).
         return Verdict::Reject(format!(
-            "only {holdout_rows} hold-out rows; at least {} are needed to judge a model",
-            config.min_holdout_rows
+            "only {holdout_rows} hold-out rows, fewer than the {} needed to judge a model \
+             (the hold-out is the last {:.0} % of each learner's attempts, from learners \
+             with at least {min} attempts): need more learners with at least {min} attempts",
+            config.min_holdout_rows,
+            HOLDOUT_SHARE * 100.0,
+            min = MIN_HOLDOUT_ATTEMPTS,
         ));
     }
     match candidate.p_std {

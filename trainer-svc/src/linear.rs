@@ -30,11 +30,33 @@ pub enum FitError {
     #[error("no training rows")]
     Empty,
     /// Every training row has the same outcome.
-    #[error("every training row has the same outcome; correctness cannot be learned")]
-    OneClass,
+    #[error(
+        "every training row is {}: correctness cannot be learned without some {} answers",
+        outcome(*.correct),
+        outcome(!*.correct)
+    )]
+    OneClass {
+        /// The one outcome there is.
+        correct: bool,
+    },
     /// linfa refused the problem.
     #[error("linfa: {0}")]
     Linfa(String),
+}
+
+fn outcome(correct: bool) -> &'static str {
+    if correct { "correct" } else { "incorrect" }
+}
+
+/// [`FitError::OneClass`] when every row has the same outcome.
+pub fn check_both_outcomes(rows: &Rows) -> Result<(), FitError> {
+    let positives = rows.correct.iter().filter(|c| **c).count();
+    if positives == 0 || positives == rows.len() {
+        return Err(FitError::OneClass {
+            correct: positives > 0,
+        });
+    }
+    Ok(())
 }
 
 /// Per-feature mean and scale, and the columns the regressions may use.
@@ -196,10 +218,7 @@ pub fn fit(rows: &Rows, alpha: f64, learn_time: bool) -> Result<LinearModel, Fit
         return Err(FitError::Empty);
     }
     let all: Vec<usize> = (0..rows.len()).collect();
-    let positives = rows.correct.iter().filter(|c| **c).count();
-    if positives == 0 || positives == rows.len() {
-        return Err(FitError::OneClass);
-    }
+    check_both_outcomes(rows)?;
     let (scaling, fitted) = fit_logistic(rows, &all, alpha)?;
     // linfa's "positive" class is the more frequent label, not `true`: flip
     // when `false` is positive, or the model would predict the complement.

@@ -126,12 +126,14 @@ pub enum TrainError {
         skipped: u64,
     },
     /// The fit failed.
-    #[error("fitting {family}: {source}")]
+    // The cause is in the message rather than a `#[source]` (a field named
+    // `source` is one), which `{:#}` would print a second time.
+    #[error("fitting {family}: {error}")]
     Fit {
         /// Family.
         family: Family,
         /// Cause.
-        source: FitError,
+        error: FitError,
     },
     /// Writing the artifact failed.
     #[error(transparent)]
@@ -215,9 +217,9 @@ pub fn fit_and_judge(
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Trained, TrainError> {
     progress(Phase::Fitting, 0.0);
-    let fitted = Fitted::fit(spec.family, ds, &spec.fit).map_err(|source| TrainError::Fit {
+    let fitted = Fitted::fit(spec.family, ds, &spec.fit).map_err(|error| TrainError::Fit {
         family: spec.family,
-        source,
+        error,
     })?;
 
     progress(Phase::Evaluating, 0.0);

@@ -16,7 +16,7 @@ use super::EMBEDDINGS;
 pub struct Standardiser {
     /// Training mean per feature.
     pub mean: [f32; FEATURE_COUNT],
-    /// `1/std` per feature (1 for constant columns).
+    /// `1/std` per feature (0 for constant columns).
     pub inv_std: [f32; FEATURE_COUNT],
 }
 
@@ -47,8 +47,13 @@ impl Standardiser {
             mean: mean.map(|m| m as f32),
             inv_std: sq.map(|s| {
                 let sd = (s / n).sqrt();
-                // A constant column carries nothing; leave it centred at 0.
-                if sd < 1e-6 { 1.0 } else { (1.0 / sd) as f32 }
+                // A column constant in training carries nothing, and its
+                // first-layer weights never get a gradient: they stay at their
+                // random initial values. Scaling it by 0 keeps it out of the
+                // network when it does vary in serving (times or item ids in
+                // requests to a model trained on data without them), rather
+                // than let untrained weights move every prediction.
+                if sd < 1e-6 { 0.0 } else { (1.0 / sd) as f32 }
             }),
         }
     }

@@ -550,10 +550,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     if rows.is_empty() {
         return Err(FitError::Empty);
     }
-    let positives = rows.correct.iter().filter(|c| **c).count();
-    if positives == 0 || positives == rows.len() {
-        return Err(FitError::OneClass);
-    }
+    crate::linear::check_both_outcomes(rows)?;
     let (maps, vocab) = vocabularies(ds, cfg);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
