@@ -45,10 +45,11 @@ pub const HOLDOUT_SHARE: f64 = 0.2;
 /// to a model trained without items closes.
 pub const ITEMLESS_TRAIN_SHARE: f64 = 0.25;
 
-/// Whether training row `i` of the learner keyed `user_key` is featurised
-/// without items: a splitmix64 hash of both, so the choice is stable and
+/// Whether training row `i` (position among the learner's usable attempts)
+/// of the learner keyed `user_key` is featurised without items, when the
+/// learner has any: a splitmix64 hash of both, so the choice is stable and
 /// spread evenly over positions and learners.
-fn hides_items(user_key: u64, i: usize) -> bool {
+pub fn hides_items(user_key: u64, i: usize) -> bool {
     let mut z = user_key ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
