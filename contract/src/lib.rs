@@ -1,4 +1,7 @@
 //! What training and serving must agree on, in one place:
+//! - [`task`]: one completed task, as every source yields it (the
+//!   `completed_tasks` table, a CSV file, the simulator), and what makes one
+//!   unusable;
 //! - [`features`]: the feature code (one pure function per row, documented formulas);
 //! - [`keymap`]: fast maps keyed by label keys;
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
@@ -18,6 +21,7 @@ pub mod onnx;
 pub mod priors;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod task;
 
 pub use artifact::{Artifact, ArtifactError, IndexField, IndexInput, ModelMetadata};
 pub use features::{
@@ -25,3 +29,4 @@ pub use features::{
     Features, RowKeys,
 };
 pub use priors::{PriorTable, Priors, Stat};
+pub use task::{RowProblem, TaskRow};

@@ -37,7 +37,7 @@ pub enum Error {
     Args(#[from] args::ArgsError),
     /// The simulator refused its configuration.
     #[error("simulator: {0}")]
-    Sim(#[from] trainer_svc::sim::SimError),
+    Sim(#[from] taskcast_sim::SimError),
     /// Connecting or pacing failed.
     #[error(transparent)]
     Drive(#[from] DriveError),

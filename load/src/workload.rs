@@ -8,7 +8,7 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskcast_proto::{Attempt, Candidate, PredictRequest};
-use trainer_svc::sim::{SimConfig, SimError, Simulator};
+use taskcast_sim::{SimConfig, SimError, Simulator};
 
 /// What to generate.
 #[derive(Clone, Copy, Debug)]

@@ -13,17 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use taskcast_contract::TaskRow;
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{
     Attempt, Candidate, GetModelRequest, ListModelsRequest, PredictRequest, PromoteRequest,
     RollbackRequest,
 };
+use taskcast_sim::{SimConfig, Simulator};
 use tonic::transport::Channel;
 use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
-use trainer_svc::rows::TaskRow;
-use trainer_svc::sim::{SimConfig, Simulator};
 
 mod support;
 use support::{InferenceProc, TOKEN, TrainerProc, admin, binary, connect, workspace};

@@ -27,6 +27,7 @@ use taskcast_proto::{
     Attempt, Candidate, GetModelRequest, GetTrainingRunRequest, ListModelsRequest, PredictRequest,
     PromoteRequest, RollbackRequest, TrainRequest, WatchModelsRequest,
 };
+use taskcast_sim::{SimConfig, Simulator};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -34,7 +35,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, PromotionKind, RunRecord, RunState};
-use trainer_svc::sim::{SimConfig, Simulator};
 
 /// Runs one test body in its own directory with a time bound; on failure
 /// prints the tail of every process log.
@@ -65,7 +65,7 @@ fn sim_rows(
     seed: u64,
     learners: usize,
     attempts: usize,
-) -> Result<Vec<trainer_svc::rows::TaskRow>> {
+) -> Result<Vec<taskcast_contract::TaskRow>> {
     Ok(Simulator::new(SimConfig {
         seed,
         learners,

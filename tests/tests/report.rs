@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use taskcast_contract::TaskRow;
 use taskcast_contract::artifact::Artifact;
 use taskcast_contract::linear::LinearModel;
 use taskcast_contract::{FEATURE_COUNT, FEATURE_SCHEMA};
@@ -20,11 +21,10 @@ use taskcast_proto::{
     Attempt, Candidate, GetModelRequest, ListModelsRequest, ModelReportRequest, PredictRequest,
     PromoteRequest, VersionReport,
 };
+use taskcast_sim::{SimConfig, Simulator};
 use tonic::transport::Channel;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, NewModelVersion, StoredPrediction};
-use trainer_svc::rows::TaskRow;
-use trainer_svc::sim::{SimConfig, Simulator};
 
 mod support;
 use support::{InferenceProc, TrainerProc, admin, connect, dump_logs, metadata, test_dir};

@@ -39,9 +39,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDateTime};
 use flate2::read::MultiGzDecoder;
+use taskcast_contract::{RowProblem, TaskRow};
 
 use crate::db::completed_at_from_ms;
-use crate::rows::{RowProblem, TaskRow};
 
 /// The columns every file must have.
 pub const REQUIRED_COLUMNS: [&str; 6] = ["user_id", "item_id", "topic", "correct", "seconds", "ts"];

@@ -13,9 +13,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use taskcast_contract::TaskRow;
+
 use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::db::{Db, DbError, INSERT_BATCH};
-use crate::rows::TaskRow;
 
 /// Batches parsed ahead of the database.
 const CHANNEL_BATCHES: usize = 4;

@@ -17,11 +17,14 @@ pub mod offline;
 pub mod pipeline;
 pub mod publisher;
 pub mod report;
-pub mod rows;
+/// The completed-task row, now in `taskcast_contract::task` so the
+/// simulator needs no trainer.
+pub mod rows {
+    pub use taskcast_contract::task::{RowProblem, TaskRow};
+}
 pub mod runner;
 pub mod server;
 pub mod service;
-pub mod sim;
 pub mod source;
 pub mod telemetry;
 pub mod time_support;

@@ -322,19 +322,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             attempts,
             seed,
         } => {
-            let config = trainer_svc::sim::SimConfig {
+            let config = taskcast_sim::SimConfig {
                 seed,
                 learners,
                 attempts_per_learner: attempts,
                 ..Default::default()
             };
-            let rows = trainer_svc::sim::Simulator::new(config)?.generate();
+            let rows = taskcast_sim::Simulator::new(config)?.generate();
             if out.as_os_str() == "-" {
-                trainer_svc::sim::write_csv(&rows, std::io::stdout().lock())?;
+                taskcast_sim::write_csv(&rows, std::io::stdout().lock())?;
             } else {
                 let file = std::fs::File::create(&out)
                     .with_context(|| format!("creating {}", out.display()))?;
-                trainer_svc::sim::write_csv(&rows, std::io::BufWriter::new(file))?;
+                taskcast_sim::write_csv(&rows, std::io::BufWriter::new(file))?;
                 eprintln!("wrote {} rows to {}", rows.len(), out.display());
             }
         }

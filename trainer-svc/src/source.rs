@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use taskcast_contract::TaskRow;
+
 use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::dataset::{LearnerSource, MemorySource, SourceError};
 use crate::db::Db;
-use crate::rows::TaskRow;
 
 /// Rows per database page: large enough to amortise a query, small enough
 /// that a page is a few MB.

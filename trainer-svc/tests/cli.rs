@@ -180,7 +180,7 @@ async fn report_json_text_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let t = TestDb::sqlite().unwrap();
     let db = Db::connect(t.url()).await.unwrap();
-    let mut sim = trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+    let mut sim = taskcast_sim::Simulator::new(taskcast_sim::SimConfig {
         seed: 5,
         learners: 30,
         attempts_per_learner: 20,
@@ -260,8 +260,8 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Simulated learners' rows, as a real export writes them.
-fn sim_rows(learners: usize, attempts: usize) -> Vec<trainer_svc::rows::TaskRow> {
-    trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+fn sim_rows(learners: usize, attempts: usize) -> Vec<taskcast_contract::TaskRow> {
+    taskcast_sim::Simulator::new(taskcast_sim::SimConfig {
         seed: 21,
         learners,
         attempts_per_learner: attempts,
@@ -272,7 +272,7 @@ fn sim_rows(learners: usize, attempts: usize) -> Vec<trainer_svc::rows::TaskRow>
 }
 
 /// One CSV line of `r` with `ts` as given (the simulator's fields need no quoting).
-fn csv_line(r: &trainer_svc::rows::TaskRow, ts: &str) -> String {
+fn csv_line(r: &taskcast_contract::TaskRow, ts: &str) -> String {
     let line = format!(
         "{},{},{},{},{},{ts}",
         r.user_id,

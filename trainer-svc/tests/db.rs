@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use taskcast_contract::TaskRow;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{
     Db, DbError, ModelState, NewModelVersion, NewRun, PromotionKind, RunState, RunTrigger,
     RunUpdate,
 };
-use trainer_svc::rows::TaskRow;
 
 /// Runs `f` on a fresh SQLite database, then on a fresh PostgreSQL one.
 async fn on_each_backend(f: impl AsyncFn(&str)) {

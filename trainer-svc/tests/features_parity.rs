@@ -7,12 +7,15 @@
 //! earlier attempt (seconds `> 0` or not recorded), cut to the window, build
 //! the context, resolve the candidate. Training rows use out-of-fold priors
 //! (`PriorSet::folds`), recomputed the same way with the learner's fold table.
+//! The training rows `dataset::hides_items` picks are featurised as a request
+//! without item ids would be, so they are recomputed from the attempts with
+//! their items removed.
 
 use proptest::prelude::*;
+use taskcast_contract::TaskRow;
 use taskcast_contract::features::{label_key, window};
 use taskcast_contract::{CandidateKey, Event, FeatureContext, PriorTable, RowKeys};
 use trainer_svc::dataset::{self, MemorySource, PriorSet};
-use trainer_svc::rows::TaskRow;
 
 const LEARNERS: [&str; 5] = ["a", "b", "ü-learner", "学生", "learner with space"];
 const TOPICS: [&str; 6] = ["", "fractions", "Fractions", "ß", "🙂", "algebra"];
@@ -118,9 +121,23 @@ fn check(rows: Vec<TaskRow>, w: u32) -> Result<(), TestCaseError> {
         }
         let split = usable.len() - dataset::holdout_len(usable.len());
         let fold = &folds[dataset::fold_of(&usable[0].user_id)];
+        let has_items = usable
+            .iter()
+            .any(|r| r.item_id.as_deref().is_some_and(|s| !s.is_empty()));
+        let itemless_rows: Vec<TaskRow> = usable
+            .iter()
+            .map(|r| TaskRow {
+                item_id: None,
+                ..(*r).clone()
+            })
+            .collect();
+        let itemless: Vec<&TaskRow> = itemless_rows.iter().collect();
+        let user_key = label_key(&usable[0].user_id);
         for i in 0..usable.len() {
             if i < split {
-                let (want, keys) = inference_row(&usable, i, fold, w);
+                let hidden = has_items && dataset::hides_items(user_key, i);
+                let view = if hidden { &itemless } else { &usable };
+                let (want, keys) = inference_row(view, i, fold, w);
                 prop_assert!(ti < ds.train.len());
                 prop_assert_eq!(bits(ds.train.row(ti)), bits(&want), "training row {}", ti);
                 prop_assert_eq!(ds.train.keys[ti], keys);
@@ -161,7 +178,7 @@ proptest! {
 /// items) and long learners, so the property is known to cover them.
 #[test]
 fn simulated_history_parity() {
-    let mut sim = trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+    let mut sim = taskcast_sim::Simulator::new(taskcast_sim::SimConfig {
         seed: 5,
         learners: 30,
         attempts_per_learner: 40,

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use taskcast_contract::TaskRow;
 use trainer_svc::csv_source::{CsvError, CsvSource, TsUnit};
 use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::import::{ImportError, ImportOptions, import_csv};
-use trainer_svc::rows::TaskRow;
 
 const STRICT: ImportOptions = ImportOptions {
     ts_unit: TsUnit::S,
@@ -302,7 +302,7 @@ fn fractional_unix_seconds_and_other_forms() {
 /// What the simulator writes reads back to the same rows, to the millisecond.
 #[test]
 fn simulated_csv_round_trips() {
-    let rows = trainer_svc::sim::Simulator::new(trainer_svc::sim::SimConfig {
+    let rows = taskcast_sim::Simulator::new(taskcast_sim::SimConfig {
         seed: 11,
         learners: 20,
         attempts_per_learner: 15,
@@ -311,7 +311,7 @@ fn simulated_csv_round_trips() {
     .unwrap()
     .generate();
     let mut out = Vec::new();
-    trainer_svc::sim::write_csv(&rows, &mut out).unwrap();
+    taskcast_sim::write_csv(&rows, &mut out).unwrap();
     let read: Vec<TaskRow> = CsvSource::from_reader(std::io::Cursor::new(out))
         .unwrap()
         .map(|r| r.unwrap().1)

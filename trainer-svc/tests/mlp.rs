@@ -9,12 +9,12 @@ use taskcast_contract::runtime::{self, OnnxModel, Output};
 use taskcast_contract::{
     Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata, RowKeys,
 };
+use taskcast_sim::{SimConfig, Simulator};
 use trainer_svc::dataset::{Dataset, MemorySource, load};
 use trainer_svc::evaluate;
 use trainer_svc::family::{Family, FitOptions, Fitted};
 use trainer_svc::mlp::{self, Architecture, Mlp, MlpConfig};
 use trainer_svc::pipeline::max_difference;
-use trainer_svc::sim::{SimConfig, Simulator};
 
 fn dataset(learners: usize, attempts: usize, missing_seconds_prob: f64) -> Dataset {
     let rows = Simulator::new(SimConfig {

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use taskcast_contract::TaskRow;
 use taskcast_proto::ModelReportRequest;
 use tonic::Code;
 use trainer_svc::db::{Db, NewModelVersion, OutcomeRow, StoredPrediction};
@@ -14,7 +15,6 @@ use trainer_svc::report::accumulate::{TimePoint, VersionAccumulator};
 use trainer_svc::report::drift::{DriftConfig, reasons};
 use trainer_svc::report::plots::{reliability_bins, spread_histogram, time_band, write_all};
 use trainer_svc::report::{PlotData, ReportError, ReportRequest};
-use trainer_svc::rows::TaskRow;
 
 use support::*;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use taskcast_contract::Artifact;
+use taskcast_contract::TaskRow;
 use taskcast_proto::{
     GetTrainingRunRequest, ListModelsRequest, ModelArtifact, ModelVersion, PromoteRequest,
     RollbackRequest, TrainRequest, TrainingRun, WatchModelsRequest,
@@ -15,12 +16,11 @@ use taskcast_proto::{
 use tonic::Code;
 use tonic::Streaming;
 use trainer_svc::db::{Db, RunState, RunTrigger};
-use trainer_svc::rows::TaskRow;
 
 use support::*;
 
 /// Simulated history every test starts from (≈ 2 400 attempts).
-fn base_rows(seed: u64) -> (trainer_svc::sim::Simulator, Vec<TaskRow>) {
+fn base_rows(seed: u64) -> (taskcast_sim::Simulator, Vec<TaskRow>) {
     let mut sim = simulator(60, 40, seed);
     let rows = sim.generate();
     (sim, rows)

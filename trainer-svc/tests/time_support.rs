@@ -9,14 +9,14 @@ mod support;
 use std::process::Command;
 
 use taskcast_contract::Artifact;
+use taskcast_contract::TaskRow;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{ListModelsRequest, ModelVersion};
+use taskcast_sim::Simulator;
 use tonic::transport::Channel;
 use trainer_svc::dataset::{self, MemorySource};
 use trainer_svc::db::{Db, RunRecord, RunState, RunTrigger};
 use trainer_svc::pipeline::{TrainSpec, fit_and_judge};
-use trainer_svc::rows::TaskRow;
-use trainer_svc::sim::Simulator;
 use trainer_svc::time_support::{MIN_TIMED_HOLDOUT_ROWS, MIN_TIMED_TRAIN_ROWS};
 
 use support::*;

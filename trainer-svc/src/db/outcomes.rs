@@ -8,11 +8,11 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
+use taskcast_contract::TaskRow;
 
 use super::entities::completed_task::{Column, Entity};
 use super::tasks::{TASK_COLUMNS, task_values};
 use super::{Db, DbError, DbResult};
-use crate::rows::TaskRow;
 
 /// What inference said about a task when it was handed out, as the backend
 /// stores it on the completed row.

@@ -7,10 +7,10 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use taskcast_contract::TaskRow;
 
 use super::entities::completed_task::{Column, Entity};
 use super::{Db, DbError, DbResult, completed_at_from_ms};
-use crate::rows::TaskRow;
 
 /// The columns a completed task is inserted with, in [`task_values`] order.
 pub(super) const TASK_COLUMNS: [Column; 7] = [

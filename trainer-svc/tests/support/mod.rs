@@ -8,7 +8,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use taskcast_contract::TaskRow;
 use taskcast_proto::trainer_client::TrainerClient;
+use taskcast_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,9 +18,7 @@ use tonic::transport::Channel;
 use trainer_svc::config::ServeConfig;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, RunRecord};
-use trainer_svc::rows::TaskRow;
 use trainer_svc::server::ServeError;
-use trainer_svc::sim::{SimConfig, Simulator};
 
 /// The admin token every test server is configured with.
 pub const TOKEN: &str = "test-token";

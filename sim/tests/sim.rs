@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use trainer_svc::rows::TaskRow;
-use trainer_svc::sim::{SimConfig, SimError, Simulator, format_ts, write_csv};
+use taskcast_contract::TaskRow;
+use taskcast_sim::{SimConfig, SimError, Simulator, format_ts, write_csv};
 
 fn small() -> SimConfig {
     SimConfig {

@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::rows::TaskRow;
+use taskcast_contract::TaskRow;
 
 /// Topic names used in order; topics beyond these are called `topic-13`, ...
 pub const TOPIC_NAMES: [&str; 12] = [

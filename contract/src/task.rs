@@ -1,5 +1,6 @@
 //! One completed task as the trainer reads it, whatever the source (database
-//! table, CSV file or simulator).
+//! table, CSV file or simulator): here rather than in the trainer so that the
+//! simulator, and the load generator and tests on top of it, need no trainer.
 
 /// One completed task, in the shape of the `completed_tasks` contract table.
 #[derive(Clone, Debug, PartialEq)]
