@@ -54,6 +54,7 @@
 //! With an empty history every learner feature equals its prior, so a new
 //! learner gets the topic / difficulty / item / population prediction.
 
+pub use crate::encode::{LOG_TIME_CAP, label_key, log_time};
 use crate::keymap::KeyMap;
 use crate::priors::{Prior, PriorTable};
 
@@ -65,9 +66,6 @@ pub const K_LEARNER: f64 = 4.0;
 pub const RECENT: usize = 5;
 /// Default number of most recent attempts the features look at.
 pub const DEFAULT_HISTORY_WINDOW: u32 = 256;
-/// Times above one hour are taken as one hour: an 8-hour "response time" is a
-/// learner who walked away, not a slow solver.
-pub const LOG_TIME_CAP: f64 = 8.188_689_124_444_2; // ln(3600)
 
 /// Feature names in input order.
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
@@ -107,29 +105,6 @@ pub fn feature_index(name: &str) -> Option<usize> {
 
 /// One model input row.
 pub type FeatureRow = [f32; FEATURE_COUNT];
-
-/// Stable 64-bit key of a label (FNV-1a); the empty label is 0, meaning "none".
-pub fn label_key(label: &str) -> u64 {
-    if label.is_empty() {
-        return 0;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // 0 is reserved for "none"; a label hashing there moves to 1.
-    h.max(1)
-}
-
-/// Log-seconds of an attempt as the features and priors use it:
-/// `ln(min(max(seconds, 1), 3600))`; `None` when no positive, finite time was recorded.
-pub fn log_time(seconds: Option<f64>) -> Option<f64> {
-    match seconds {
-        Some(s) if s.is_finite() && s > 0.0 => Some(s.max(1.0).ln().min(LOG_TIME_CAP)),
-        _ => None,
-    }
-}
 
 /// `ln(p / (1 − p))` with `p` clamped away from 0 and 1.
 pub fn logit(p: f64) -> f64 {
@@ -470,23 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn label_key_is_stable_and_reserves_zero() {
-        assert_eq!(label_key(""), 0);
-        // FNV-1a 64 of "a", a published test vector.
-        assert_eq!(label_key("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(label_key("fractions"), label_key("Fractions"));
-    }
-
-    #[test]
-    fn log_time_rules() {
-        assert_eq!(log_time(None), None);
-        assert_eq!(log_time(Some(0.0)), None);
-        assert_eq!(log_time(Some(-3.0)), None);
-        assert_eq!(log_time(Some(f64::NAN)), None);
-        assert_eq!(log_time(Some(0.5)), Some(0.0));
-        assert!((log_time(Some(20.0)).unwrap() - 20f64.ln()).abs() < 1e-12);
-        assert_eq!(log_time(Some(28_814.0)), Some(LOG_TIME_CAP));
-        assert!((LOG_TIME_CAP - 3600f64.ln()).abs() < 1e-12);
+    fn default_log_time_is_a_minute() {
         assert!((DEFAULT_LOG_TIME - 60f64.ln()).abs() < 1e-12);
     }
 

@@ -1,4 +1,4 @@
-//! Hash maps keyed by [`label_key`](crate::features::label_key) values.
+//! Hash maps keyed by [`label_key`](crate::encode::label_key) values.
 //!
 //! The keys are already 64-bit FNV-1a hashes, so the standard library's
 //! SipHash spends ~20 ns per lookup re-hashing a hash; a request resolves
@@ -54,7 +54,7 @@ pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::label_key;
+    use crate::encode::label_key;
 
     #[test]
     fn behaves_as_a_map() {

@@ -2,6 +2,7 @@
 //! - [`task`]: one completed task, as every source yields it (the
 //!   `completed_tasks` table, a CSV file, the simulator), and what makes one
 //!   unusable;
+//! - [`encode`]: a label's key and an attempt's log-time, which everything below uses;
 //! - [`features`]: the feature code (one pure function per row, documented formulas);
 //! - [`keymap`]: fast maps keyed by label keys;
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
@@ -14,6 +15,7 @@
 
 pub mod artifact;
 pub mod bootstrap;
+pub mod encode;
 pub mod features;
 pub mod keymap;
 pub mod linear;

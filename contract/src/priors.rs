@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{label_key, log_time};
+use crate::encode::{label_key, log_time};
 use crate::keymap::KeyMap;
 
 /// Pseudo-count pulling a topic's or difficulty's rate and time toward the population.
