@@ -22,9 +22,15 @@ fn finite_metadata_round_trips() {
     assert!(!back.time_modeled());
 }
 
+/// A field's path as the error names it, and how to break that field.
+type Breakage = (
+    &'static str,
+    Box<dyn Fn(&mut taskcast_contract::ModelMetadata)>,
+);
+
 #[test]
 fn each_non_finite_number_is_refused_by_name() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut taskcast_contract::ModelMetadata)>)> = vec![
+    let cases: Vec<Breakage> = vec![
         (
             "metrics.ece",
             Box::new(|m| {
