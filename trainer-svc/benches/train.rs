@@ -23,10 +23,10 @@ use std::time::Instant;
 use taskcast_contract::runtime::OnnxModel;
 use taskcast_contract::{Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata};
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::dataset::{self, LearnerSource};
+use trainer_svc::data::dataset::{self, LearnerSource};
+use trainer_svc::data::source::DbSource;
 use trainer_svc::db::Db;
-use trainer_svc::family::{Family, FitOptions, Fitted};
-use trainer_svc::source::DbSource;
+use trainer_svc::families::{Family, FitOptions, Fitted};
 
 struct Size {
     name: &'static str,

@@ -1,30 +1,19 @@
 //! trainer-svc: reads completed tasks, retrains, evaluates chronologically,
 //! keeps every version in a registry and tells inference replicas to swap.
+//!
+//! The folders follow one training run:
+//! - [`data`]: read completed tasks and turn them into feature rows;
+//! - [`families`]: fit a model family on them;
+//! - [`judge`]: score it on the hold-out and decide whether it goes live;
+//! - [`run`]: the run itself, its record and triggers, and publishing;
+//! - [`serve`]: the gRPC service and server around the runs;
+//! - [`report`]: how served versions do on real outcomes;
+//! - [`db`]: the database, which only [`db::Db`] touches.
 
-pub mod config;
-pub mod csv_source;
-pub mod dataset;
+pub mod data;
 pub mod db;
-pub mod evaluate;
-pub mod family;
-pub mod gate;
-pub mod import;
-pub mod items_hidden;
-pub mod linear;
-pub mod metrics;
-pub mod mlp;
-pub mod offline;
-pub mod pipeline;
-pub mod publisher;
+pub mod families;
+pub mod judge;
 pub mod report;
-/// The completed-task row, now in `taskcast_contract::task` so the
-/// simulator needs no trainer.
-pub mod rows {
-    pub use taskcast_contract::task::{RowProblem, TaskRow};
-}
-pub mod runner;
-pub mod server;
-pub mod service;
-pub mod source;
-pub mod telemetry;
-pub mod time_support;
+pub mod run;
+pub mod serve;

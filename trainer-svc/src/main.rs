@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trainer_svc::csv_source::TsUnit;
-use trainer_svc::family::{Family, FitOptions};
-use trainer_svc::pipeline::TrainSpec;
+use trainer_svc::data::csv::TsUnit;
+use trainer_svc::families::{Family, FitOptions};
+use trainer_svc::run::pipeline::TrainSpec;
 
 /// Retrains Taskcast models from completed tasks, evaluates them on a
 /// chronological hold-out, keeps a registry and notifies inference replicas.
@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run the trainer service (gRPC Trainer API, automatic retraining,
     /// model registry, WatchModels for inference replicas).
-    Serve(trainer_svc::config::ServeConfig),
+    Serve(trainer_svc::serve::config::ServeConfig),
     /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty])
     /// into completed_tasks in one transaction. A bad row (unparsable value,
     /// empty user_id, topic or ts, negative seconds, wrong column count)
@@ -155,7 +155,7 @@ struct Offline {
     #[arg(long, default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
     history_window: u32,
     /// L2 strength of the linear family's logistic regression.
-    #[arg(long, default_value_t = trainer_svc::linear::DEFAULT_ALPHA)]
+    #[arg(long, default_value_t = trainer_svc::families::linear::DEFAULT_ALPHA)]
     alpha: f64,
     /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
     #[arg(long, env = "TASKCAST_ORT_LIB")]
@@ -204,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.metrics_listen))?;
             tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, "trainer-svc starting");
-            trainer_svc::server::run(
+            trainer_svc::serve::server::run(
                 listener,
                 Some(metrics),
                 config,
@@ -229,11 +229,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            let options = trainer_svc::import::ImportOptions {
+            let options = trainer_svc::data::import::ImportOptions {
                 ts_unit,
                 skip_bad_rows,
             };
-            let report = trainer_svc::import::import_csv(&db, &data, &options, |_| {}).await?;
+            let report =
+                trainer_svc::data::import::import_csv(&db, &data, &options, |_| {}).await?;
             println!("{}: {}", data.display(), report.summary.render("imported"));
             println!(
                 "committed {} rows in {:.1}s",
@@ -247,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             let spec = common.spec(family)?;
-            trainer_svc::offline::train(&common.data, common.ts_unit, &spec, &out).await?;
+            trainer_svc::run::offline::train(&common.data, common.ts_unit, &spec, &out).await?;
         }
         Command::Eval {
             common,
@@ -262,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 family
             };
             let spec = common.spec(families[0])?;
-            trainer_svc::offline::eval(
+            trainer_svc::run::offline::eval(
                 &common.data,
                 common.ts_unit,
                 &families,

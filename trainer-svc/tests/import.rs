@@ -8,10 +8,10 @@ use std::time::Instant;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use taskcast_contract::TaskRow;
-use trainer_svc::csv_source::{CsvError, CsvSource, TsUnit};
+use trainer_svc::data::csv::{CsvError, CsvSource, TsUnit};
+use trainer_svc::data::import::{ImportError, ImportOptions, import_csv};
 use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
-use trainer_svc::import::{ImportError, ImportOptions, import_csv};
 
 const STRICT: ImportOptions = ImportOptions {
     ts_unit: TsUnit::S,

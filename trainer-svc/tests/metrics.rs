@@ -3,7 +3,7 @@
 use std::f64::consts::LN_2;
 
 use proptest::prelude::*;
-use trainer_svc::metrics::{
+use trainer_svc::judge::metrics::{
     MetricSet, MetricsAccumulator, accuracy, auc, brier, ece, interval_coverage, log_loss,
     mae_log_seconds, mae_seconds, median_ae_seconds, quantile, quantile_spread, std_dev,
 };

@@ -10,11 +10,11 @@ use taskcast_contract::{
     Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata, RowKeys,
 };
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::dataset::{Dataset, MemorySource, load};
-use trainer_svc::evaluate;
-use trainer_svc::family::{Family, FitOptions, Fitted};
-use trainer_svc::mlp::{self, Architecture, Mlp, MlpConfig};
-use trainer_svc::pipeline::max_difference;
+use trainer_svc::data::dataset::{Dataset, MemorySource, load};
+use trainer_svc::families::mlp::{self, Architecture, Mlp, MlpConfig};
+use trainer_svc::families::{Family, FitOptions, Fitted};
+use trainer_svc::judge::evaluate;
+use trainer_svc::run::pipeline::max_difference;
 
 fn dataset(learners: usize, attempts: usize, missing_seconds_prob: f64) -> Dataset {
     let rows = Simulator::new(SimConfig {
@@ -286,7 +286,7 @@ fn compare_architectures_on_real_data() {
         eprintln!("set TASKCAST_MLP_DATA to a CSV file");
         return;
     };
-    let csv = trainer_svc::source::load_csv(std::path::Path::new(&path)).unwrap();
+    let csv = trainer_svc::data::source::load_csv(std::path::Path::new(&path)).unwrap();
     let mut source = csv.source;
     let ds = futures::executor::block_on(load(&mut source, None, None, &mut |_| {})).unwrap();
     let archs: Vec<Architecture> = match std::env::var("TASKCAST_MLP_ARCH").as_deref() {

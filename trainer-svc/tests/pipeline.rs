@@ -13,13 +13,13 @@ use taskcast_contract::{
     Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureRow, ModelMetadata, PriorTable,
 };
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::dataset::{self, Dataset, MemorySource, PriorSet, Rows};
-use trainer_svc::evaluate::{self, Scored};
-use trainer_svc::family::{Family, FitOptions, Fitted};
-use trainer_svc::gate::{self, GateConfig, Verdict};
-use trainer_svc::linear;
-use trainer_svc::metrics::MetricSet;
-use trainer_svc::pipeline::{TrainSpec, fit_and_judge};
+use trainer_svc::data::dataset::{self, Dataset, MemorySource, PriorSet, Rows};
+use trainer_svc::families::linear;
+use trainer_svc::families::{Family, FitOptions, Fitted};
+use trainer_svc::judge::evaluate::{self, Scored};
+use trainer_svc::judge::gate::{self, GateConfig, Verdict};
+use trainer_svc::judge::metrics::MetricSet;
+use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 
 fn sim_rows(config: SimConfig) -> Vec<TaskRow> {
     Simulator::new(config).unwrap().generate()
@@ -437,7 +437,7 @@ async fn eval_json_has_every_metric_and_nulls_without_times() {
     assert!(!ds.time_modeled());
     let mut models = evaluate::baselines(&ds);
     models.insert("linear".into(), linear_scored(&ds).metrics);
-    let v = trainer_svc::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);
+    let v = trainer_svc::run::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);
     assert_eq!(v["rows"].as_u64(), Some(ds.census.rows));
     assert_eq!(v["holdout_rows"].as_u64(), Some(ds.holdout.len() as u64));
     let obj = v["models"].as_object().unwrap();
@@ -484,7 +484,7 @@ async fn eval_json_has_every_metric_and_nulls_without_times() {
     let ds = simulated(50, 30, 32).await;
     let mut models = evaluate::baselines(&ds);
     models.insert("linear".into(), linear_scored(&ds).metrics);
-    let v = trainer_svc::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);
+    let v = trainer_svc::run::offline::eval_json(ds.census.rows, ds.holdout.len() as u64, &models);
     for k in KEYS {
         assert!(v["models"]["linear"][k].is_f64(), "linear.{k}");
     }

@@ -6,9 +6,9 @@
 mod support;
 
 use taskcast_contract::Artifact;
-use trainer_svc::dataset::{self, MemorySource};
-use trainer_svc::family::Family;
-use trainer_svc::pipeline::{TrainSpec, fit_and_judge};
+use trainer_svc::data::dataset::{self, MemorySource};
+use trainer_svc::families::Family;
+use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 
 use support::*;
 

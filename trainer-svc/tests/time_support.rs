@@ -14,10 +14,10 @@ use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{ListModelsRequest, ModelVersion};
 use taskcast_sim::Simulator;
 use tonic::transport::Channel;
-use trainer_svc::dataset::{self, MemorySource};
+use trainer_svc::data::dataset::{self, MemorySource};
+use trainer_svc::data::time_support::{MIN_TIMED_HOLDOUT_ROWS, MIN_TIMED_TRAIN_ROWS};
 use trainer_svc::db::{Db, RunRecord, RunState, RunTrigger};
-use trainer_svc::pipeline::{TrainSpec, fit_and_judge};
-use trainer_svc::time_support::{MIN_TIMED_HOLDOUT_ROWS, MIN_TIMED_TRAIN_ROWS};
+use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 
 use support::*;
 

@@ -1,5 +1,5 @@
 //! One version's live figures, accumulated learner by learner from outcome
-//! rows and finished with the hold-out metric code of [`crate::metrics`].
+//! rows and finished with the hold-out metric code of [`crate::judge::metrics`].
 //!
 //! Memory is per version: the predictions and outcomes (AUC needs them all,
 //! 9 bytes a row), the timed rows, one small record per learner and one per
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::OutcomeRow;
-use crate::metrics::{
+use crate::judge::metrics::{
     DEFAULT_ECE_BINS, accuracy, auc, brier, ece, interval_coverage, log_loss, mae_log_seconds,
     mae_seconds, quantile, quantile_spread,
 };

@@ -12,7 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::accumulate::{PlotData, STUCK_EPSILON, TimePoint};
-use crate::metrics::{DEFAULT_ECE_BINS, ece, interval_coverage, quantile};
+use crate::judge::metrics::{DEFAULT_ECE_BINS, ece, interval_coverage, quantile};
 
 /// Pixel size of every plot (SVG uses the same user units).
 pub const SIZE: (u32, u32) = (860, 600);

@@ -15,10 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use trainer_svc::config::ServeConfig;
 use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, RunRecord};
-use trainer_svc::server::ServeError;
+use trainer_svc::serve::config::ServeConfig;
+use trainer_svc::serve::server::ServeError;
 
 /// The admin token every test server is configured with.
 pub const TOKEN: &str = "test-token";
@@ -96,7 +96,7 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let metrics_addr = metrics.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(trainer_svc::server::run(
+        let handle = tokio::spawn(trainer_svc::serve::server::run(
             listener,
             Some(metrics),
             config,

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::csv_source::{RowSummary, TsUnit};
-use crate::dataset::{Dataset, MemorySource};
-use crate::family::Family;
-use crate::items_hidden;
-use crate::metrics::MetricSet;
-use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
+use crate::data::csv::{RowSummary, TsUnit};
+use crate::data::dataset::{Dataset, MemorySource};
+use crate::data::source::load_csv_with;
+use crate::families::Family;
+use crate::judge::metrics::MetricSet;
 use crate::report::PlotData;
 use crate::report::accumulate::TimePoint;
 use crate::report::plots::{self, PlotError};
-use crate::source::load_csv_with;
+use crate::run::hidden_items;
+use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use taskcast_contract::runtime::{OnnxModel, Output};
 
 /// What went wrong in an offline command.
@@ -37,7 +37,7 @@ pub enum OfflineError {
         /// The file.
         path: String,
         /// Cause (names the line).
-        error: crate::csv_source::CsvError,
+        error: crate::data::csv::CsvError,
     },
     /// Every row of the file was rejected, or it has none.
     #[error("{path}: no usable training rows: {}", no_rows_why(*read))]
@@ -217,8 +217,8 @@ pub async fn eval(
     let (ds, summary, source) = dataset(path, ts_unit, spec, &pb, json_out).await?;
     let itemless = if hidden_items {
         pb.set_message("no items");
-        let mut free = items_hidden::without_items(&source);
-        Some(items_hidden::itemless_dataset(&mut free, &ds).await?)
+        let mut free = hidden_items::without_items(&source);
+        Some(hidden_items::itemless_dataset(&mut free, &ds).await?)
     } else {
         None
     };
@@ -259,7 +259,7 @@ pub async fn eval(
                 family: *family,
                 ..spec.clone()
             };
-            models.extend(items_hidden::compare(&trained.onnx, free, &spec)?);
+            models.extend(hidden_items::compare(&trained.onnx, free, &spec)?);
         }
         models.insert(family.name().to_string(), trained.candidate.metrics);
         if models.keys().all(|k| !k.starts_with("baseline_")) {

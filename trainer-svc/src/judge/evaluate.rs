@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use taskcast_contract::runtime::Output;
 
-use crate::dataset::{BaselinePrediction, Dataset, Rows};
-use crate::metrics::{MetricSet, MetricsAccumulator, std_dev};
+use crate::data::dataset::{BaselinePrediction, Dataset, Rows};
+use crate::judge::metrics::{MetricSet, MetricsAccumulator, std_dev};
 
 /// Metrics of one model plus the spread of its predictions (for the gate).
 #[derive(Clone, Debug, Default, Serialize)]

@@ -18,11 +18,11 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use crate::db::{Db, DbError, ModelVersionMeta, PromotionKind, RunRecord, RunTrigger};
-use crate::family::Family;
-use crate::publisher::{ActiveModel, Publisher};
+use crate::families::Family;
 use crate::report::{self, DriftConfig, ReportError, ReportRequest};
-use crate::runner::{Runner, RunnerError};
-use crate::telemetry::TrainerMetrics;
+use crate::run::publisher::{ActiveModel, Publisher};
+use crate::run::runner::{Runner, RunnerError};
+use crate::serve::telemetry::TrainerMetrics;
 
 /// Full paths of the RPCs that change state and need the admin token.
 pub const ADMIN_METHODS: [&str; 3] = [

@@ -30,8 +30,8 @@ use taskcast_contract::{
     CandidateKey, Event, FEATURE_COUNT, FeatureContext, PriorTable, Priors, RowKeys, Stat,
 };
 
-use crate::rows::{RowProblem, TaskRow};
-use crate::time_support::TimeSupport;
+use crate::data::time_support::TimeSupport;
+use taskcast_contract::{RowProblem, TaskRow};
 
 /// Learner folds for out-of-fold priors.
 pub const FOLDS: usize = 5;

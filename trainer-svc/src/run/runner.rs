@@ -13,14 +13,14 @@ use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
 use tokio::sync::{Mutex, watch};
 
+use crate::data::source::DbSource;
 use crate::db::{
     Db, DbError, NewModelVersion, NewRun, PromotionKind, RunRecord, RunState, RunTrigger, RunUpdate,
 };
-use crate::family::Family;
-use crate::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
-use crate::publisher::Publisher;
-use crate::source::DbSource;
-use crate::telemetry::TrainerMetrics;
+use crate::families::Family;
+use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
+use crate::run::publisher::Publisher;
+use crate::serve::telemetry::TrainerMetrics;
 
 /// How the runner behaves.
 #[derive(Clone, Debug)]

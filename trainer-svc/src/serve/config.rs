@@ -12,11 +12,11 @@ use taskcast_serving::logging::LogFormat;
 use taskcast_serving::tls::TlsFileError;
 use tonic::transport::ServerTlsConfig;
 
-use crate::family::{Family, FitOptions};
-use crate::gate::GateConfig;
-use crate::pipeline::TrainSpec;
+use crate::families::{Family, FitOptions};
+use crate::judge::gate::GateConfig;
 use crate::report::{DriftConfig, ReportRequest};
-use crate::runner::RunnerConfig;
+use crate::run::pipeline::TrainSpec;
+use crate::run::runner::RunnerConfig;
 
 /// Everything `serve` needs.
 #[derive(Args, Clone, Debug)]

@@ -11,7 +11,7 @@ use taskcast_contract::FEATURE_COUNT;
 use taskcast_contract::features::feature_index;
 use taskcast_contract::linear::LinearModel;
 
-use crate::dataset::Rows;
+use crate::data::dataset::Rows;
 
 /// L2 strength on the summed log loss (linfa's convention; ≈ 1/C of scikit-learn).
 pub const DEFAULT_ALPHA: f64 = 1.0;
@@ -211,7 +211,7 @@ pub fn linfa_probabilities(
 }
 
 /// Fits the linear family on `rows` (all of them). Without `learn_time` (the
-/// data cannot support a time head: [`crate::time_support`]) times come from
+/// data cannot support a time head: [`crate::data::time_support`]) times come from
 /// the item prior, which falls back to the topic and population priors.
 pub fn fit(rows: &Rows, alpha: f64, learn_time: bool) -> Result<LinearModel, FitError> {
     if rows.is_empty() {

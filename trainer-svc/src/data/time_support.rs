@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::dataset::{Dataset, Rows};
+use crate::data::dataset::{Dataset, Rows};
 
 /// Fewer timed training rows than this and no time head is learned: with 24
 /// features a regression needs a few hundred rows before its residual

@@ -1,6 +1,9 @@
 //! Model families behind one interface: fit on a [`Dataset`], predict in
 //! Rust, describe the ONNX graph and its index inputs.
 
+pub mod linear;
+pub mod mlp;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -9,9 +12,9 @@ use taskcast_contract::onnx::GraphBuilder;
 use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, FeatureRow, IndexInput};
 
-use crate::dataset::{Dataset, Rows};
-use crate::linear::{self, FitError};
-use crate::mlp::{self, Mlp, MlpConfig};
+use crate::data::dataset::{Dataset, Rows};
+use linear::FitError;
+use mlp::{Mlp, MlpConfig};
 
 /// A trainable model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::dataset::{HOLDOUT_SHARE, MIN_HOLDOUT_ATTEMPTS};
-use crate::evaluate::Scored;
-use crate::metrics::MetricSet;
+use crate::data::dataset::{HOLDOUT_SHARE, MIN_HOLDOUT_ATTEMPTS};
+use crate::judge::evaluate::Scored;
+use crate::judge::metrics::MetricSet;
 
 /// Tolerances and floors, configurable per deployment.
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use taskcast_contract::TaskRow;
 
-use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
-use crate::dataset::{LearnerSource, MemorySource, SourceError};
+use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
+use crate::data::dataset::{LearnerSource, MemorySource, SourceError};
 use crate::db::Db;
 
 /// Rows per database page: large enough to amortise a query, small enough

@@ -12,14 +12,14 @@ use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use crate::config::ServeConfig;
 use crate::db::{Db, DbError};
-use crate::publisher::Publisher;
 use crate::report::gauges::{LiveGauges, refresh_periodically};
-use crate::runner::Runner;
-use crate::service::{ADMIN_METHODS, TrainerService};
-use crate::telemetry::METRICS_PREFIX;
-use crate::telemetry::TrainerMetrics;
+use crate::run::publisher::Publisher;
+use crate::run::runner::Runner;
+use crate::serve::config::ServeConfig;
+use crate::serve::service::{ADMIN_METHODS, TrainerService};
+use crate::serve::telemetry::METRICS_PREFIX;
+use crate::serve::telemetry::TrainerMetrics;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -40,8 +40,8 @@ use taskcast_contract::onnx::{AttributeProto, Dim, GraphBuilder};
 use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, IndexField, IndexInput, RowKeys};
 
-use crate::dataset::{Dataset, Rows, Vocab};
-use crate::linear::FitError;
+use crate::data::dataset::{Dataset, Rows, Vocab};
+use crate::families::linear::FitError;
 
 pub use infer::{FoldedNet, Standardiser};
 use net::{Adam, Net, StepConfig, train_step};
@@ -550,7 +550,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     if rows.is_empty() {
         return Err(FitError::Empty);
     }
-    crate::linear::check_both_outcomes(rows)?;
+    crate::families::linear::check_both_outcomes(rows)?;
     let (maps, vocab) = vocabularies(ds, cfg);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
@@ -591,7 +591,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     };
     let (fit_t, val_t) = (timed(&fit_rows), timed(&val_rows));
     // Whether the data supports a time head is decided once per run
-    // (crate::time_support); without one the time output falls back to the
+    // (crate::data::time_support); without one the time output falls back to the
     // item prior, like the linear family's.
     let learn_time = ds.time_modeled() && !fit_t.is_empty() && !val_t.is_empty();
     let x = &rows.x;

@@ -10,16 +10,16 @@
 //!   get from a dedicated model.
 //!
 //! The gap between the last two is what serving both kinds of request from
-//! one model costs ([`crate::dataset::ITEMLESS_TRAIN_SHARE`] is the knob).
+//! one model costs ([`crate::data::dataset::ITEMLESS_TRAIN_SHARE`] is the knob).
 
 use std::collections::BTreeMap;
 
 use taskcast_contract::runtime::OnnxModel;
 
-use crate::dataset::{self, AltView, Dataset, LearnerSource, MemorySource};
-use crate::evaluate;
-use crate::metrics::MetricSet;
-use crate::pipeline::{self, TrainError, TrainSpec};
+use crate::data::dataset::{self, AltView, Dataset, LearnerSource, MemorySource};
+use crate::judge::evaluate;
+use crate::judge::metrics::MetricSet;
+use crate::run::pipeline::{self, TrainError, TrainSpec};
 
 /// The rows as an app without item ids would store them.
 pub fn without_items(source: &MemorySource) -> MemorySource {

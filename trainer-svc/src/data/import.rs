@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use taskcast_contract::TaskRow;
 
-use crate::csv_source::{CsvError, CsvSource, RowSummary, TsUnit};
+use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::db::{Db, DbError, INSERT_BATCH};
 
 /// Batches parsed ahead of the database.

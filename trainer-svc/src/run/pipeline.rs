@@ -12,13 +12,13 @@ use taskcast_contract::{
     Artifact, ArtifactError, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata,
 };
 
-use crate::dataset::{self, AltView, Dataset, LearnerSource, SourceError};
-use crate::evaluate::{self, Scored};
-use crate::family::{Family, FitOptions, Fitted};
-use crate::gate::{self, GateConfig, Verdict};
-use crate::linear::FitError;
-use crate::metrics::MetricSet;
-use crate::time_support::TimeSupport;
+use crate::data::dataset::{self, AltView, Dataset, LearnerSource, SourceError};
+use crate::data::time_support::TimeSupport;
+use crate::families::linear::FitError;
+use crate::families::{Family, FitOptions, Fitted};
+use crate::judge::evaluate::{self, Scored};
+use crate::judge::gate::{self, GateConfig, Verdict};
+use crate::judge::metrics::MetricSet;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
