@@ -8,12 +8,14 @@
 //! - [`run`]: the run itself, its record and triggers, and publishing;
 //! - [`serve`]: the gRPC service and server around the runs;
 //! - [`report`]: how served versions do on real outcomes;
+//! - [`plots`]: predictions against outcomes as pictures, for both;
 //! - [`db`]: the database, which only [`db::Db`] touches.
 
 pub mod data;
 pub mod db;
 pub mod families;
 pub mod judge;
+pub mod plots;
 pub mod report;
 pub mod run;
 pub mod serve;

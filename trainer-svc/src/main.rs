@@ -306,7 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(dir) = plots {
                 for v in &report.versions {
-                    let files = trainer_svc::report::plots::write_all(
+                    let files = trainer_svc::plots::write_all(
                         &dir.join(path_safe(&v.version)),
                         &format!("{} (live)", v.version),
                         &v.plot,

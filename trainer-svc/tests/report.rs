@@ -11,10 +11,12 @@ use taskcast_contract::TaskRow;
 use taskcast_proto::ModelReportRequest;
 use tonic::Code;
 use trainer_svc::db::{Db, NewModelVersion, OutcomeRow, StoredPrediction};
-use trainer_svc::report::accumulate::{TimePoint, VersionAccumulator};
+use trainer_svc::plots::{
+    PlotData, TimePoint, reliability_bins, spread_histogram, time_band, write_all,
+};
+use trainer_svc::report::accumulate::VersionAccumulator;
 use trainer_svc::report::drift::{DriftConfig, reasons};
-use trainer_svc::report::plots::{reliability_bins, spread_histogram, time_band, write_all};
-use trainer_svc::report::{PlotData, ReportError, ReportRequest};
+use trainer_svc::report::{ReportError, ReportRequest};
 
 use support::*;
 

@@ -18,6 +18,13 @@ pub const LOG_LOSS_EPS: f64 = 1e-15;
 /// Number of equal-width bins [`MetricsAccumulator`] uses for ECE.
 pub const DEFAULT_ECE_BINS: usize = 10;
 
+/// A learner whose last K predictions stay within this distance of each
+/// other is "stuck". One percentage point: a working model moves a learner's
+/// p(correct) by several points after a wrong answer, so honest models rarely
+/// trip it, while the original app's broken model moved 0.0002 ("0.4302–0.4304
+/// for every task") and is caught at any K.
+pub const STUCK_EPSILON: f64 = 0.01;
+
 /// Both slices non-empty and of equal length: the precondition every paired metric shares.
 fn paired<A, B>(a: &[A], b: &[B]) -> bool {
     !a.is_empty() && a.len() == b.len()

@@ -12,16 +12,10 @@ use serde::Serialize;
 
 use crate::db::OutcomeRow;
 use crate::judge::metrics::{
-    DEFAULT_ECE_BINS, accuracy, auc, brier, ece, interval_coverage, log_loss, mae_log_seconds,
-    mae_seconds, quantile, quantile_spread,
+    DEFAULT_ECE_BINS, STUCK_EPSILON, accuracy, auc, brier, ece, interval_coverage, log_loss,
+    mae_log_seconds, mae_seconds, quantile, quantile_spread,
 };
-
-/// A learner whose last K predictions stay within this distance of each
-/// other is "stuck". One percentage point: a working model moves a learner's
-/// p(correct) by several points after a wrong answer, so honest models rarely
-/// trip it, while the original app's broken model moved 0.0002 ("0.4302–0.4304
-/// for every task") and is caught at any K.
-pub const STUCK_EPSILON: f64 = 0.01;
+use crate::plots::{PlotData, TimePoint};
 
 /// Default K for the stuck check: five tasks are a short session; fewer would
 /// flag learners whose next tasks simply looked alike.
@@ -104,17 +98,6 @@ pub struct StuckLearner {
     pub p_max: f64,
 }
 
-/// One row's time prediction against what was recorded.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TimePoint {
-    /// Predicted median seconds.
-    pub median: f64,
-    /// Predicted 10th and 90th percentile, when stored.
-    pub interval: Option<(f64, f64)>,
-    /// Recorded seconds.
-    pub actual: f64,
-}
-
 /// The live metrics of one version; `None` where the rows cannot define one.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveMetrics {
@@ -144,20 +127,6 @@ pub struct LiveMetrics {
     pub interval_rows: u64,
     /// Share of those inside the interval.
     pub interval_coverage: Option<f64>,
-}
-
-/// What the plots are drawn from: the same rows the figures were computed on.
-#[derive(Clone, Debug, Default)]
-pub struct PlotData {
-    /// Predicted p(correct), row by row.
-    pub p: Vec<f64>,
-    /// Outcomes, aligned with `p`.
-    pub y: Vec<bool>,
-    /// Rows with a time prediction and a recorded time.
-    pub time: Vec<TimePoint>,
-    /// Each learner's spread (max − min) of predictions, for learners with
-    /// at least two.
-    pub learner_spreads: Vec<f64>,
 }
 
 /// Everything [`VersionAccumulator::finish`] computes.

@@ -10,7 +10,6 @@
 pub mod accumulate;
 pub mod drift;
 pub mod gauges;
-pub mod plots;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -19,9 +18,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::db::{Db, DbError, OutcomeFilter, OutcomeRow};
+use crate::plots::PlotData;
 pub use accumulate::{
-    DEFAULT_STUCK_WINDOW, Diversity, LiveMetrics, PlotData, STUCK_EPSILON, StuckLearner,
-    TopicDiversity, VersionAccumulator,
+    DEFAULT_STUCK_WINDOW, Diversity, LiveMetrics, StuckLearner, TopicDiversity, VersionAccumulator,
 };
 pub use drift::DriftConfig;
 
@@ -131,7 +130,8 @@ pub struct VersionReport {
     pub topics: Vec<TopicDiversity>,
     /// Learners with at least K predictions by this version.
     pub stuck_eligible_learners: u64,
-    /// Learners whose last K predictions stayed within [`STUCK_EPSILON`].
+    /// Learners whose last K predictions stayed within
+    /// [`STUCK_EPSILON`](crate::judge::metrics::STUCK_EPSILON).
     pub stuck_learners: u64,
     /// The first stuck learners by id.
     pub stuck: Vec<StuckLearner>,

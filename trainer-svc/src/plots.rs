@@ -1,6 +1,8 @@
 //! Three plots of one set of predictions against outcomes, as PNG and SVG:
 //! a reliability diagram, predicted vs actual time on log axes with the
-//! 10–90 % band, and a histogram of each learner's prediction spread.
+//! 10–90 % band, and a histogram of each learner's prediction spread. Drawn
+//! for `eval --plots` (a family on the hold-out) and `report --plots` (a
+//! served version on live outcomes) alike.
 //!
 //! Text is drawn with DejaVu Sans from the `dejavu` crate through plotters'
 //! `ab_glyph` rasteriser, so no system font or fontconfig is needed.
@@ -11,8 +13,32 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::accumulate::{PlotData, STUCK_EPSILON, TimePoint};
-use crate::judge::metrics::{DEFAULT_ECE_BINS, ece, interval_coverage, quantile};
+use crate::judge::metrics::{DEFAULT_ECE_BINS, STUCK_EPSILON, ece, interval_coverage, quantile};
+
+/// What the plots are drawn from: the same rows the figures were computed on.
+#[derive(Clone, Debug, Default)]
+pub struct PlotData {
+    /// Predicted p(correct), row by row.
+    pub p: Vec<f64>,
+    /// Outcomes, aligned with `p`.
+    pub y: Vec<bool>,
+    /// Rows with a time prediction and a recorded time.
+    pub time: Vec<TimePoint>,
+    /// Each learner's spread (max − min) of predictions, for learners with
+    /// at least two.
+    pub learner_spreads: Vec<f64>,
+}
+
+/// One row's time prediction against what was recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimePoint {
+    /// Predicted median seconds.
+    pub median: f64,
+    /// Predicted 10th and 90th percentile, when stored.
+    pub interval: Option<(f64, f64)>,
+    /// Recorded seconds.
+    pub actual: f64,
+}
 
 /// Pixel size of every plot (SVG uses the same user units).
 pub const SIZE: (u32, u32) = (860, 600);
