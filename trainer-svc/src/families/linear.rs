@@ -11,6 +11,7 @@ use taskcast_contract::FEATURE_COUNT;
 use taskcast_contract::features::feature_index;
 use taskcast_contract::linear::LinearModel;
 
+use super::{FitError, check_both_outcomes};
 use crate::data::dataset::Rows;
 
 /// L2 strength on the summed log loss (linfa's convention; ≈ 1/C of scikit-learn).
@@ -22,42 +23,6 @@ pub const DEFAULT_ALPHA: f64 = 1.0;
 pub const MAX_ITERATIONS: u64 = 100;
 /// Convergence: gradient norm of the summed loss below this times the rows.
 pub const GRADIENT_TOLERANCE_PER_ROW: f64 = 1e-4;
-
-/// Why a fit failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FitError {
-    /// Nothing to learn from.
-    #[error("no training rows")]
-    Empty,
-    /// Every training row has the same outcome.
-    #[error(
-        "every training row is {}: correctness cannot be learned without some {} answers",
-        outcome(*.correct),
-        outcome(!*.correct)
-    )]
-    OneClass {
-        /// The one outcome there is.
-        correct: bool,
-    },
-    /// linfa refused the problem.
-    #[error("linfa: {0}")]
-    Linfa(String),
-}
-
-fn outcome(correct: bool) -> &'static str {
-    if correct { "correct" } else { "incorrect" }
-}
-
-/// [`FitError::OneClass`] when every row has the same outcome.
-pub fn check_both_outcomes(rows: &Rows) -> Result<(), FitError> {
-    let positives = rows.correct.iter().filter(|c| **c).count();
-    if positives == 0 || positives == rows.len() {
-        return Err(FitError::OneClass {
-            correct: positives > 0,
-        });
-    }
-    Ok(())
-}
 
 /// Per-feature mean and scale, and the columns the regressions may use.
 ///

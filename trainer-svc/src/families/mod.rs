@@ -13,8 +13,43 @@ use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, FeatureRow, IndexInput};
 
 use crate::data::dataset::{Dataset, Rows};
-use linear::FitError;
 use mlp::{Mlp, MlpConfig};
+
+/// Why a fit failed, in either family.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// Nothing to learn from.
+    #[error("no training rows")]
+    Empty,
+    /// Every training row has the same outcome.
+    #[error(
+        "every training row is {}: correctness cannot be learned without some {} answers",
+        outcome(*.correct),
+        outcome(!*.correct)
+    )]
+    OneClass {
+        /// The one outcome there is.
+        correct: bool,
+    },
+    /// linfa refused the problem.
+    #[error("linfa: {0}")]
+    Linfa(String),
+}
+
+fn outcome(correct: bool) -> &'static str {
+    if correct { "correct" } else { "incorrect" }
+}
+
+/// [`FitError::OneClass`] when every row has the same outcome.
+pub fn check_both_outcomes(rows: &Rows) -> Result<(), FitError> {
+    let positives = rows.correct.iter().filter(|c| **c).count();
+    if positives == 0 || positives == rows.len() {
+        return Err(FitError::OneClass {
+            correct: positives > 0,
+        });
+    }
+    Ok(())
+}
 
 /// A trainable model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,7 +1,10 @@
 //! One training run, start to finish, independent of where rows come from and
 //! where the result goes: read → features → fit → evaluate → export → verify
 //! the export through ONNX Runtime → score the active model on the same
-//! hold-out → gate. The offline CLI and the service both call [`train`].
+//! hold-out → gate. Two steps, because only the first awaits a source:
+//! [`prepare`] (read and featurise) and [`fit_and_judge`] (CPU-bound, on a
+//! blocking thread in the service). The runner and the offline commands call
+//! both; `eval` prepares once and fits every family on the same dataset.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +17,7 @@ use taskcast_contract::{
 
 use crate::data::dataset::{self, AltView, Dataset, LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
-use crate::families::linear::FitError;
-use crate::families::{Family, FitOptions, Fitted};
+use crate::families::{Family, FitError, FitOptions, Fitted};
 use crate::judge::evaluate::{self, Scored};
 use crate::judge::gate::{self, GateConfig, Verdict};
 use crate::judge::metrics::MetricSet;
@@ -360,15 +362,4 @@ pub fn max_difference(a: &[Output], b: &[Output]) -> f64 {
         })
         .fold(0f32, f32::max)
         .into()
-}
-
-/// Both steps, for callers that hold no database (the offline CLI).
-pub async fn train(
-    source: &mut impl LearnerSource,
-    spec: &TrainSpec,
-    active: Option<&OnnxModel>,
-    progress: &mut (dyn FnMut(Phase, f64) + Send),
-) -> Result<Trained, TrainError> {
-    let ds = prepare(source, spec.history_window, active, progress).await?;
-    fit_and_judge(&ds, spec, active, progress)
 }

@@ -41,7 +41,7 @@ use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, IndexField, IndexInput, RowKeys};
 
 use crate::data::dataset::{Dataset, Rows, Vocab};
-use crate::families::linear::FitError;
+use crate::families::FitError;
 
 pub use infer::{FoldedNet, Standardiser};
 use net::{Adam, Net, StepConfig, train_step};
@@ -550,7 +550,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     if rows.is_empty() {
         return Err(FitError::Empty);
     }
-    crate::families::linear::check_both_outcomes(rows)?;
+    crate::families::check_both_outcomes(rows)?;
     let (maps, vocab) = vocabularies(ds, cfg);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
