@@ -23,8 +23,8 @@ use std::time::Instant;
 use taskcast_contract::runtime::OnnxModel;
 use taskcast_contract::{Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata};
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::data::dataset::{self, LearnerSource};
-use trainer_svc::data::source::DbSource;
+use trainer_svc::data::dataset;
+use trainer_svc::data::source::{DbSource, LearnerSource};
 use trainer_svc::db::Db;
 use trainer_svc::families::{Family, FitOptions, Fitted};
 

@@ -15,7 +15,8 @@ use proptest::prelude::*;
 use taskcast_contract::TaskRow;
 use taskcast_contract::features::{label_key, window};
 use taskcast_contract::{CandidateKey, Event, FeatureContext, PriorTable, RowKeys};
-use trainer_svc::data::dataset::{self, MemorySource, PriorSet};
+use trainer_svc::data::dataset::{self, PriorSet};
+use trainer_svc::data::source::MemorySource;
 
 const LEARNERS: [&str; 5] = ["a", "b", "ü-learner", "学生", "learner with space"];
 const TOPICS: [&str; 6] = ["", "fractions", "Fractions", "ß", "🙂", "algebra"];

@@ -10,7 +10,8 @@ use taskcast_contract::{
     Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata, RowKeys,
 };
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::data::dataset::{Dataset, MemorySource, load};
+use trainer_svc::data::dataset::{Dataset, load};
+use trainer_svc::data::source::MemorySource;
 use trainer_svc::families::mlp::{self, Architecture, Mlp, MlpConfig};
 use trainer_svc::families::{Family, FitOptions, Fitted};
 use trainer_svc::judge::evaluate;

@@ -13,7 +13,8 @@ use taskcast_contract::{
     Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureRow, ModelMetadata, PriorTable,
 };
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::data::dataset::{self, Dataset, MemorySource, PriorSet, Rows};
+use trainer_svc::data::dataset::{self, Dataset, PriorSet, Rows};
+use trainer_svc::data::source::MemorySource;
 use trainer_svc::families::linear;
 use trainer_svc::families::{Family, FitOptions, Fitted};
 use trainer_svc::judge::evaluate::{self, Scored};

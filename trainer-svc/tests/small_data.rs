@@ -6,7 +6,8 @@
 mod support;
 
 use taskcast_contract::Artifact;
-use trainer_svc::data::dataset::{self, MemorySource};
+use trainer_svc::data::dataset;
+use trainer_svc::data::source::MemorySource;
 use trainer_svc::families::Family;
 use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 

@@ -1,13 +1,65 @@
-//! Training data sources: the database (paged, learner by learner) and CSV
-//! files (for the offline commands).
+//! Training data sources: anything that yields one learner's attempts at a
+//! time, in order ([`LearnerSource`]): the database (paged, learner by
+//! learner), a CSV file read into memory (the offline commands), or rows in
+//! memory.
 
 use std::path::Path;
 
 use taskcast_contract::TaskRow;
 
 use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
-use crate::data::dataset::{LearnerSource, MemorySource, SourceError};
 use crate::db::Db;
+
+/// Something that yields learners' attempts, one learner at a time, each in
+/// chronological order. Called once per pass.
+#[allow(async_fn_in_trait)]
+pub trait LearnerSource {
+    /// Calls `visit` with each learner's attempts, in order.
+    async fn for_each_learner(
+        &mut self,
+        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
+    ) -> Result<(), SourceError>;
+}
+
+/// A source failed mid-pass.
+#[derive(Debug, thiserror::Error)]
+#[error("reading training data: {0}")]
+pub struct SourceError(pub String);
+
+/// An in-memory source: rows grouped by learner, keeping their order within a
+/// learner (a stable sort, so CSV row order breaks timestamp ties).
+pub struct MemorySource {
+    rows: Vec<TaskRow>,
+}
+
+impl MemorySource {
+    /// Groups `rows` by learner, ordered by time within each.
+    pub fn new(mut rows: Vec<TaskRow>) -> Self {
+        rows.sort_by(|a, b| {
+            a.user_id
+                .cmp(&b.user_id)
+                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
+        });
+        Self { rows }
+    }
+
+    /// The rows, grouped.
+    pub fn rows(&self) -> &[TaskRow] {
+        &self.rows
+    }
+}
+
+impl LearnerSource for MemorySource {
+    async fn for_each_learner(
+        &mut self,
+        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
+    ) -> Result<(), SourceError> {
+        for group in self.rows.chunk_by(|a, b| a.user_id == b.user_id) {
+            visit(group);
+        }
+        Ok(())
+    }
+}
 
 /// Rows per database page: large enough to amortise a query, small enough
 /// that a page is a few MB.

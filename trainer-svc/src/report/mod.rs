@@ -145,7 +145,7 @@ pub struct VersionReport {
     pub first_completed_at: Option<DateTime<Utc>>,
     /// Latest completion among the rows.
     pub last_completed_at: Option<DateTime<Utc>>,
-    /// The rows' predictions, for [`plots`]; not part of the JSON.
+    /// The rows' predictions, for [`crate::plots`]; not part of the JSON.
     #[serde(skip)]
     pub plot: PlotData,
 }

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use taskcast_contract::runtime::OnnxModel;
 
-use crate::data::dataset::{self, AltView, Dataset, LearnerSource, MemorySource};
+use crate::data::dataset::{self, Dataset, HoldoutView};
+use crate::data::source::{LearnerSource, MemorySource};
 use crate::judge::evaluate;
 use crate::judge::metrics::MetricSet;
 use crate::run::pipeline::{self, TrainError, TrainSpec};
@@ -35,43 +36,51 @@ pub fn without_items(source: &MemorySource) -> MemorySource {
     MemorySource::new(rows)
 }
 
-/// The item-free dataset, its hold-out also featurised with `with_items`'
-/// priors and window (as [`Dataset::holdout_for_active`]), so a model trained
-/// with items can be scored on requests without them.
+/// The item-free data, twice over.
+pub struct Itemless {
+    /// Featurised as itself: what a model trained without items learns from.
+    pub dataset: Dataset,
+    /// Its hold-out featurised with the with-items dataset's priors and
+    /// window: the requests without item ids a model trained with items gets.
+    pub seen_with_items: HoldoutView,
+}
+
+/// The item-free dataset and its hold-out as a model trained on `with_items`
+/// sees it.
 pub async fn itemless_dataset(
     source: &mut impl LearnerSource,
     with_items: &Dataset,
-) -> Result<Dataset, TrainError> {
-    let alt = AltView {
-        priors: &with_items.priors,
-        history_window: with_items.history_window,
-    };
-    Ok(dataset::load(
+) -> Result<Itemless, TrainError> {
+    let mut view = HoldoutView::new(&with_items.priors, with_items.history_window);
+    let dataset = dataset::load(
         source,
         Some(with_items.history_window),
-        Some(alt),
+        Some(&mut view),
         &mut |_| {},
     )
-    .await?)
+    .await?;
+    Ok(Itemless {
+        dataset,
+        seen_with_items: view,
+    })
 }
 
 /// The `(items hidden)` and `(trained without items)` rows for one family,
 /// given its model trained with items (`onnx`).
 pub fn compare(
     onnx: &[u8],
-    itemless: &Dataset,
+    itemless: &Itemless,
     spec: &TrainSpec,
 ) -> Result<BTreeMap<String, MetricSet>, TrainError> {
     let name = spec.family.name();
     let mut out = BTreeMap::new();
-    let with_times = itemless.time_modeled();
-    if let Some(alt) = &itemless.holdout_for_active {
-        let model = OnnxModel::load(onnx, 1)?;
-        let preds = model.run(&alt.x, &alt.keys)?;
-        let scored = evaluate::score(&itemless.holdout, &preds, with_times);
-        out.insert(format!("{name} (items hidden)"), scored.metrics);
-    }
-    let free = pipeline::fit_and_judge(itemless, spec, None, &mut |_, _| {})?;
+    let ds = &itemless.dataset;
+    let view = &itemless.seen_with_items;
+    let model = OnnxModel::load(onnx, 1)?;
+    let preds = model.run(&view.x, &view.keys)?;
+    let scored = evaluate::score(&ds.holdout, &preds, ds.time_modeled());
+    out.insert(format!("{name} (items hidden)"), scored.metrics);
+    let free = pipeline::fit_and_judge(ds, spec, None, &mut |_, _| {})?;
     out.insert(
         format!("{name} (trained without items)"),
         free.candidate.metrics,

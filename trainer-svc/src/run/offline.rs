@@ -15,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::data::csv::{RowSummary, TsUnit};
-use crate::data::dataset::{Dataset, MemorySource};
+use crate::data::dataset::Dataset;
+use crate::data::source::MemorySource;
 use crate::data::source::load_csv_with;
 use crate::families::Family;
 use crate::judge::metrics::MetricSet;

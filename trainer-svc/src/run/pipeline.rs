@@ -15,11 +15,13 @@ use taskcast_contract::{
     Artifact, ArtifactError, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata,
 };
 
-use crate::data::dataset::{self, AltView, Dataset, LearnerSource, SourceError};
+use crate::data::dataset::{self, Dataset};
+use crate::data::source::{LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
 use crate::families::{Family, FitError, FitOptions, Fitted};
 use crate::judge::evaluate::{self, Scored};
 use crate::judge::gate::{self, GateConfig, Verdict};
+use crate::judge::incumbent::Incumbent;
 use crate::judge::metrics::MetricSet;
 
 /// Where a run is.
@@ -187,11 +189,12 @@ pub fn new_version(family: Family) -> String {
     )
 }
 
-/// Reads and featurises the source; `active` is scored on the same hold-out.
+/// Reads and featurises the source; the hold-out is also featurised for
+/// `incumbent`, so [`fit_and_judge`] can score it on the same attempts.
 pub async fn prepare(
     source: &mut impl LearnerSource,
     history_window: u32,
-    active: Option<&OnnxModel>,
+    incumbent: Option<&mut Incumbent>,
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Dataset, TrainError> {
     progress(Phase::Reading, 0.0);
@@ -202,20 +205,18 @@ pub async fn prepare(
         });
     }
     progress(Phase::Features, 0.0);
-    let alt = active.map(|m| AltView {
-        priors: &m.artifact.metadata.priors,
-        history_window: m.artifact.metadata.history_window,
-    });
+    let view = incumbent.map(Incumbent::view_mut);
     let mut on_learner = |share: f64| progress(Phase::Features, share);
-    Ok(dataset::build(source, census, history_window, alt, &mut on_learner).await?)
+    Ok(dataset::build(source, census, history_window, view, &mut on_learner).await?)
 }
 
-/// Fits, exports, verifies, scores and gates one family on a prepared dataset.
-/// CPU-bound: call it from a blocking thread in async code.
+/// Fits, exports, verifies, scores and gates one family on a prepared dataset
+/// (beside `incumbent`, prepared with it). CPU-bound: call it from a blocking
+/// thread in async code.
 pub fn fit_and_judge(
     ds: &Dataset,
     spec: &TrainSpec,
-    active: Option<&OnnxModel>,
+    incumbent: Option<&Incumbent>,
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Trained, TrainError> {
     progress(Phase::Fitting, 0.0);
@@ -256,14 +257,9 @@ pub fn fit_and_judge(
     verify_export(&onnx, &fitted, ds)?;
 
     progress(Phase::Gating, 0.0);
-    let active_scored = match (active, &ds.holdout_for_active) {
-        (Some(m), Some(alt)) => Some(evaluate::score(
-            &ds.holdout,
-            &m.run(&alt.x, &alt.keys)?,
-            with_times,
-        )),
-        _ => None,
-    };
+    let active_scored = incumbent
+        .map(|i| i.score(&ds.holdout, with_times))
+        .transpose()?;
     let verdict = gate::decide(
         &spec.gate,
         &candidate,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
-use taskcast_contract::runtime::OnnxModel;
 use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
 use tokio::sync::{Mutex, watch};
@@ -18,6 +17,7 @@ use crate::db::{
     Db, DbError, NewModelVersion, NewRun, PromotionKind, RunRecord, RunState, RunTrigger, RunUpdate,
 };
 use crate::families::Family;
+use crate::judge::incumbent::Incumbent;
 use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::run::publisher::Publisher;
 use crate::serve::telemetry::TrainerMetrics;
@@ -226,16 +226,10 @@ impl Runner {
         up_to_id: Option<i64>,
         force: bool,
     ) -> Result<(Trained, bool), RunFailure> {
-        let active = self.publisher.current();
-        // The active model is scored on the new hold-out so the gate compares
-        // like with like; if it no longer loads, the new one is judged alone.
-        let active_model = active.as_ref().and_then(|a| match OnnxModel::load(&a.onnx, 1) {
-            Ok(m) => Some(Arc::new(m)),
-            Err(e) => {
-                tracing::warn!(version = %a.meta.version, error = %e, "active model cannot be scored");
-                None
-            }
-        });
+        let mut incumbent = self
+            .publisher
+            .current()
+            .and_then(|a| Incumbent::load(&a.meta.version, &a.onnx));
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(Phase, f64)>();
         let mut source = DbSource::new(self.db.clone(), up_to_id);
         // Progress flows through a channel so the database sees phase changes
@@ -271,19 +265,18 @@ impl Runner {
             let ds = pipeline::prepare(
                 &mut source,
                 spec.history_window,
-                active_model.as_deref(),
+                incumbent.as_mut(),
                 &mut on_progress,
             )
             .await?;
             drop(on_progress);
             let spec2 = spec.clone();
-            let model2 = active_model.clone();
             let ptx2 = ptx.clone();
             let trained = tokio::task::spawn_blocking(move || {
                 let mut p = move |phase: Phase, share: f64| {
                     let _ = ptx2.send((phase, share));
                 };
-                pipeline::fit_and_judge(&ds, &spec2, model2.as_deref(), &mut p)
+                pipeline::fit_and_judge(&ds, &spec2, incumbent.as_ref(), &mut p)
             })
             .await
             .map_err(|e| TrainError::Join(e.to_string()))??;

@@ -1,19 +1,22 @@
 //! From completed tasks to model-ready rows, in two streaming passes over the
 //! learners (memory grows with the feature matrix, not with the source):
 //!
-//! 1. **Counting.** Every learner's attempts are split chronologically: with
-//!    `n ≥ 5` attempts the last `ceil(0.2·n)` are hold-out, the rest training;
-//!    learners with fewer go wholly to training. Training attempts are counted
-//!    into population / topic / difficulty / item [`Stat`]s, per learner fold.
-//! 2. **Rows.** Each attempt becomes a feature row computed by the shared
+//! 1. **Counting** ([`census`]). Every learner's attempts are split
+//!    chronologically: with `n ≥ 5` attempts the last `ceil(0.2·n)` are
+//!    hold-out, the rest training; learners with fewer go wholly to training.
+//!    Training attempts are counted into population / topic / difficulty /
+//!    item `Stat`s, per learner fold; [`PriorSet`] makes the priors of them.
+//! 2. **Rows** ([`build`]). Each attempt becomes a feature row computed by the shared
 //!    feature code from that learner's earlier attempts. Training rows see
 //!    priors from the *other* folds only (out-of-fold), so no row's own outcome
 //!    reaches its features; hold-out rows see the priors from all training rows,
-//!    exactly what the shipped model will serve with.
+//!    exactly what the shipped model will serve with. The same pass predicts
+//!    the [`Baselines`] for each hold-out row and, when asked, featurises the
+//!    hold-out as another model would see it ([`HoldoutView`]).
 //!
 //! Difficulty: when a row has no app label, one is derived from its item's
 //! prior success rate: terciles of item rates over training attempts give
-//! `easy` / `medium` / `hard` ([`Priors::difficulty_cuts`]).
+//! `easy` / `medium` / `hard` (`Priors::difficulty_cuts`).
 //!
 //! Items hidden: `item_id` is optional in the request, and an app whose tasks
 //! have no reusable ids never sends one. So that one model serves both well,
@@ -22,16 +25,28 @@
 //! neither the candidate nor the history carries an item. Hold-out rows keep
 //! their items, so the hold-out measures what the data's own app will send.
 
+mod baselines;
+mod census;
+mod priors;
+mod view;
+
 use std::collections::HashMap;
 
 use taskcast_contract::features::{DEFAULT_HISTORY_WINDOW, label_key, log_time, window};
-use taskcast_contract::priors::{DERIVED_DIFFICULTIES, derived_index};
+use taskcast_contract::priors::DERIVED_DIFFICULTIES;
 use taskcast_contract::{
-    CandidateKey, Event, FEATURE_COUNT, FeatureContext, PriorTable, Priors, RowKeys, Stat,
+    CandidateKey, Event, FEATURE_COUNT, FeatureContext, PriorTable, Priors, RowKeys, TaskRow,
 };
 
+use baselines::{BaselineInputs, EarlierAttempts};
+pub use baselines::{BaselinePrediction, Baselines};
+use census::usable;
+pub use census::{Census, census};
+pub use priors::PriorSet;
+pub use view::HoldoutView;
+
+use crate::data::source::{LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
-use taskcast_contract::{RowProblem, TaskRow};
 
 /// Learner folds for out-of-fold priors.
 pub const FOLDS: usize = 5;
@@ -57,57 +72,6 @@ pub fn hides_items(user_key: u64, i: usize) -> bool {
     ((z >> 11) as f64 / (1u64 << 53) as f64) < ITEMLESS_TRAIN_SHARE
 }
 
-/// Something that yields learners' attempts, one learner at a time, each in
-/// chronological order. Called once per pass.
-#[allow(async_fn_in_trait)]
-pub trait LearnerSource {
-    /// Calls `visit` with each learner's attempts, in order.
-    async fn for_each_learner(
-        &mut self,
-        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
-    ) -> Result<(), SourceError>;
-}
-
-/// A source failed mid-pass.
-#[derive(Debug, thiserror::Error)]
-#[error("reading training data: {0}")]
-pub struct SourceError(pub String);
-
-/// An in-memory source: rows grouped by learner, keeping their order within a
-/// learner (a stable sort, so CSV row order breaks timestamp ties).
-pub struct MemorySource {
-    rows: Vec<TaskRow>,
-}
-
-impl MemorySource {
-    /// Groups `rows` by learner, ordered by time within each.
-    pub fn new(mut rows: Vec<TaskRow>) -> Self {
-        rows.sort_by(|a, b| {
-            a.user_id
-                .cmp(&b.user_id)
-                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
-        });
-        Self { rows }
-    }
-
-    /// The rows, grouped.
-    pub fn rows(&self) -> &[TaskRow] {
-        &self.rows
-    }
-}
-
-impl LearnerSource for MemorySource {
-    async fn for_each_learner(
-        &mut self,
-        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
-    ) -> Result<(), SourceError> {
-        for group in self.rows.chunk_by(|a, b| a.user_id == b.user_id) {
-            visit(group);
-        }
-        Ok(())
-    }
-}
-
 /// Number of hold-out attempts for a learner with `n` usable attempts.
 pub fn holdout_len(n: usize) -> usize {
     if n < MIN_HOLDOUT_ATTEMPTS {
@@ -120,263 +84,6 @@ pub fn holdout_len(n: usize) -> usize {
 /// A learner's fold.
 pub fn fold_of(user_id: &str) -> usize {
     (label_key(user_id) % FOLDS as u64) as usize
-}
-
-/// Counts of training attempts within one fold.
-#[derive(Clone, Debug, Default)]
-struct FoldCounts {
-    population: Stat,
-    topics: HashMap<String, Stat>,
-    difficulties: HashMap<String, Stat>,
-    items: HashMap<String, Stat>,
-    /// Item counts over attempts without an app difficulty label, for the
-    /// derived difficulty classes.
-    unlabelled_items: HashMap<String, Stat>,
-}
-
-impl FoldCounts {
-    fn add(&mut self, r: &TaskRow) {
-        self.population.add(r.correct, r.seconds);
-        self.topics
-            .entry(r.topic.clone())
-            .or_default()
-            .add(r.correct, r.seconds);
-        if !r.difficulty.is_empty() {
-            self.difficulties
-                .entry(r.difficulty.clone())
-                .or_default()
-                .add(r.correct, r.seconds);
-        }
-        if let Some(item) = r.item_id.as_deref().filter(|i| !i.is_empty()) {
-            self.items
-                .entry(item.to_string())
-                .or_default()
-                .add(r.correct, r.seconds);
-            if r.difficulty.is_empty() {
-                self.unlabelled_items
-                    .entry(item.to_string())
-                    .or_default()
-                    .add(r.correct, r.seconds);
-            }
-        }
-    }
-
-    fn merge(&mut self, o: &FoldCounts) {
-        self.population.merge(&o.population);
-        for (dst, src) in [
-            (&mut self.topics, &o.topics),
-            (&mut self.difficulties, &o.difficulties),
-            (&mut self.items, &o.items),
-            (&mut self.unlabelled_items, &o.unlabelled_items),
-        ] {
-            for (k, v) in src {
-                dst.entry(k.clone()).or_default().merge(v);
-            }
-        }
-    }
-
-    fn minus(&self, o: &FoldCounts) -> FoldCounts {
-        let sub = |a: &HashMap<String, Stat>, b: &HashMap<String, Stat>| {
-            a.iter()
-                .filter_map(|(k, v)| {
-                    let s = b.get(k).map_or(*v, |w| v.minus(w));
-                    (s.n > 0).then(|| (k.clone(), s))
-                })
-                .collect()
-        };
-        FoldCounts {
-            population: self.population.minus(&o.population),
-            topics: sub(&self.topics, &o.topics),
-            difficulties: sub(&self.difficulties, &o.difficulties),
-            items: sub(&self.items, &o.items),
-            unlabelled_items: sub(&self.unlabelled_items, &o.unlabelled_items),
-        }
-    }
-}
-
-/// What the counting pass learned.
-#[derive(Clone, Debug, Default)]
-pub struct Census {
-    folds: Vec<FoldCounts>,
-    item_topic_votes: HashMap<String, HashMap<String, u32>>,
-    /// Usable attempts.
-    pub rows: u64,
-    /// Rows skipped as unusable, by reason.
-    pub skipped: HashMap<RowProblem, u64>,
-    /// Learners seen.
-    pub learners: u64,
-    /// Attempts that went to hold-out.
-    pub holdout_rows: u64,
-    /// Training attempts' log-times, for the baselines' population quantiles.
-    pub train_log_times: Vec<f64>,
-    /// Training attempts' log-times by topic, for the per-topic baseline.
-    pub topic_log_times: HashMap<String, Vec<f64>>,
-}
-
-impl Census {
-    /// Total skipped rows.
-    pub fn skipped_total(&self) -> u64 {
-        self.skipped.values().sum()
-    }
-
-    /// True when any training attempt recorded a time.
-    pub fn has_times(&self) -> bool {
-        !self.train_log_times.is_empty()
-    }
-}
-
-/// Keeps a learner's usable rows, counting the rest.
-fn usable<'a>(rows: &'a [TaskRow], skipped: &mut HashMap<RowProblem, u64>) -> Vec<&'a TaskRow> {
-    rows.iter()
-        .filter(|r| match r.problem() {
-            Some(p) => {
-                *skipped.entry(p).or_default() += 1;
-                false
-            }
-            None => true,
-        })
-        .collect()
-}
-
-/// Pass 1: counts training attempts per fold.
-pub async fn census(source: &mut impl LearnerSource) -> Result<Census, SourceError> {
-    let mut c = Census {
-        folds: vec![FoldCounts::default(); FOLDS],
-        ..Default::default()
-    };
-    source
-        .for_each_learner(&mut |rows| {
-            let rows = usable(rows, &mut c.skipped);
-            if rows.is_empty() {
-                return;
-            }
-            c.learners += 1;
-            c.rows += rows.len() as u64;
-            let h = holdout_len(rows.len());
-            c.holdout_rows += h as u64;
-            let fold = &mut c.folds[fold_of(&rows[0].user_id)];
-            for r in &rows[..rows.len() - h] {
-                fold.add(r);
-                if let Some(item) = r.item_id.as_deref().filter(|i| !i.is_empty()) {
-                    *c.item_topic_votes
-                        .entry(item.to_string())
-                        .or_default()
-                        .entry(r.topic.clone())
-                        .or_default() += 1;
-                }
-                if let Some(lt) = log_time(r.seconds) {
-                    c.train_log_times.push(lt);
-                    c.topic_log_times
-                        .entry(r.topic.clone())
-                        .or_default()
-                        .push(lt);
-                }
-            }
-        })
-        .await?;
-    Ok(c)
-}
-
-/// Priors for serving (all training rows) and for each fold (all but that fold).
-#[derive(Clone, Debug)]
-pub struct PriorSet {
-    /// From every training attempt: shipped in the artifact.
-    pub serving: Priors,
-    /// `folds[f]` leaves out learners of fold `f`.
-    pub folds: Vec<Priors>,
-}
-
-impl PriorSet {
-    /// Builds every prior from the census.
-    pub fn new(census: &Census) -> Self {
-        let mut total = FoldCounts::default();
-        for f in &census.folds {
-            total.merge(f);
-        }
-        let item_topics: std::collections::BTreeMap<String, String> = census
-            .item_topic_votes
-            .iter()
-            .filter_map(|(item, votes)| {
-                // Most frequent topic; ties broken by name so the artifact is deterministic.
-                votes
-                    .iter()
-                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                    .map(|(t, _)| (item.clone(), t.clone()))
-            })
-            .collect();
-        let base = |counts: &FoldCounts| Priors {
-            population: counts.population,
-            topics: counts.topics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            difficulties: counts
-                .difficulties
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            items: counts.items.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            item_topics: item_topics.clone(),
-            difficulty_cuts: None,
-        };
-        let cuts = difficulty_cuts(&base(&total), &total);
-        let finish = |counts: &FoldCounts| {
-            let mut p = base(counts);
-            p.difficulty_cuts = cuts;
-            if let Some(cuts) = cuts {
-                // Derived classes pool the unlabelled attempts of their items,
-                // classified by the same table that will classify candidates.
-                let table = PriorTable::new(&p);
-                // In item order: float sums must not depend on hash order, or
-                // the same data would give different priors (and artifacts).
-                let mut unlabelled: Vec<_> = counts.unlabelled_items.iter().collect();
-                unlabelled.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (item, stat) in unlabelled {
-                    let rate = table.item(label_key(item), 0).rate;
-                    let label = DERIVED_DIFFICULTIES[derived_index(rate, cuts)];
-                    p.difficulties
-                        .entry(label.to_string())
-                        .or_default()
-                        .merge(stat);
-                }
-            }
-            p
-        };
-        PriorSet {
-            serving: finish(&total),
-            folds: census
-                .folds
-                .iter()
-                .map(|f| finish(&total.minus(f)))
-                .collect(),
-        }
-    }
-}
-
-/// Terciles of item prior rates, weighted by attempts; `None` with too few
-/// items to make three meaningful classes.
-fn difficulty_cuts(priors: &Priors, total: &FoldCounts) -> Option<[f64; 2]> {
-    if total.unlabelled_items.len() < 9 {
-        return None;
-    }
-    let table = PriorTable::new(priors);
-    let mut rates: Vec<(f64, u64)> = total
-        .unlabelled_items
-        .iter()
-        .map(|(item, s)| (table.item(label_key(item), 0).rate, s.n))
-        .collect();
-    rates.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total_n: u64 = rates.iter().map(|r| r.1).sum();
-    let at = |share: f64| {
-        let target = share * total_n as f64;
-        let mut acc = 0u64;
-        for (rate, n) in &rates {
-            acc += n;
-            if acc as f64 >= target {
-                return *rate;
-            }
-        }
-        rates.last().map_or(0.5, |r| r.0)
-    };
-    let (lo, hi) = (at(1.0 / 3.0), at(2.0 / 3.0));
-    (hi > lo).then_some([lo, hi])
 }
 
 /// Model-ready rows of one side of the split.
@@ -422,21 +129,6 @@ impl Rows {
     pub fn log_time(&self, i: usize) -> Option<f64> {
         log_time(self.seconds[i])
     }
-}
-
-/// A simple predictor's output per hold-out row: `(p_correct, [q10, q50, q90] seconds)`.
-pub type BaselinePrediction = (f64, Option<[f64; 3]>);
-
-/// The baselines every model is compared with, predicted for each hold-out row.
-#[derive(Clone, Debug, Default)]
-pub struct Baselines {
-    /// Population success rate and time quantiles of the training rows.
-    pub population: Vec<BaselinePrediction>,
-    /// The learner's running success rate (Laplace-shrunk toward the
-    /// population) and running time quantiles over all earlier attempts.
-    pub learner: Vec<BaselinePrediction>,
-    /// The topic's training success rate and time quantiles.
-    pub topic: Vec<BaselinePrediction>,
 }
 
 /// String interner for vocabularies; index 0 is reserved for "none".
@@ -490,29 +182,30 @@ pub struct Dataset {
     pub items: Vocab,
     /// The counting pass's report.
     pub census: Census,
-    /// Hold-out rows as another model (the active one) would see them, with
-    /// its own priors and window, so both are judged on the same attempts.
-    pub holdout_for_active: Option<AltRows>,
-}
-
-/// Hold-out features computed with another model's priors.
-#[derive(Clone, Debug, Default)]
-pub struct AltRows {
-    /// Row-major features.
-    pub x: Vec<f32>,
-    /// Index-input keys.
-    pub keys: Vec<RowKeys>,
-}
-
-/// Another model's view: its priors and history window.
-pub struct AltView<'a> {
-    /// The other model's priors.
-    pub priors: &'a Priors,
-    /// The other model's window.
-    pub history_window: u32,
 }
 
 impl Dataset {
+    /// No rows yet, room for the census's.
+    fn empty(census: &Census, priors: Priors, history_window: u32) -> Dataset {
+        let mut ds = Dataset {
+            train: Rows::default(),
+            holdout: Rows::default(),
+            priors,
+            history_window,
+            users: Vocab::new(),
+            topics: Vocab::new(),
+            difficulties: Vocab::new(),
+            items: Vocab::new(),
+            census: Census::default(),
+        };
+        let train_cap = (census.rows - census.holdout_rows) as usize;
+        ds.train.x.reserve(train_cap * FEATURE_COUNT);
+        ds.holdout
+            .x
+            .reserve(census.holdout_rows as usize * FEATURE_COUNT);
+        ds
+    }
+
     /// How many training and hold-out rows carry a time.
     pub fn time_support(&self) -> TimeSupport {
         TimeSupport::of(self)
@@ -524,68 +217,22 @@ impl Dataset {
     }
 }
 
-/// Running quantiles of a learner's earlier log-times, for the learner baseline.
-fn quantiles(sorted: &[f64]) -> Option<[f64; 3]> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let q = |p: f64| {
-        let pos = p * (sorted.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-    };
-    Some([q(0.1), q(0.5), q(0.9)].map(f64::exp))
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
-
 /// Progress of the row pass, as a share of learners seen.
 pub type Progress<'a> = &'a mut (dyn FnMut(f64) + Send);
 
-/// Pass 2: feature rows for every attempt. `census` must come from the same source.
+/// Pass 2: feature rows for every attempt. `census` must come from the same
+/// source. With `view`, the hold-out is also featurised as another model
+/// would see it.
 pub async fn build(
     source: &mut impl LearnerSource,
     census: Census,
     history_window: u32,
-    alt: Option<AltView<'_>>,
+    mut view: Option<&mut HoldoutView>,
     progress: Progress<'_>,
 ) -> Result<Dataset, SourceError> {
-    let alt_table = alt
-        .as_ref()
-        .map(|a| (PriorTable::new(a.priors), a.history_window));
-    let mut alt_rows = alt.as_ref().map(|_| AltRows::default());
     let priors = PriorSet::new(&census);
-    let serving = PriorTable::new(&priors.serving);
-    let fold_tables: Vec<PriorTable> = priors.folds.iter().map(PriorTable::new).collect();
-    let pop = serving.population();
-    let pop_q = quantiles(&sorted(census.train_log_times.clone()));
-    let topic_q: HashMap<u64, Option<[f64; 3]>> = census
-        .topic_log_times
-        .iter()
-        .map(|(t, v)| (label_key(t), quantiles(&sorted(v.clone()))))
-        .collect();
-    let derived = DERIVED_DIFFICULTIES.map(label_key);
-
-    let mut ds = Dataset {
-        train: Rows::default(),
-        holdout: Rows::default(),
-        priors: priors.serving.clone(),
-        history_window,
-        users: Vocab::new(),
-        topics: Vocab::new(),
-        difficulties: Vocab::new(),
-        items: Vocab::new(),
-        census: Census::default(),
-        holdout_for_active: None,
-    };
-    let train_cap = (census.rows - census.holdout_rows) as usize;
-    ds.train.x.reserve(train_cap * FEATURE_COUNT);
-    ds.holdout
-        .x
-        .reserve(census.holdout_rows as usize * FEATURE_COUNT);
+    let pass = RowPass::new(&priors, &census, history_window);
+    let mut ds = Dataset::empty(&census, priors.serving, history_window);
     let learners = census.learners.max(1) as f64;
     let mut seen = 0f64;
     let mut skipped = HashMap::new();
@@ -597,100 +244,15 @@ pub async fn build(
             }
             seen += 1.0;
             progress(seen / learners);
-            let split = rows.len() - holdout_len(rows.len());
-            let fold_table = &fold_tables[fold_of(&rows[0].user_id)];
-            let resolve = |table: &PriorTable, items: bool| -> Vec<Event> {
-                rows.iter()
-                    .map(|r| {
-                        Event::resolve(
-                            &r.topic,
-                            &r.difficulty,
-                            r.item_id.as_deref().filter(|_| items).unwrap_or(""),
-                            r.correct,
-                            r.seconds,
-                            table,
-                        )
-                    })
-                    .collect()
-            };
-            let fold_events = resolve(fold_table, true);
-            let has_items = rows
-                .iter()
-                .any(|r| r.item_id.as_deref().is_some_and(|i| !i.is_empty()));
-            let itemless_events = if has_items && split > 0 {
-                resolve(fold_table, false)
-            } else {
-                Vec::new()
-            };
-            let serving_events = if split < rows.len() {
-                resolve(&serving, true)
-            } else {
-                Vec::new()
-            };
-            let alt_events = match (&alt_table, split < rows.len()) {
-                (Some((table, _)), true) => resolve(table, true),
-                _ => Vec::new(),
-            };
-            let user = ds.users.id(&rows[0].user_id);
-            let user_key = label_key(&rows[0].user_id);
-            // Learner baseline state: all earlier attempts, hold-out ones included.
-            let (mut n, mut c) = (0f64, 0f64);
-            let mut times: Vec<f64> = Vec::new();
-            for (i, r) in rows.iter().enumerate() {
-                let held = i >= split;
-                let hide = !held && has_items && hides_items(user_key, i);
-                let (events, table, out) = if held {
-                    (&serving_events, &serving, &mut ds.holdout)
-                } else if hide {
-                    (&itemless_events, fold_table, &mut ds.train)
-                } else {
-                    (&fold_events, fold_table, &mut ds.train)
-                };
-                let item = r.item_id.as_deref().filter(|_| !hide).unwrap_or("");
-                let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
-                let ctx = FeatureContext::new(window(&events[..i], history_window), table);
-                out.x.extend_from_slice(&ctx.row(&cand, table).row);
-                out.correct.push(r.correct);
-                out.seconds.push(r.seconds.filter(|s| *s > 0.0));
-                out.user.push(user);
-                out.topic.push(ds.topics.id(&r.topic));
-                let difficulty_label = if !r.difficulty.is_empty() {
-                    r.difficulty.as_str()
-                } else {
-                    derived
-                        .iter()
-                        .position(|k| *k == cand.difficulty)
-                        .map_or("", |i| DERIVED_DIFFICULTIES[i])
-                };
-                out.difficulty.push(ds.difficulties.id(difficulty_label));
-                out.item.push(ds.items.id(item));
-                out.keys.push(RowKeys::new(user_key, &cand));
-                if let (true, Some((table, w)), Some(alt)) = (held, &alt_table, alt_rows.as_mut()) {
-                    let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
-                    let ctx = FeatureContext::new(window(&alt_events[..i], *w), table);
-                    alt.x.extend_from_slice(&ctx.row(&cand, table).row);
-                    alt.keys.push(RowKeys::new(user_key, &cand));
-                }
-                if held {
-                    let b = &mut out.baselines;
-                    b.population.push((pop.rate, pop_q));
-                    b.learner
-                        .push(((c + pop.rate) / (n + 1.0), quantiles(&times).or(pop_q)));
-                    let tq = topic_q.get(&cand.topic).copied().flatten().or(pop_q);
-                    b.topic.push((serving.topic(cand.topic).rate, tq));
-                }
-                n += 1.0;
-                c += f64::from(u8::from(r.correct));
-                if let Some(lt) = log_time(r.seconds) {
-                    let at = times.partition_point(|v| *v < lt);
-                    times.insert(at, lt);
-                }
+            let learner = pass.learner(&rows);
+            pass.add_rows(&mut ds, &learner);
+            if let Some(view) = view.as_deref_mut() {
+                view.add_learner(&rows, learner.split, learner.user_key);
             }
         })
         .await?;
     ds.census = census;
     ds.census.skipped = skipped;
-    ds.holdout_for_active = alt_rows;
     Ok(ds)
 }
 
@@ -698,7 +260,7 @@ pub async fn build(
 pub async fn load(
     source: &mut impl LearnerSource,
     history_window: Option<u32>,
-    alt: Option<AltView<'_>>,
+    view: Option<&mut HoldoutView>,
     progress: Progress<'_>,
 ) -> Result<Dataset, SourceError> {
     let census = census(source).await?;
@@ -706,8 +268,168 @@ pub async fn load(
         source,
         census,
         history_window.unwrap_or(DEFAULT_HISTORY_WINDOW),
-        alt,
+        view,
         progress,
     )
     .await
+}
+
+/// A learner's attempts as events against `table`, with or without their items.
+fn resolve(rows: &[&TaskRow], table: &PriorTable, with_items: bool) -> Vec<Event> {
+    rows.iter()
+        .map(|r| {
+            Event::resolve(
+                &r.topic,
+                &r.difficulty,
+                r.item_id.as_deref().filter(|_| with_items).unwrap_or(""),
+                r.correct,
+                r.seconds,
+                table,
+            )
+        })
+        .collect()
+}
+
+/// What the row pass needs beside the rows: the priors each side is
+/// featurised with and what the baselines know.
+struct RowPass {
+    serving: PriorTable,
+    folds: Vec<PriorTable>,
+    baselines: BaselineInputs,
+    history_window: u32,
+    /// Keys of the derived difficulty labels, in [`DERIVED_DIFFICULTIES`] order.
+    derived: [u64; 3],
+}
+
+/// Which side of the split a row is on, and so which priors and events it is
+/// featurised with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Serving priors.
+    Holdout,
+    /// The learner's out-of-fold priors.
+    Train,
+    /// Out-of-fold priors, featurised as a request without items would be.
+    TrainWithoutItems,
+}
+
+/// One learner's usable attempts, split chronologically and resolved against
+/// the priors of each side.
+struct Learner<'a> {
+    rows: &'a [&'a TaskRow],
+    /// The hold-out starts here.
+    split: usize,
+    user_key: u64,
+    /// Whether any attempt has an item, so that some training rows go without.
+    has_items: bool,
+    fold: &'a PriorTable,
+    train_events: Vec<Event>,
+    itemless_events: Vec<Event>,
+    holdout_events: Vec<Event>,
+}
+
+impl Learner<'_> {
+    fn side(&self, i: usize) -> Side {
+        if i >= self.split {
+            Side::Holdout
+        } else if self.has_items && hides_items(self.user_key, i) {
+            Side::TrainWithoutItems
+        } else {
+            Side::Train
+        }
+    }
+}
+
+impl RowPass {
+    fn new(priors: &PriorSet, census: &Census, history_window: u32) -> Self {
+        let serving = PriorTable::new(&priors.serving);
+        RowPass {
+            baselines: BaselineInputs::new(census, &serving),
+            folds: priors.folds.iter().map(PriorTable::new).collect(),
+            serving,
+            history_window,
+            derived: DERIVED_DIFFICULTIES.map(label_key),
+        }
+    }
+
+    /// Splits a learner's usable attempts and resolves each side's events.
+    fn learner<'a>(&'a self, rows: &'a [&'a TaskRow]) -> Learner<'a> {
+        let split = rows.len() - holdout_len(rows.len());
+        let fold = &self.folds[fold_of(&rows[0].user_id)];
+        let has_items = rows
+            .iter()
+            .any(|r| r.item_id.as_deref().is_some_and(|i| !i.is_empty()));
+        let held = split < rows.len();
+        Learner {
+            rows,
+            split,
+            user_key: label_key(&rows[0].user_id),
+            has_items,
+            fold,
+            train_events: resolve(rows, fold, true),
+            itemless_events: if has_items && split > 0 {
+                resolve(rows, fold, false)
+            } else {
+                Vec::new()
+            },
+            holdout_events: if held {
+                resolve(rows, &self.serving, true)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Appends a row per attempt of `learner` to its side of `ds`, with its
+    /// labels and, for hold-out rows, the baselines' predictions.
+    fn add_rows(&self, ds: &mut Dataset, learner: &Learner<'_>) {
+        let user = ds.users.id(&learner.rows[0].user_id);
+        let mut earlier = EarlierAttempts::default();
+        for (i, r) in learner.rows.iter().enumerate() {
+            let side = learner.side(i);
+            let (events, table) = match side {
+                Side::Holdout => (&learner.holdout_events, &self.serving),
+                Side::Train => (&learner.train_events, learner.fold),
+                Side::TrainWithoutItems => (&learner.itemless_events, learner.fold),
+            };
+            let item = match side {
+                Side::TrainWithoutItems => "",
+                _ => r.item_id.as_deref().unwrap_or(""),
+            };
+            let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
+            let ctx = FeatureContext::new(window(&events[..i], self.history_window), table);
+            let topic = ds.topics.id(&r.topic);
+            let difficulty = ds.difficulties.id(self.difficulty_label(r, &cand));
+            let item = ds.items.id(item);
+            let out = match side {
+                Side::Holdout => &mut ds.holdout,
+                Side::Train | Side::TrainWithoutItems => &mut ds.train,
+            };
+            out.x.extend_from_slice(&ctx.row(&cand, table).row);
+            out.correct.push(r.correct);
+            out.seconds.push(r.seconds.filter(|s| *s > 0.0));
+            out.user.push(user);
+            out.topic.push(topic);
+            out.difficulty.push(difficulty);
+            out.item.push(item);
+            out.keys.push(RowKeys::new(learner.user_key, &cand));
+            if side == Side::Holdout {
+                self.baselines
+                    .predict(&mut out.baselines, &earlier, cand.topic, &self.serving);
+            }
+            earlier.push(r);
+        }
+    }
+
+    /// The app's difficulty label, or the derived class the priors put the
+    /// attempt in.
+    fn difficulty_label<'a>(&self, r: &'a TaskRow, cand: &CandidateKey) -> &'a str {
+        if !r.difficulty.is_empty() {
+            return r.difficulty.as_str();
+        }
+        self.derived
+            .iter()
+            .position(|k| *k == cand.difficulty)
+            .map_or("", |i| DERIVED_DIFFICULTIES[i])
+    }
 }
