@@ -10,13 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::Utc;
 use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::data::source::DbSource;
 use crate::db::{
     Db, DbError, NewModelVersion, NewRun, PromotionKind, RunRecord, RunState, RunTrigger, RunUpdate,
 };
 use crate::families::Family;
+use crate::judge::gate::Verdict;
 use crate::judge::incumbent::Incumbent;
 use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::run::publisher::Publisher;
@@ -218,7 +219,8 @@ impl Runner {
         }
     }
 
-    /// The run itself; `Ok` carries the published or rejected model.
+    /// The run itself, phase by phase; `Ok` carries the published or
+    /// rejected model and whether it went live.
     async fn execute(
         &self,
         id: &str,
@@ -226,69 +228,7 @@ impl Runner {
         up_to_id: Option<i64>,
         force: bool,
     ) -> Result<(Trained, bool), RunFailure> {
-        let mut incumbent = self
-            .publisher
-            .current()
-            .and_then(|a| Incumbent::load(&a.meta.version, &a.onnx));
-        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(Phase, f64)>();
-        let mut source = DbSource::new(self.db.clone(), up_to_id);
-        // Progress flows through a channel so the database sees phase changes
-        // without the featurising loop ever awaiting.
-        let id_owned = id.to_string();
-        let relay = async {
-            let mut last: Option<(Phase, u32)> = None;
-            while let Some((phase, share)) = prx.recv().await {
-                let tenth = (share * 10.0) as u32;
-                if last == Some((phase, tenth)) {
-                    continue;
-                }
-                last = Some((phase, tenth));
-                let progress = phase.overall(share);
-                self.progress(
-                    &id_owned,
-                    RunUpdate {
-                        phase: Some(phase.name().into()),
-                        progress: Some(progress),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            }
-        };
-        let work = async move {
-            let mut on_progress = {
-                let ptx = ptx.clone();
-                move |phase: Phase, share: f64| {
-                    let _ = ptx.send((phase, share));
-                }
-            };
-            let ds = pipeline::prepare(
-                &mut source,
-                spec.history_window,
-                incumbent.as_mut(),
-                &mut on_progress,
-            )
-            .await?;
-            drop(on_progress);
-            let spec2 = spec.clone();
-            let ptx2 = ptx.clone();
-            let trained = tokio::task::spawn_blocking(move || {
-                let mut p = move |phase: Phase, share: f64| {
-                    let _ = ptx2.send((phase, share));
-                };
-                pipeline::fit_and_judge(&ds, &spec2, incumbent.as_ref(), &mut p)
-            })
-            .await
-            .map_err(|e| TrainError::Join(e.to_string()))??;
-            // The last sender goes here, which ends the relay.
-            drop(ptx);
-            Ok::<_, TrainError>(trained)
-        };
-        let mut shutdown = self.shutdown.clone();
-        let trained = tokio::select! {
-            r = async { tokio::join!(work, relay).0 } => r?,
-            () = shutdown.recv() => return Err(RunFailure::Shutdown),
-        };
+        let trained = self.train(id, spec, up_to_id).await?;
         self.progress(
             id,
             RunUpdate {
@@ -298,40 +238,87 @@ impl Runner {
             },
         )
         .await;
-        let promote = force || trained.verdict.promotes();
-        let reason = if force && !trained.verdict.promotes() {
-            format!(
-                "forced by operator over the gate: {}",
-                trained.verdict.reason()
-            )
-        } else {
-            trained.verdict.reason().to_string()
-        };
-        let publish = async {
-            self.db
-                .insert_model_version(&NewModelVersion {
-                    version: trained.metadata.version.clone(),
-                    family: trained.metadata.family.clone(),
-                    feature_schema: trained.metadata.feature_schema.clone(),
-                    onnx: trained.onnx.clone(),
-                    metrics: trained.metadata.metrics.clone(),
-                    reason: reason.clone(),
-                    run_id: Some(id.to_string()),
-                    time_modeled: trained.metadata.time_modeled,
-                })
-                .await?;
-            if promote {
-                self.db
-                    .set_active(&trained.metadata.version, PromotionKind::Auto)
-                    .await?;
-                self.publisher.refresh(&self.db).await?;
-            } else {
-                self.db.reject(&trained.metadata.version, &reason).await?;
+        let decision = Decision::new(&trained.verdict, force);
+        self.publish(id, &trained, &decision).await?;
+        Ok((trained, decision.promote))
+    }
+
+    /// Read → features → fit → judge, beside the active version, recording
+    /// progress as it goes; abandoned, with nothing published, when the
+    /// service stops.
+    async fn train(
+        &self,
+        id: &str,
+        spec: &TrainSpec,
+        up_to_id: Option<i64>,
+    ) -> Result<Trained, RunFailure> {
+        let incumbent = self
+            .publisher
+            .current()
+            .and_then(|a| Incumbent::load(&a.meta.version, &a.onnx));
+        let source = DbSource::new(self.db.clone(), up_to_id);
+        // Progress flows through a channel so the database sees phase changes
+        // without the featurising loop ever awaiting.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let work = prepare_and_fit(source, spec.clone(), incumbent, tx);
+        let relay = self.relay_progress(id, rx);
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = async { tokio::join!(work, relay).0 } => Ok(r?),
+            () = shutdown.recv() => Err(RunFailure::Shutdown),
+        }
+    }
+
+    /// Records each new phase, and each tenth of one, until the run drops its
+    /// last progress sender.
+    async fn relay_progress(&self, id: &str, mut rx: mpsc::UnboundedReceiver<(Phase, f64)>) {
+        let mut last: Option<(Phase, u32)> = None;
+        while let Some((phase, share)) = rx.recv().await {
+            let tenth = (share * 10.0) as u32;
+            if last == Some((phase, tenth)) {
+                continue;
             }
-            Ok::<_, DbError>(())
-        };
-        publish.await?;
-        Ok((trained, promote))
+            last = Some((phase, tenth));
+            self.progress(
+                id,
+                RunUpdate {
+                    phase: Some(phase.name().into()),
+                    progress: Some(phase.overall(share)),
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Stores the model in the registry, then either makes it active and
+    /// tells the subscribers, or records why it was not.
+    async fn publish(
+        &self,
+        id: &str,
+        trained: &Trained,
+        decision: &Decision,
+    ) -> Result<(), DbError> {
+        let version = &trained.metadata.version;
+        self.db
+            .insert_model_version(&NewModelVersion {
+                version: version.clone(),
+                family: trained.metadata.family.clone(),
+                feature_schema: trained.metadata.feature_schema.clone(),
+                onnx: trained.onnx.clone(),
+                metrics: trained.metadata.metrics.clone(),
+                reason: decision.reason.clone(),
+                run_id: Some(id.to_string()),
+                time_modeled: trained.metadata.time_modeled,
+            })
+            .await?;
+        if decision.promote {
+            self.db.set_active(version, PromotionKind::Auto).await?;
+            self.publisher.refresh(&self.db).await?;
+        } else {
+            self.db.reject(version, &decision.reason).await?;
+        }
+        Ok(())
     }
 
     /// Records the outcome and advances the watermark unless the run failed
@@ -343,72 +330,54 @@ impl Runner {
         up_to_id: Option<i64>,
         started: Instant,
     ) {
-        let update = match &outcome {
-            Ok((t, promoted)) => {
-                let mut metrics = t.metadata.metrics.clone();
-                for (name, m) in &t.baselines {
-                    for (k, v) in m.to_map() {
-                        metrics.insert(format!("{name}.{k}"), v);
-                    }
-                }
-                if let Some(a) = &t.active {
-                    for (k, v) in a.metrics.to_map() {
-                        metrics.insert(format!("active.{k}"), v);
-                    }
-                }
-                RunUpdate {
-                    phase: Some(Phase::Done.name().into()),
-                    progress: Some(1.0),
-                    state: Some(if *promoted {
-                        RunState::Succeeded
-                    } else {
-                        RunState::Rejected
-                    }),
-                    rows_used: Some(t.rows),
-                    rows_skipped: Some(t.skipped.values().sum()),
-                    skipped_detail: Some(t.skipped.clone()),
-                    metrics: Some(metrics),
-                    model_version: Some(t.metadata.version.clone()),
-                    gate_reason: Some(t.verdict.reason().to_string()),
-                    error: None,
-                }
-            }
-            Err(e) => RunUpdate {
-                state: Some(RunState::Failed),
-                error: Some(e.to_string()),
-                ..Default::default()
-            },
-        };
-        let state = update.state.map_or("FAILED", |s| s.as_str());
-        self.metrics.runs_finished.with_label_values(&[state]).inc();
-        self.metrics
-            .run_duration
-            .with_label_values(&[state])
-            .observe(started.elapsed().as_secs_f64());
-        if outcome.is_ok() {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            self.metrics.last_success.set(now);
-        }
+        let update = end_update(&outcome);
+        self.count_end(update.state, outcome.is_ok(), started);
         match &outcome {
             Ok((t, p)) => {
                 tracing::info!(run = %id, version = %t.metadata.version, promoted = p, reason = t.verdict.reason(), "training run finished")
             }
             Err(e) => tracing::warn!(run = %id, error = %e, "training run failed"),
         }
-        // The end of a run is the one write worth waiting for: a database
-        // that blips right when a run ends would otherwise leave the row
-        // RUNNING until the next run's stale-run recovery. Bounded (~6 s), so
-        // a database that stays down does not hold the training lock.
-        let mut written = self.db.update_run(id, &update).await;
+        self.record_end(id, &update).await;
+        if outcome.is_ok()
+            && let Some(w) = up_to_id
+            && let Err(e) = self.db.set_watermark(w).await
+        {
+            tracing::error!(error = %e, "advancing the watermark failed; the next poll retrains");
+        }
+    }
+
+    /// The run's end in the metrics: its state, its duration and, if it
+    /// finished without error, when.
+    fn count_end(&self, state: Option<RunState>, ok: bool, started: Instant) {
+        let state = state.map_or("FAILED", |s| s.as_str());
+        self.metrics.runs_finished.with_label_values(&[state]).inc();
+        self.metrics
+            .run_duration
+            .with_label_values(&[state])
+            .observe(started.elapsed().as_secs_f64());
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.metrics.last_success.set(now);
+        }
+    }
+
+    /// Writes the run's end to its record and to its watchers. The one write
+    /// worth waiting for: a database that blips right when a run ends would
+    /// otherwise leave the row RUNNING until the next run's stale-run
+    /// recovery. Bounded (~6 s), so a database that stays down does not hold
+    /// the training lock.
+    async fn record_end(&self, id: &str, update: &RunUpdate) {
+        let mut written = self.db.update_run(id, update).await;
         let mut pauses = Backoff::new(Duration::from_millis(200), Duration::from_millis(3200));
         for _ in 0..5 {
             if written.is_ok() {
                 break;
             }
             tokio::time::sleep(pauses.next_delay()).await;
-            written = self.db.update_run(id, &update).await;
+            written = self.db.update_run(id, update).await;
         }
         match written {
             Ok(rec) => self.broadcast(id, rec).await,
@@ -422,12 +391,6 @@ impl Runner {
                     });
                 }
             }
-        }
-        if outcome.is_ok()
-            && let Some(w) = up_to_id
-            && let Err(e) = self.db.set_watermark(w).await
-        {
-            tracing::error!(error = %e, "advancing the watermark failed; the next poll retrains");
         }
     }
 
@@ -502,5 +465,99 @@ impl Runner {
             r = rx.wait_for(|r| r.state.is_terminal()) => r.ok().map(|r| r.state),
             () = shutdown.recv() => None,
         }
+    }
+}
+
+/// Whether a trained model goes live, and the reason stored with it.
+struct Decision {
+    promote: bool,
+    reason: String,
+}
+
+impl Decision {
+    /// The gate's verdict, unless an operator forced the run over it.
+    fn new(verdict: &Verdict, force: bool) -> Self {
+        let promote = force || verdict.promotes();
+        let reason = if force && !verdict.promotes() {
+            format!("forced by operator over the gate: {}", verdict.reason())
+        } else {
+            verdict.reason().to_string()
+        };
+        Decision { promote, reason }
+    }
+}
+
+/// [`pipeline::prepare`] on the source, then [`pipeline::fit_and_judge`] on
+/// a blocking thread (it is CPU-bound). The last progress sender drops when
+/// the fit ends, which ends the relay.
+async fn prepare_and_fit(
+    mut source: DbSource,
+    spec: TrainSpec,
+    mut incumbent: Option<Incumbent>,
+    progress: mpsc::UnboundedSender<(Phase, f64)>,
+) -> Result<Trained, TrainError> {
+    let mut on_progress = {
+        let progress = progress.clone();
+        move |phase: Phase, share: f64| {
+            let _ = progress.send((phase, share));
+        }
+    };
+    let ds = pipeline::prepare(
+        &mut source,
+        spec.history_window,
+        incumbent.as_mut(),
+        &mut on_progress,
+    )
+    .await?;
+    drop(on_progress);
+    tokio::task::spawn_blocking(move || {
+        let mut on_progress = move |phase: Phase, share: f64| {
+            let _ = progress.send((phase, share));
+        };
+        pipeline::fit_and_judge(&ds, &spec, incumbent.as_ref(), &mut on_progress)
+    })
+    .await
+    .map_err(|e| TrainError::Join(e.to_string()))?
+}
+
+/// What the run's record says at its end: the model, its figures and the
+/// gate's reason, or the error.
+fn end_update(outcome: &Result<(Trained, bool), RunFailure>) -> RunUpdate {
+    let (t, promoted) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            return RunUpdate {
+                state: Some(RunState::Failed),
+                error: Some(e.to_string()),
+                ..Default::default()
+            };
+        }
+    };
+    let mut metrics = t.metadata.metrics.clone();
+    for (name, m) in &t.baselines {
+        for (k, v) in m.to_map() {
+            metrics.insert(format!("{name}.{k}"), v);
+        }
+    }
+    if let Some(a) = &t.active {
+        for (k, v) in a.metrics.to_map() {
+            metrics.insert(format!("active.{k}"), v);
+        }
+    }
+    RunUpdate {
+        phase: Some(Phase::Done.name().into()),
+        progress: Some(1.0),
+        state: Some(if *promoted {
+            RunState::Succeeded
+        } else {
+            RunState::Rejected
+        }),
+        rows_used: Some(t.rows),
+        rows_skipped: Some(t.skipped.values().sum()),
+        skipped_detail: Some(t.skipped.clone()),
+        metrics: Some(metrics),
+        model_version: Some(t.metadata.version.clone()),
+        gate_reason: Some(t.verdict.reason().to_string()),
+        error: None,
     }
 }
