@@ -24,27 +24,28 @@
 //! masks each id to 0 with probability [`MlpConfig::oov_rate`] so that row is
 //! a learned "someone we have not seen" and a new learner gets a real
 //! prediction without retraining.
+//!
+//! Here: the configuration, the vocabularies and validation split, and
+//! [`fit`], which trains the networks (`train.rs`, on the training form in
+//! `net.rs`) and keeps them folded for inference. The reference forward pass
+//! is in `forward.rs`, the ONNX graph in `onnx.rs`.
 
-mod infer;
+mod forward;
 mod net;
+mod onnx;
+mod train;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ndarray::Array2;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use taskcast_contract::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
-use taskcast_contract::features::{feature_index, label_key};
-use taskcast_contract::onnx::{AttributeProto, Dim, GraphBuilder};
-use taskcast_contract::runtime::Output;
-use taskcast_contract::{FEATURE_COUNT, IndexField, IndexInput, RowKeys};
+use taskcast_contract::features::label_key;
+use taskcast_contract::{IndexField, IndexInput};
 
 use crate::data::dataset::{Dataset, Rows, Vocab};
-use crate::families::FitError;
+use crate::families::{FitError, check_both_outcomes};
 
-pub use infer::{FoldedNet, Standardiser};
-use net::{Adam, Net, StepConfig, train_step};
+pub use forward::{FoldedNet, Standardiser};
+use train::{Data, Layout, Trainer};
 
 /// Embedding widths: learner, topic, difficulty.
 pub const EMBEDDINGS: [usize; 3] = [32, 16, 8];
@@ -271,40 +272,7 @@ fn vocabularies(ds: &Dataset, cfg: &MlpConfig) -> ([Vec<u32>; 3], [Vec<String>; 
     ([um, tm, dm], [ul, tl, dl])
 }
 
-/// Which output columns a network has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
-    /// `[logit]`.
-    Correctness,
-    /// `[loc, raw_scale]`.
-    Time,
-    /// `[logit, loc, raw_scale]`.
-    Both,
-}
-
-impl Layout {
-    fn p_col(self) -> Option<usize> {
-        match self {
-            Layout::Correctness | Layout::Both => Some(0),
-            Layout::Time => None,
-        }
-    }
-    fn t_cols(self) -> Option<(usize, usize)> {
-        match self {
-            Layout::Correctness => None,
-            Layout::Time => Some((0, 1)),
-            Layout::Both => Some((1, 2)),
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Layout::Correctness => "correctness",
-            Layout::Time => "time",
-            Layout::Both => "shared",
-        }
-    }
-}
-
+/// The logistic function.
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
@@ -314,235 +282,6 @@ fn softplus(z: f32) -> f32 {
     z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
-/// Per-row training targets and inputs.
-struct Data {
-    /// Standardised features, row-major.
-    xs: Vec<f32>,
-    /// Embedding indices per row.
-    idx: Vec<[u32; 3]>,
-    /// 1.0 for correct.
-    y: Vec<f32>,
-    /// Capped log-seconds.
-    t: Vec<Option<f32>>,
-}
-
-/// Loss of one row given its output row; with `grad`, also writes
-/// `dloss/dout` (not yet divided by the batch size).
-fn row_loss(layout: Layout, out: &[f32], y: f32, t: Option<f32>, grad: Option<&mut [f32]>) -> f64 {
-    let mut loss = 0f64;
-    let mut g = [0f32; 3];
-    if let Some(c) = layout.p_col() {
-        let z = out[c];
-        // BCE with logits: softplus(z) − y·z.
-        loss += f64::from(softplus(z) - y * z);
-        g[c] = sigmoid(z) - y;
-    }
-    if let (Some((lc, sc)), Some(t)) = (layout.t_cols(), t) {
-        let (loc, raw) = (out[lc], out[sc]);
-        let s = softplus(raw) + SCALE_FLOOR;
-        let d = t - loc;
-        // Gaussian NLL without the constant ½·ln 2π.
-        loss += f64::from(s.ln() + 0.5 * d * d / (s * s));
-        g[lc] = -d / (s * s);
-        g[sc] = (1.0 / s - d * d / (s * s * s)) * sigmoid(raw);
-    }
-    if let Some(gr) = grad {
-        gr.copy_from_slice(&g[..gr.len()]);
-    }
-    loss
-}
-
-/// Mean loss of a folded network over `rows` (inference mode).
-fn eval_loss(net: &FoldedNet, x: &[f32], data: &Data, rows: &[usize], layout: Layout) -> f64 {
-    if rows.is_empty() {
-        return f64::NAN;
-    }
-    let mut total = 0f64;
-    for chunk in rows.chunks(4096) {
-        let xb: Vec<f32> = chunk
-            .iter()
-            .flat_map(|&r| {
-                x[r * FEATURE_COUNT..(r + 1) * FEATURE_COUNT]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        let ib: Vec<[u32; 3]> = chunk.iter().map(|&r| data.idx[r]).collect();
-        let out = net.forward(&xb, &ib);
-        for (j, &r) in chunk.iter().enumerate() {
-            if let Some(o) = out.row(j).as_slice() {
-                total += row_loss(layout, o, data.y[r], data.t[r], None);
-            }
-        }
-    }
-    total / rows.len() as f64
-}
-
-/// Trains one network; returns the best epoch's weights, folded.
-#[allow(clippy::too_many_arguments)]
-fn train_net(
-    x: &[f32],
-    data: &Data,
-    fit_rows: &[usize],
-    val_rows: &[usize],
-    layout: Layout,
-    vocab_sizes: [usize; 3],
-    standardiser: &Standardiser,
-    cfg: &MlpConfig,
-    seed: u64,
-) -> (FoldedNet, NetReport) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    // Output biases start at the targets' base values.
-    let mut out_bias = Vec::new();
-    if layout.p_col().is_some() {
-        let p = fit_rows.iter().map(|&r| f64::from(data.y[r])).sum::<f64>()
-            / fit_rows.len().max(1) as f64;
-        out_bias.push(taskcast_contract::features::logit(p) as f32);
-    }
-    if layout.t_cols().is_some() {
-        let ts: Vec<f64> = fit_rows
-            .iter()
-            .filter_map(|&r| data.t[r])
-            .map(f64::from)
-            .collect();
-        let n = ts.len().max(1) as f64;
-        let mean = ts.iter().sum::<f64>() / n;
-        let sd = (ts.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let target = (sd as f32 - SCALE_FLOOR).max(0.05);
-        // softplus⁻¹(s) = ln(eˢ − 1)
-        out_bias.push(mean as f32);
-        out_bias.push(target.exp_m1().ln());
-    }
-    let mut net = Net::new(&mut rng, vocab_sizes, FEATURE_COUNT, &out_bias);
-    let mut adam = Adam::new(&net);
-    // Without validation rows, judge epochs on the training rows themselves.
-    let monitor: &[usize] = if val_rows.is_empty() {
-        fit_rows
-    } else {
-        val_rows
-    };
-    let mut best = net.fold(standardiser);
-    let mut report = NetReport {
-        name: layout.name().to_string(),
-        initial_val_loss: eval_loss(&best, x, data, monitor, layout),
-        fit_rows: fit_rows.len(),
-        val_rows: val_rows.len(),
-        ..Default::default()
-    };
-    report.best_val_loss = report.initial_val_loss;
-    let width = net::input_width(FEATURE_COUNT);
-    let bs = cfg.batch_size.max(2);
-    let mut step = StepConfig {
-        lr: cfg.learning_rate,
-        dropout: cfg.dropout,
-        bn_momentum: cfg.bn_momentum,
-    };
-    let mut order: Vec<usize> = fit_rows.to_vec();
-    let (mut since_best, mut since_lr) = (0usize, 0usize);
-    let mut x0 = Array2::<f32>::zeros((bs, width));
-    let mut ids: Vec<[u32; 3]> = Vec::with_capacity(bs);
-    for epoch in 1..=cfg.max_epochs {
-        let started = Instant::now();
-        // Fisher–Yates shuffle; a prefix of it is the epoch's subsample.
-        for i in (1..order.len()).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
-        let take = order.len().min(cfg.max_rows_per_epoch.max(bs));
-        let mut train_loss = 0f64;
-        let mut trained = 0usize;
-        for batch in order[..take].chunks(bs) {
-            // BatchNorm needs at least two rows for a variance.
-            if batch.len() < 2 {
-                continue;
-            }
-            if x0.nrows() != batch.len() {
-                x0 = Array2::zeros((batch.len(), width));
-            }
-            ids.clear();
-            for (j, &r) in batch.iter().enumerate() {
-                let mut id = data.idx[r];
-                for v in id.iter_mut() {
-                    if rng.random::<f32>() < cfg.oov_rate {
-                        *v = 0;
-                    }
-                }
-                ids.push(id);
-                let mut row = x0.row_mut(j);
-                let mut at = 0;
-                for k in 0..3 {
-                    for d in 0..EMBEDDINGS[k] {
-                        row[at + d] = net.emb[k][[id[k] as usize, d]];
-                    }
-                    at += EMBEDDINGS[k];
-                }
-                for d in 0..FEATURE_COUNT {
-                    row[at + d] = data.xs[r * FEATURE_COUNT + d];
-                }
-            }
-            let n = batch.len() as f32;
-            let loss = |out: &Array2<f32>, rows: &[usize]| {
-                let mut g = Array2::<f32>::zeros(out.raw_dim());
-                let mut total = 0f64;
-                for (j, &r) in rows.iter().enumerate() {
-                    let mut gr = [0f32; 3];
-                    let k = out.ncols();
-                    if let Some(o) = out.row(j).as_slice() {
-                        total += row_loss(layout, o, data.y[r], data.t[r], Some(&mut gr[..k]));
-                    }
-                    for c in 0..k {
-                        g[[j, c]] = gr[c] / n;
-                    }
-                }
-                (g, total)
-            };
-            train_loss += train_step(
-                &mut net, &mut adam, &x0, &ids, batch, &loss, &step, &mut rng,
-            );
-            trained += batch.len();
-        }
-        let folded = net.fold(standardiser);
-        let val_loss = eval_loss(&folded, x, data, monitor, layout);
-        report.epochs.push(EpochStats {
-            epoch,
-            train_loss: train_loss / trained.max(1) as f64,
-            val_loss,
-            lr: step.lr,
-            rows: trained,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        tracing::debug!(
-            net = layout.name(),
-            epoch,
-            val_loss,
-            lr = step.lr,
-            "mlp epoch"
-        );
-        if !val_loss.is_finite() {
-            // Diverged: keep the best weights so far.
-            break;
-        }
-        if val_loss < report.best_val_loss {
-            report.best_val_loss = val_loss;
-            report.best_epoch = epoch;
-            best = folded;
-            since_best = 0;
-            since_lr = 0;
-        } else {
-            since_best += 1;
-            since_lr += 1;
-            if since_best >= cfg.patience {
-                break;
-            }
-            if since_lr >= cfg.lr_patience {
-                step.lr *= cfg.lr_factor;
-                since_lr = 0;
-            }
-        }
-    }
-    (best, report)
-}
-
 /// Fits the `mlp` family on the dataset's training rows.
 pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     let started = Instant::now();
@@ -550,63 +289,25 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     if rows.is_empty() {
         return Err(FitError::Empty);
     }
-    crate::families::check_both_outcomes(rows)?;
+    check_both_outcomes(rows)?;
     let (maps, vocab) = vocabularies(ds, cfg);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
-    let mut xs = vec![0f32; rows.x.len()];
-    for i in 0..rows.len() {
-        standardiser.apply(
-            rows.row(i),
-            &mut xs[i * FEATURE_COUNT..(i + 1) * FEATURE_COUNT],
-        );
-    }
-    let at = |m: &Vec<u32>, i: u32| m.get(i as usize).copied().unwrap_or(0);
-    let data = Data {
-        xs,
-        idx: (0..rows.len())
-            .map(|i| {
-                [
-                    at(&maps[0], rows.user[i]),
-                    at(&maps[1], rows.topic[i]),
-                    at(&maps[2], rows.difficulty[i]),
-                ]
-            })
-            .collect(),
-        y: rows
-            .correct
-            .iter()
-            .map(|c| f32::from(u8::from(*c)))
-            .collect(),
-        t: (0..rows.len())
-            .map(|i| rows.log_time(i).map(|t| t as f32))
-            .collect(),
-    };
-    let sizes = [vocab[0].len() + 1, vocab[1].len() + 1, vocab[2].len() + 1];
-    let timed = |idx: &[usize]| -> Vec<usize> {
-        idx.iter()
-            .copied()
-            .filter(|&r| data.t[r].is_some())
-            .collect()
-    };
-    let (fit_t, val_t) = (timed(&fit_rows), timed(&val_rows));
+    let data = Data::for_fit(rows, &maps, &standardiser);
+    let (fit_t, val_t) = (data.timed(&fit_rows), data.timed(&val_rows));
     // Whether the data supports a time head is decided once per run
     // (crate::data::time_support); without one the time output falls back to the
     // item prior, like the linear family's.
     let learn_time = ds.time_modeled() && !fit_t.is_empty() && !val_t.is_empty();
-    let x = &rows.x;
-    let train = |rows_f: &[usize], rows_v: &[usize], layout: Layout, seed: u64| {
-        train_net(
-            x,
-            &data,
-            rows_f,
-            rows_v,
-            layout,
-            sizes,
-            &standardiser,
-            cfg,
-            seed,
-        )
+    let trainer = Trainer {
+        x: &rows.x,
+        data: &data,
+        vocab_sizes: [vocab[0].len() + 1, vocab[1].len() + 1, vocab[2].len() + 1],
+        standardiser: &standardiser,
+        cfg,
+    };
+    let train = |fit: &[usize], val: &[usize], layout: Layout, seed: u64| {
+        trainer.train(fit, val, layout, seed)
     };
     let (correctness, time, nets) = match (cfg.architecture, learn_time) {
         (Architecture::Shared, true) => {
@@ -649,106 +350,6 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
 }
 
 impl Mlp {
-    /// Embedding indices for label keys, exactly as ONNX Runtime's
-    /// [`taskcast_contract::runtime::OnnxModel::run`] will look them up.
-    pub fn indices(&self, keys: &[RowKeys]) -> Vec<[u32; 3]> {
-        keys.iter()
-            .map(|k| {
-                let get = |m: &HashMap<u64, u32>, key: u64| m.get(&key).copied().unwrap_or(0);
-                [
-                    get(&self.lookups[0], k.user),
-                    get(&self.lookups[1], k.topic),
-                    get(&self.lookups[2], k.difficulty),
-                ]
-            })
-            .collect()
-    }
-
-    /// The forward pass in Rust for raw feature rows `x` (row-major
-    /// `[n, FEATURE_COUNT]`) and their label keys: the reference the export
-    /// must reproduce.
-    pub fn predict(&self, x: &[f32], keys: &[RowKeys]) -> Vec<Output> {
-        let n = keys.len().min(x.len() / FEATURE_COUNT);
-        let idx = self.indices(&keys[..n]);
-        let mut out = Vec::with_capacity(n);
-        for start in (0..n).step_by(4096) {
-            let end = (start + 4096).min(n);
-            let xb = &x[start * FEATURE_COUNT..end * FEATURE_COUNT];
-            let ib = &idx[start..end];
-            let pc = self.correctness.forward(xb, ib);
-            let tn = match &self.time {
-                TimeModel::Separate(net) => Some((net.forward(xb, ib), 0)),
-                _ => None,
-            };
-            for j in 0..end - start {
-                let p_correct = sigmoid(pc[[j, 0]]);
-                let (loc, raw) = match (&self.time, &tn) {
-                    (TimeModel::Separate(_), Some((t, c))) => (t[[j, *c]], t[[j, c + 1]]),
-                    (TimeModel::Shared, _) => (pc[[j, 1]], pc[[j, 2]]),
-                    _ => (f32::NAN, f32::NAN),
-                };
-                let log_seconds = if loc.is_nan() {
-                    let f = feature_index("prior_item_log_time").unwrap_or(1);
-                    let m = xb[j * FEATURE_COUNT + f];
-                    [m - 1.0, m, m + 1.0]
-                } else {
-                    let s = softplus(raw) + SCALE_FLOOR;
-                    [loc + s * -Z90, loc + s * 0.0, loc + s * Z90]
-                };
-                out.push(Output {
-                    p_correct,
-                    log_seconds,
-                });
-            }
-        }
-        out
-    }
-
-    /// Mean validation losses of these weights on `rows` (indices into
-    /// `rows`): the quantity early stopping minimised, per network, in
-    /// [`FitReport::nets`] order. `rows` must be the training rows of the
-    /// dataset the model was fitted on.
-    pub fn losses(&self, rows: &Rows, idx: &[usize]) -> Vec<f64> {
-        let keys: Vec<RowKeys> = idx.iter().map(|&i| rows.keys[i]).collect();
-        let ids = self.indices(&keys);
-        let mut x = Vec::with_capacity(idx.len() * FEATURE_COUNT);
-        for &i in idx {
-            x.extend_from_slice(rows.row(i));
-        }
-        let data = Data {
-            xs: Vec::new(),
-            idx: ids,
-            y: idx
-                .iter()
-                .map(|&i| f32::from(u8::from(rows.correct[i])))
-                .collect(),
-            t: idx
-                .iter()
-                .map(|&i| rows.log_time(i).map(|t| t as f32))
-                .collect(),
-        };
-        let all: Vec<usize> = (0..idx.len()).collect();
-        let timed: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|&r| data.t[r].is_some())
-            .collect();
-        match &self.time {
-            TimeModel::Separate(t) => vec![
-                eval_loss(&self.correctness, &x, &data, &all, Layout::Correctness),
-                eval_loss(t, &x, &data, &timed, Layout::Time),
-            ],
-            TimeModel::Shared => vec![eval_loss(&self.correctness, &x, &data, &all, Layout::Both)],
-            TimeModel::Prior => vec![eval_loss(
-                &self.correctness,
-                &x,
-                &data,
-                &all,
-                Layout::Correctness,
-            )],
-        }
-    }
-
     /// The index inputs the graph takes; embedding row `k + 1` is `vocabulary[k]`.
     pub fn index_inputs(&self) -> Vec<IndexInput> {
         let fields = [IndexField::User, IndexField::Topic, IndexField::Difficulty];
@@ -764,62 +365,5 @@ impl Mlp {
     /// True when the time output comes from a trained head.
     pub fn learned_time(&self) -> bool {
         !matches!(self.time, TimeModel::Prior)
-    }
-
-    /// The ONNX graph (inputs and outputs per the artifact contract).
-    pub fn graph(&self) -> GraphBuilder {
-        let f = FEATURE_COUNT as i64;
-        let mut g = GraphBuilder::new("taskcast_mlp");
-        g.input_f32(INPUT_FEATURES, &[Dim::Batch, Dim::Fixed(f)]);
-        for name in INDEX_INPUTS {
-            g.input_i64(name, &[Dim::Batch]);
-        }
-        g.output_f32(OUTPUT_P_CORRECT, &[Dim::Batch])
-            .output_f32(OUTPUT_LOG_SECONDS, &[Dim::Batch, Dim::Fixed(3)])
-            .init_i64("flat", &[1], &[-1])
-            .init_f32("quantile_z", &[1, 3], &[-Z90, 0.0, Z90]);
-        self.correctness
-            .emit(&mut g, "p_", INPUT_FEATURES, INDEX_INPUTS);
-        g.node("Sigmoid", &["p_out0"], &["p_col"], vec![]).node(
-            "Reshape",
-            &["p_col", "flat"],
-            &[OUTPUT_P_CORRECT],
-            vec![],
-        );
-        let cols = match &self.time {
-            TimeModel::Separate(net) => {
-                net.emit(&mut g, "t_", INPUT_FEATURES, INDEX_INPUTS);
-                Some(("t_out0", "t_out1"))
-            }
-            TimeModel::Shared => Some(("p_out1", "p_out2")),
-            TimeModel::Prior => None,
-        };
-        match cols {
-            Some((loc, raw)) => {
-                g.init_f32("scale_floor", &[1], &[SCALE_FLOOR])
-                    .node("Softplus", &[raw], &["scale_sp"], vec![])
-                    .node("Add", &["scale_sp", "scale_floor"], &["scale"], vec![])
-                    .node("Mul", &["scale", "quantile_z"], &["spread"], vec![])
-                    .node("Add", &[loc, "spread"], &[OUTPUT_LOG_SECONDS], vec![]);
-            }
-            None => {
-                let at = feature_index("prior_item_log_time").unwrap_or(1) as i64;
-                g.init_i64("prior_col", &[1], &[at])
-                    .init_f32("prior_spread", &[1, 3], &[-1.0, 0.0, 1.0])
-                    .node(
-                        "Gather",
-                        &[INPUT_FEATURES, "prior_col"],
-                        &["prior_lt"],
-                        vec![AttributeProto::int("axis", 1)],
-                    )
-                    .node(
-                        "Add",
-                        &["prior_lt", "prior_spread"],
-                        &[OUTPUT_LOG_SECONDS],
-                        vec![],
-                    );
-            }
-        }
-        g
     }
 }

@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, Axis, Zip};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::infer::{FoldedNet, Standardiser};
+use super::forward::{FoldedNet, Standardiser};
 use super::{EMBEDDINGS, HIDDEN};
 
 /// BatchNorm's variance epsilon (Keras' and PyTorch's default is 1e-3 / 1e-5;

@@ -1,14 +1,16 @@
-//! The inference form of a network (BatchNorm folded) and its ONNX graph.
-//!
-//! The Rust forward pass here performs the same operations in the same order
-//! as the emitted graph (standardise, gather, concat, Gemm + Relu, ...), so the
-//! export check compares like with like.
+//! The reference forward pass: a network's inference form (BatchNorm folded)
+//! and a fitted model's predictions in Rust. It performs the same operations
+//! in the same order as the graph [`super::onnx`] emits (standardise, gather,
+//! concat, Gemm + Relu, ...), so the export check compares like with like.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
-use taskcast_contract::FEATURE_COUNT;
-use taskcast_contract::onnx::{AttributeProto, GraphBuilder};
+use std::collections::HashMap;
 
-use super::EMBEDDINGS;
+use ndarray::{Array1, Array2, Axis, s};
+use taskcast_contract::features::feature_index;
+use taskcast_contract::runtime::Output;
+use taskcast_contract::{FEATURE_COUNT, RowKeys};
+
+use super::{EMBEDDINGS, Mlp, SCALE_FLOOR, TimeModel, Z90, sigmoid, softplus};
 
 /// Per-feature `(x − mean)·inv_std`, computed inside the graph so the model
 /// takes raw feature rows like the linear family.
@@ -115,82 +117,61 @@ impl FoldedNet {
         }
         h
     }
-
-    /// Emits this network into `g`, reading `features` (raw) and the three
-    /// index inputs; the output Gemm for each column `c` is written to
-    /// `{prefix}out{c}` as `[batch, 1]`. Weights are `[in, out]` = Gemm's `B`
-    /// with `transB = 0`.
-    pub fn emit(
-        &self,
-        g: &mut GraphBuilder,
-        prefix: &str,
-        features: &str,
-        index_inputs: [&str; 3],
-    ) {
-        let p = |s: &str| format!("{prefix}{s}");
-        let f = FEATURE_COUNT as i64;
-        g.init_f32(&p("mean"), &[1, f], &self.standardiser.mean)
-            .init_f32(&p("inv_std"), &[1, f], &self.standardiser.inv_std)
-            .node("Sub", &[features, &p("mean")], &[&p("centred")], vec![])
-            .node("Mul", &[&p("centred"), &p("inv_std")], &[&p("xs")], vec![]);
-        let mut parts = Vec::new();
-        for (k, (e, input)) in self.emb.iter().zip(index_inputs).enumerate() {
-            let table = p(&format!("emb{k}"));
-            let out = p(&format!("e{k}"));
-            g.init_f32(
-                &table,
-                &[e.nrows() as i64, e.ncols() as i64],
-                &flat(e.view()),
-            )
-            .node(
-                "Gather",
-                &[&table, input],
-                &[&out],
-                vec![AttributeProto::int("axis", 0)],
-            );
-            parts.push(out);
-        }
-        parts.push(p("xs"));
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        g.node(
-            "Concat",
-            &refs,
-            &[&p("h0")],
-            vec![AttributeProto::int("axis", 1)],
-        );
-        let last = self.layers.len().saturating_sub(1);
-        for (i, (w, b)) in self.layers.iter().enumerate() {
-            let input = p(&format!("h{i}"));
-            if i < last {
-                let (wn, bn, zn) = (
-                    p(&format!("w{i}")),
-                    p(&format!("b{i}")),
-                    p(&format!("z{i}")),
-                );
-                g.init_f32(&wn, &[w.nrows() as i64, w.ncols() as i64], &flat(w.view()))
-                    .init_f32(&bn, &[b.len() as i64], &b.to_vec())
-                    .node("Gemm", &[&input, &wn, &bn], &[&zn], vec![])
-                    .node("Relu", &[&zn], &[&p(&format!("h{}", i + 1))], vec![]);
-            } else {
-                // One Gemm per output column so each head is its own [batch, 1].
-                for c in 0..w.ncols() {
-                    let (wn, bn) = (p(&format!("w{i}_{c}")), p(&format!("b{i}_{c}")));
-                    let col: Vec<f32> = w.column(c).to_vec();
-                    g.init_f32(&wn, &[w.nrows() as i64, 1], &col)
-                        .init_f32(&bn, &[1], &[b[c]])
-                        .node(
-                            "Gemm",
-                            &[&input, &wn, &bn],
-                            &[&p(&format!("out{c}"))],
-                            vec![],
-                        );
-                }
-            }
-        }
-    }
 }
 
-/// Row-major copy of a matrix.
-fn flat(a: ArrayView2<'_, f32>) -> Vec<f32> {
-    a.iter().copied().collect()
+impl Mlp {
+    /// Embedding indices for label keys, exactly as ONNX Runtime's
+    /// [`taskcast_contract::runtime::OnnxModel::run`] will look them up.
+    pub fn indices(&self, keys: &[RowKeys]) -> Vec<[u32; 3]> {
+        keys.iter()
+            .map(|k| {
+                let get = |m: &HashMap<u64, u32>, key: u64| m.get(&key).copied().unwrap_or(0);
+                [
+                    get(&self.lookups[0], k.user),
+                    get(&self.lookups[1], k.topic),
+                    get(&self.lookups[2], k.difficulty),
+                ]
+            })
+            .collect()
+    }
+
+    /// The forward pass in Rust for raw feature rows `x` (row-major
+    /// `[n, FEATURE_COUNT]`) and their label keys: the reference the export
+    /// must reproduce.
+    pub fn predict(&self, x: &[f32], keys: &[RowKeys]) -> Vec<Output> {
+        let n = keys.len().min(x.len() / FEATURE_COUNT);
+        let idx = self.indices(&keys[..n]);
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(4096) {
+            let end = (start + 4096).min(n);
+            let xb = &x[start * FEATURE_COUNT..end * FEATURE_COUNT];
+            let ib = &idx[start..end];
+            let pc = self.correctness.forward(xb, ib);
+            let tn = match &self.time {
+                TimeModel::Separate(net) => Some((net.forward(xb, ib), 0)),
+                _ => None,
+            };
+            for j in 0..end - start {
+                let p_correct = sigmoid(pc[[j, 0]]);
+                let (loc, raw) = match (&self.time, &tn) {
+                    (TimeModel::Separate(_), Some((t, c))) => (t[[j, *c]], t[[j, c + 1]]),
+                    (TimeModel::Shared, _) => (pc[[j, 1]], pc[[j, 2]]),
+                    _ => (f32::NAN, f32::NAN),
+                };
+                let log_seconds = if loc.is_nan() {
+                    let f = feature_index("prior_item_log_time").unwrap_or(1);
+                    let m = xb[j * FEATURE_COUNT + f];
+                    [m - 1.0, m, m + 1.0]
+                } else {
+                    let s = softplus(raw) + SCALE_FLOOR;
+                    [loc + s * -Z90, loc + s * 0.0, loc + s * Z90]
+                };
+                out.push(Output {
+                    p_correct,
+                    log_seconds,
+                });
+            }
+        }
+        out
+    }
 }
