@@ -575,7 +575,7 @@ METRIC = re.compile(r"\b((?:taskcast|grpc_server)_[a-z0-9_]+)")
 # Families with labels appear in a scrape only once something happened; the
 # test cannot make a model be refused without breaking the manifests, so this
 # one is checked against the source that registers it instead.
-EVENT_ONLY = {"taskcast_inference_model_refused_total": ("inference-svc/src/metrics.rs", '"model_refused_total"')}
+EVENT_ONLY = {"taskcast_inference_model_refused_total": ("inference-svc/src/telemetry.rs", '"model_refused_total"')}
 
 
 def test_monitoring_component_uses_only_exported_metrics():

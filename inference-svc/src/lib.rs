@@ -10,7 +10,7 @@
 //! - [`recommend`]: ranking and budgeting on top of Predict;
 //! - [`service`]: the tonic service and the error → status mapping;
 //! - [`subscribe`]: following the trainer's model stream;
-//! - [`metrics`]: the Prometheus metrics;
+//! - [`telemetry`]: the Prometheus metrics (as in the trainer);
 //! - this file: wiring them into a server ([`App`], [`run`]).
 //!
 //! Admin RPCs: none yet. When one is added, guard it with
@@ -18,13 +18,13 @@
 //! marked there).
 
 pub mod config;
-pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod recommend;
 pub mod service;
 pub mod subscribe;
 pub mod swap;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,11 +37,11 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
-pub use metrics::Metrics;
 pub use model::{LoadedModel, ModelError};
 pub use predict::{Limits, PredictError, PredictInput};
 pub use service::InferenceService;
 pub use swap::ModelSlot;
+pub use telemetry::Metrics;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -13,11 +13,11 @@ use taskcast_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::predict::{Limits, PredictError, PredictInput, predict};
 use crate::recommend::recommend;
 use crate::swap::ModelSlot;
+use crate::telemetry::Metrics;
 
 /// The gRPC service; cheap to clone (shared handles).
 #[derive(Clone, Debug)]

@@ -15,8 +15,8 @@ use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::metrics::Metrics;
 use crate::swap::ModelSlot;
+use crate::telemetry::Metrics;
 
 /// First reconnect delay.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);

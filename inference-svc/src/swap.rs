@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelError};
+use crate::telemetry::Metrics;
 
 /// gRPC service name the health status is reported under (the generated
 /// server's `NamedService::NAME`, checked by a test).
