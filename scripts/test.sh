@@ -33,6 +33,8 @@ rm -f "$deny_out"
 echo "== build binaries for the end-to-end tests"
 cargo build --workspace --bins
 echo "== rust tests"
+# Among them tests/tests/walls.rs: the crate walls (what may depend on what)
+# checked on the real `cargo metadata` graph.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
