@@ -853,7 +853,9 @@ async fn serve(dir: &Path, db_url: &str, family: &str, s: &Shape) -> Result<Stri
             .await?
             .into_inner()
             .models;
-        if let Some(m) = models.first() {
+        // A run registers its version as a candidate a moment before it
+        // promotes or rejects it: wait for the decision.
+        if let Some(m) = models.first().filter(|m| m.state != "candidate") {
             ensure!(models.len() == 1, "more than one version: {models:?}");
             ensure!(
                 m.state == "active",
