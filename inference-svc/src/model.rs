@@ -9,7 +9,6 @@
 //! probabilities and ordered quantiles. Refusal is a typed [`ModelError`],
 //! never a panic.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use taskcast_contract::artifact::sha256_hex;
@@ -148,15 +147,6 @@ impl LoadedModel {
         };
         model.warm_up()?;
         Ok(model)
-    }
-
-    /// Reads and loads a model file (no announced checksum to compare against).
-    pub fn load_file(path: &Path, pool: usize) -> Result<LoadedModel, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::load(&bytes, None, pool)
     }
 
     /// The artifact's metadata.

@@ -43,9 +43,6 @@ use taskcast_contract::{RowProblem, TaskRow};
 
 use crate::db::completed_at_from_ms;
 
-/// The columns every file must have.
-pub const REQUIRED_COLUMNS: [&str; 6] = ["user_id", "item_id", "topic", "correct", "seconds", "ts"];
-
 /// How many line numbers a [`RowSummary`] keeps per reason.
 pub const FIRST_LINES: usize = 5;
 

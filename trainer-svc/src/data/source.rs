@@ -70,26 +70,12 @@ pub const PAGE_SIZE: u64 = 5_000;
 pub struct DbSource {
     db: Db,
     up_to_id: Option<i64>,
-    page_size: u64,
-    /// Called with the rows read so far in the current pass.
-    pub rows_read: u64,
 }
 
 impl DbSource {
     /// Reads rows with `id <= up_to_id` (all rows when `None`).
     pub fn new(db: Db, up_to_id: Option<i64>) -> Self {
-        DbSource {
-            db,
-            up_to_id,
-            page_size: PAGE_SIZE,
-            rows_read: 0,
-        }
-    }
-
-    /// Overrides the page size (tests use tiny pages to cross page boundaries).
-    pub fn with_page_size(mut self, page_size: u64) -> Self {
-        self.page_size = page_size;
-        self
+        DbSource { db, up_to_id }
     }
 }
 
@@ -98,15 +84,13 @@ impl LearnerSource for DbSource {
         &mut self,
         visit: &mut (dyn FnMut(&[TaskRow]) + Send),
     ) -> Result<(), SourceError> {
-        let mut pager = self.db.scan_tasks(self.page_size, self.up_to_id);
+        let mut pager = self.db.scan_tasks(PAGE_SIZE, self.up_to_id);
         let mut learner: Vec<TaskRow> = Vec::new();
-        self.rows_read = 0;
         while let Some(page) = pager
             .next_page()
             .await
             .map_err(|e| SourceError(e.to_string()))?
         {
-            self.rows_read += page.len() as u64;
             for (_, row) in page {
                 if learner.last().is_some_and(|r| r.user_id != row.user_id) {
                     visit(&learner);

@@ -106,11 +106,6 @@ impl Census {
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
     }
-
-    /// True when any training attempt recorded a time.
-    pub fn has_times(&self) -> bool {
-        !self.train_log_times.is_empty()
-    }
 }
 
 /// Keeps a learner's usable rows, counting the rest.
