@@ -10,8 +10,8 @@ use futures::future::join_all;
 use taskcast_contract::Artifact;
 use taskcast_contract::TaskRow;
 use taskcast_proto::{
-    GetTrainingRunRequest, ListModelsRequest, ModelArtifact, ModelVersion, PromoteRequest,
-    RollbackRequest, TrainRequest, TrainingRun, WatchModelsRequest,
+    GetTrainingRunRequest, ModelArtifact, ModelVersion, PromoteRequest, RollbackRequest,
+    TrainRequest, TrainingRun, WatchModelsRequest,
 };
 use tonic::Code;
 use tonic::Streaming;
@@ -53,17 +53,6 @@ fn check_artifact(a: &ModelArtifact) -> Artifact {
     assert_eq!(parsed.metadata.feature_schema, a.feature_schema);
     assert!(a.promoted_at.is_some());
     parsed
-}
-
-async fn list_models(
-    client: &mut taskcast_proto::trainer_client::TrainerClient<tonic::transport::Channel>,
-) -> Vec<ModelVersion> {
-    client
-        .list_models(ListModelsRequest { limit: 0 })
-        .await
-        .expect("ListModels")
-        .into_inner()
-        .models
 }
 
 fn model<'a>(models: &'a [ModelVersion], version: &str) -> &'a ModelVersion {

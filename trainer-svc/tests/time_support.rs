@@ -10,8 +10,8 @@ use std::process::Command;
 
 use taskcast_contract::Artifact;
 use taskcast_contract::TaskRow;
+use taskcast_proto::ModelVersion;
 use taskcast_proto::trainer_client::TrainerClient;
-use taskcast_proto::{ListModelsRequest, ModelVersion};
 use taskcast_sim::Simulator;
 use tonic::transport::Channel;
 use trainer_svc::data::dataset;
@@ -129,15 +129,6 @@ fn five_timed_rows_do_not_freeze_promotion_in_the_cli() {
         .expect("artifact")
         .metadata;
     assert!(!meta.time_modeled());
-}
-
-async fn list_models(client: &mut TrainerClient<Channel>) -> Vec<ModelVersion> {
-    client
-        .list_models(ListModelsRequest { limit: 0 })
-        .await
-        .expect("ListModels")
-        .into_inner()
-        .models
 }
 
 /// Waits for the next run after `seen` runs and for its end.

@@ -230,3 +230,13 @@ pub async fn metric_value(addr: SocketAddr, name: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Every registered version, newest first, as ListModels returns them.
+pub async fn list_models(client: &mut TrainerClient<Channel>) -> Vec<taskcast_proto::ModelVersion> {
+    client
+        .list_models(taskcast_proto::ListModelsRequest { limit: 0 })
+        .await
+        .expect("ListModels")
+        .into_inner()
+        .models
+}
