@@ -35,10 +35,13 @@ echo "== building (release; the first build takes a few minutes)"
 cargo build --release --quiet -p trainer-svc -p inference-svc -p taskcast-client
 BIN=target/release
 
-if [[ ! -s $RUN/admin-token ]]; then
-  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin-token"
-  chmod 600 "$RUN/admin-token"
-fi
+# One random secret per role (admin, replica, reader) and the key of the
+# learner pseudonyms, kept across restarts; readable by this user only.
+for secret in admin-token replica-token reader-token pseudonym-key; do
+  if [[ ! -s $RUN/$secret ]]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/$secret")
+  fi
+done
 
 if [[ ! -s $RUN/taskcast.db ]]; then
   if [[ -z $DATA ]]; then
@@ -56,14 +59,17 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT INT TERM
 
 "$BIN/trainer-svc" serve --database-url "$DB_URL" --listen "$TRAINER_ADDR" \
-  --metrics-listen 127.0.0.1:9102 --admin-token-file "$RUN/admin-token" >"$RUN/trainer.log" 2>&1 &
+  --metrics-listen 127.0.0.1:9102 --admin-token-file "$RUN/admin-token" \
+  --replica-token-file "$RUN/replica-token" --reader-token-file "$RUN/reader-token" \
+  --pseudonym-key-file "$RUN/pseudonym-key" >"$RUN/trainer.log" 2>&1 &
 pids+=($!)
 "$BIN/inference-svc" --listen "$INFERENCE_ADDR" --metrics-listen 127.0.0.1:9101 \
-  --model models/bootstrap.onnx --trainer "http://$TRAINER_ADDR" >"$RUN/inference.log" 2>&1 &
+  --model models/bootstrap.onnx --trainer "http://$TRAINER_ADDR" \
+  --trainer-token-file "$RUN/replica-token" >"$RUN/inference.log" 2>&1 &
 pids+=($!)
 
 echo "== waiting for the trained model (logs: $RUN/trainer.log, $RUN/inference.log)"
-"$BIN/taskcast-client" --inference "http://$INFERENCE_ADDR" wait --trained --timeout 600
+"$BIN/taskcast-client" --inference "http://$INFERENCE_ADDR" wait --trained --wait-timeout 600
 
 cat <<MSG
 

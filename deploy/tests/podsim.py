@@ -522,21 +522,33 @@ class Cluster:
             return d
         d.mkdir(parents=True)
         gid = pod.fs_group if pod.fs_group is not None else 0
-        if "secret" in vol or "configMap" in vol:
-            kind = "secret" if "secret" in vol else "configMap"
-            src = vol[kind]
-            name = src["secretName"] if kind == "secret" else src["name"]
-            data = self.objects._lookup(kind, name, None, src.get("optional", False)) or {}
-            mode = src.get("defaultMode", 0o644)
-            items = src.get("items") or [{"key": k, "path": k} for k in data]
-            for it in items:
-                if it["key"] not in data:
-                    raise ManifestError(f"{kind} {name} has no key {it['key']}")
-                f = d / it["path"]
-                f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_text(data[it["key"]])
-                os.chown(f, 0, gid)
-                os.chmod(f, it.get("mode", mode))
+        if "secret" in vol or "configMap" in vol or "projected" in vol:
+            if "projected" in vol:
+                # Several Secrets/ConfigMaps in one folder; a source names
+                # its object as `name` whatever its kind.
+                mode = vol["projected"].get("defaultMode", 0o644)
+                sources = [(kind, src[kind]["name"], src[kind]) for src in vol["projected"]["sources"]
+                           for kind in ("secret", "configMap") if kind in src]
+                if len(sources) != len(vol["projected"]["sources"]):
+                    raise ManifestError(f"{pod.name}: volume {vol_name}: unsupported projected source")
+            else:
+                kind = "secret" if "secret" in vol else "configMap"
+                src = vol[kind]
+                mode = src.get("defaultMode", 0o644)
+                sources = [(kind, src["secretName"] if kind == "secret" else src["name"], src)]
+            for kind, name, src in sources:
+                data = self.objects._lookup(kind, name, None, src.get("optional", False)) or {}
+                items = src.get("items") or [{"key": k, "path": k} for k in data]
+                for it in items:
+                    if it["key"] not in data:
+                        raise ManifestError(f"{kind} {name} has no key {it['key']}")
+                    f = d / it["path"]
+                    if f.exists():
+                        raise ManifestError(f"{pod.name}: volume {vol_name}: two sources write {it['path']}")
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_text(data[it["key"]])
+                    os.chown(f, 0, gid)
+                    os.chmod(f, it.get("mode", mode))
             os.chown(d, 0, gid)
             os.chmod(d, 0o755)
         elif "emptyDir" in vol or "persistentVolumeClaim" in vol:

@@ -20,7 +20,8 @@ own ports; init containers run first. Then it checks what a cluster would:
   Service name), swap from the bootstrap model to the model the trainer
   trained and promoted, and a client balancing over the headless Service's
   DNS name (the Python and Rust example clients) reaches every replica;
-* the admin token the trainer reads is the Secret's;
+* each role's token the trainer reads is its Secret's (admin promotes,
+  reader reads, replicas follow the trainer with theirs);
 * restarting the trainer is safe (dev: the seed step imports nothing twice);
 * SIGTERM ends every container with exit 0 within its grace period;
 * every metric name the monitoring component (alerts, dashboard) uses is one
@@ -172,12 +173,24 @@ class Stack:
         for t in sorted((K8S / "secrets").glob("*.secret.template.yaml")):
             s = yaml.safe_load(t.read_text())
             templates[s["metadata"]["name"]] = set(s["stringData"])
-        values = {"token": secrets.token_hex(24), "url": f"postgres://{PG_USER}@{DB_HOST}:5432/{self.database}"}
+        url = f"postgres://{PG_USER}@{DB_HOST}:5432/{self.database}"
         out = {}
         for name, keys in templates.items():
             if name not in rendered and self.referenced(name):
-                out[name] = {k: values[k] for k in keys}
+                # A fresh random value per Secret, as `openssl rand` would give.
+                out[name] = {k: url if k == "url" else secrets.token_hex(24) for k in keys}
         return out
+
+    def trainer_secret(self, path: str) -> str:
+        """The value the trainer pod finds at /var/run/secrets/taskcast/`path`,
+        looked up through its volume's sources as the kubelet would."""
+        dep = self.objects.one("Deployment", "trainer-svc")
+        for vol in dep["spec"]["template"]["spec"]["volumes"]:
+            for src in vol.get("projected", {}).get("sources", []):
+                for it in src.get("secret", {}).get("items", []):
+                    if it["path"] == path:
+                        return self.objects.secrets[src["secret"]["name"]][it["key"]]
+        raise AssertionError(f"no trainer volume provides {path}")
 
     def referenced(self, secret: str) -> bool:
         return f"'{secret}'" in repr(self.docs) or f'"{secret}"' in json.dumps(self.docs)
@@ -272,7 +285,8 @@ class Stack:
 
     def wait_trained(self) -> str:
         deadline = time.monotonic() + TRAINED_TIMEOUT
-        with example.TaskcastClient(trainer=self.service_target("trainer", "grpc")) as tc:
+        with example.TaskcastClient(trainer=self.service_target("trainer", "grpc"),
+                                    reader_token=self.trainer_secret("reader-token")) as tc:
             while True:
                 active = [m for m in tc.list_models().models if m.state == "active"]
                 if active:
@@ -482,18 +496,30 @@ def test_clients_balance_over_the_headless_service(stack):
         assert after == before + 1
 
 
-def test_admin_token_is_the_secrets(stack):
+def test_role_tokens_are_the_secrets(stack):
+    """Each role's token is its Secret's value: the admin token promotes, the
+    reader token reads but may not promote, a wrong token is refused; and the
+    replicas follow the trainer with theirs (wait_swapped already needed it)."""
     import grpc
 
-    dep = stack.objects.one("Deployment", "trainer-svc")
-    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v)
-    token = stack.objects.secrets[vol["secret"]["secretName"]][vol["secret"]["items"][0]["key"]]
+    admin, reader = stack.trainer_secret("admin-token"), stack.trainer_secret("reader-token")
+    assert admin != reader
     target = stack.service_target("trainer", "grpc")
-    with example.TaskcastClient(trainer=target, token="not-" + token) as tc:
+    with example.TaskcastClient(trainer=target, token="not-" + admin) as tc:
         with pytest.raises(grpc.RpcError) as e:
             tc.promote(stack.active_version)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with example.TaskcastClient(trainer=target, token=token) as tc:
+    with example.TaskcastClient(trainer=target, token=reader) as tc:
+        with pytest.raises(grpc.RpcError) as e:
+            tc.promote(stack.active_version)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with example.TaskcastClient(trainer=target, reader_token=reader) as tc:
+        assert any(m.state == "active" for m in tc.list_models().models)
+    with example.TaskcastClient(trainer=target) as tc:
+        with pytest.raises(grpc.RpcError) as e:
+            tc.list_models()
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with example.TaskcastClient(trainer=target, token=admin) as tc:
         assert tc.promote(stack.active_version).version == stack.active_version
 
 

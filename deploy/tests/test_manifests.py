@@ -317,9 +317,13 @@ def test_inference_deployment(overlay):
     assert "--metrics-listen=0.0.0.0:9101" in c["args"]
     assert "--model=/models/bootstrap.onnx" in c["args"]
     assert "--ort-lib=/opt/onnxruntime/libonnxruntime.so" in c["args"]
-    # inference-svc has no admin flag (it exits 2 on one); admin RPCs are the trainer's.
+    # inference-svc has no admin flag (it exits 2 on one); admin RPCs are the
+    # trainer's. Its only Secret is the replica token it follows the trainer with.
     assert not any(a.startswith("--admin-token") for a in c["args"])
-    assert not any(v.get("secret") for v in pod_spec(dep).get("volumes", []))
+    assert "--trainer-token-file=/var/run/secrets/taskcast/replica-token" in c["args"]
+    secrets_mounted = [v["secret"]["secretName"] for v in pod_spec(dep).get("volumes", []) if v.get("secret")]
+    assert [unhashed(n) for n in secrets_mounted] == ["taskcast-replica-token"]
+    assert not any(v.get("projected") for v in pod_spec(dep).get("volumes", []))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -452,11 +456,13 @@ def test_secret_references_resolve(overlay):
     for dep in find(docs, "Deployment"):
         ps = pod_spec(dep)
         for v in ps.get("volumes", []):
-            if "secret" in v:
-                name = v["secret"]["secretName"]
+            refs = [(v["secret"]["secretName"], v["secret"])] if "secret" in v else []
+            refs += [(src["secret"]["name"], src["secret"])
+                     for src in v.get("projected", {}).get("sources", []) if "secret" in src]
+            for name, ref in refs:
                 assert name in available, name
-                for item in v["secret"].get("items", []):
-                    assert item["key"] in available[name]
+                for item in ref.get("items", []):
+                    assert item["key"] in available[name], (name, item["key"])
         for c in containers(ps):
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
@@ -466,7 +472,8 @@ def test_secret_references_resolve(overlay):
 
 def test_secret_templates_are_placeholders_and_not_applied():
     assert {yaml.safe_load(t.read_text())["metadata"]["name"] for t in SECRET_TEMPLATES} == {
-        "taskcast-admin-token", "taskcast-database"}
+        "taskcast-admin-token", "taskcast-replica-token", "taskcast-reader-token",
+        "taskcast-pseudonym-key", "taskcast-database"}
     for t in SECRET_TEMPLATES:
         s = yaml.safe_load(t.read_text())
         kubernetes_validate.validate(s, K8S_VERSIONS[-1], strict=True)
@@ -474,6 +481,28 @@ def test_secret_templates_are_placeholders_and_not_applied():
     # No kustomization may pull a template in: an apply would overwrite the real Secret.
     for k in K8S.rglob("kustomization.yaml"):
         assert ".secret.template.yaml" not in k.read_text(), k
+
+
+def unhashed(name: str) -> str:
+    """A Secret's name without the hash suffix kustomize's secretGenerator adds."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_trainer_reads_one_secret_per_role(overlay):
+    """The trainer mounts each role's token and the pseudonym key from its own
+    Secret at the path its flag names; no Secret holds two roles' tokens."""
+    dep = one(render(overlay), "Deployment", TRAINER)
+    c = container(dep)
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/var/run/secrets/taskcast"]
+    (vol,) = [v for v in pod_spec(dep)["volumes"] if v["name"] == mount["name"]]
+    paths = {it["path"]: unhashed(src["secret"]["name"])
+             for src in vol["projected"]["sources"] for it in src["secret"]["items"]}
+    assert paths == {"admin-token": "taskcast-admin-token", "replica-token": "taskcast-replica-token",
+                     "reader-token": "taskcast-reader-token", "pseudonym-key": "taskcast-pseudonym-key"}
+    for flag, path in (("admin-token-file", "admin-token"), ("replica-token-file", "replica-token"),
+                       ("reader-token-file", "reader-token"), ("pseudonym-key-file", "pseudonym-key")):
+        assert f"--{flag}=/var/run/secrets/taskcast/{path}" in c["args"]
 
 
 def test_prod_database_url_from_secret():

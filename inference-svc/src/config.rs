@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::Parser;
 use taskcast_serving::logging::LogFormat;
 use taskcast_serving::tls::{self, TlsFileError};
-use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use taskcast_serving::tls_reload::{ReloadingServerTls, ServerTlsError};
+use tonic::transport::Endpoint;
+
+use crate::trainer_tls::{ClientIdentity, TrainerTls};
 
 /// Taskcast inference service: predicts, before a learner starts a task, how
 /// likely they are to get it right and how long it will take.
@@ -109,7 +112,9 @@ pub struct Config {
     pub sessions: usize,
 
     /// PEM certificate chain: serve gRPC over TLS (with --tls-key). Plaintext
-    /// when unset; the metrics endpoint stays plaintext either way.
+    /// when unset; the metrics endpoint stays plaintext either way. Both
+    /// files are re-read when they change on disk (a rotated Secret): new
+    /// connections get the new certificate, open ones keep theirs.
     #[arg(long = "tls-cert", env = "TASKCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -121,6 +126,31 @@ pub struct Config {
     /// when --trainer is an https:// URL (this build carries no system roots).
     #[arg(long = "trainer-ca", env = "TASKCAST_TRAINER_CA")]
     pub trainer_ca: Option<PathBuf>,
+
+    /// PEM client certificate this replica presents to an https:// trainer
+    /// that requires mutual TLS (the trainer's --tls-client-ca signs it);
+    /// with --trainer-key. Read again on every reconnect, so a rotated
+    /// Secret is used from the next reconnect on.
+    #[arg(
+        long = "trainer-cert",
+        env = "TASKCAST_TRAINER_CERT",
+        requires = "trainer_key"
+    )]
+    pub trainer_cert: Option<PathBuf>,
+
+    /// PEM private key for --trainer-cert.
+    #[arg(
+        long = "trainer-key",
+        env = "TASKCAST_TRAINER_KEY",
+        requires = "trainer_cert"
+    )]
+    pub trainer_key: Option<PathBuf>,
+
+    /// File holding the trainer's replica bearer token, sent on WatchModels
+    /// (the trainer's --replica-token-file). Read again on every reconnect,
+    /// so a rotated Secret is picked up without a restart.
+    #[arg(long = "trainer-token-file", env = "TASKCAST_TRAINER_TOKEN_FILE")]
+    pub trainer_token_file: Option<PathBuf>,
 }
 
 /// Why the TLS settings cannot be used.
@@ -132,6 +162,10 @@ pub enum TlsError {
     /// An https:// trainer without a CA to verify it against.
     #[error("--trainer {0} is https:// but no --trainer-ca was given")]
     MissingTrainerCa(String),
+    /// The trainer CA, client certificate or key do not parse or do not
+    /// belong together.
+    #[error("--trainer-ca / --trainer-cert / --trainer-key: {0}")]
+    Unusable(#[source] tonic::transport::Error),
 }
 
 impl Config {
@@ -155,19 +189,25 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             trainer_ca: None,
+            trainer_cert: None,
+            trainer_key: None,
+            trainer_token_file: None,
         }
     }
 
-    /// The gRPC server's TLS settings; `None` serves plaintext. Clap makes
-    /// --tls-cert and --tls-key require each other; a struct built in code
-    /// with only one of them also serves plaintext.
-    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsFileError> {
-        tls::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    /// The gRPC server's TLS settings, re-read when the files change; `None`
+    /// serves plaintext. Clap makes --tls-cert and --tls-key require each
+    /// other; a struct built in code with only one of them also serves
+    /// plaintext.
+    pub fn server_tls(&self) -> Result<Option<ReloadingServerTls>, ServerTlsError> {
+        tls::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref(), None)
     }
 
     /// TLS for the trainer subscription: `Some` for an https:// --trainer
-    /// (verified against --trainer-ca), `None` for plaintext http://.
-    pub fn trainer_tls(&self) -> Result<Option<ClientTlsConfig>, TlsError> {
+    /// (verified against --trainer-ca, presenting --trainer-cert when given),
+    /// `None` for plaintext http://. The files are read and parsed here so a
+    /// bad one stops the replica at start, and again on every reconnect.
+    pub fn trainer_tls(&self) -> Result<Option<TrainerTls>, TlsError> {
         let Some(url) = self.trainer.as_deref() else {
             return Ok(None);
         };
@@ -175,21 +215,31 @@ impl Config {
             .get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
         if !https {
-            if self.trainer_ca.is_some() {
+            if self.trainer_ca.is_some() || self.trainer_cert.is_some() {
                 tracing::warn!(
                     trainer = url,
-                    "--trainer-ca is ignored for a plaintext http:// trainer"
+                    "--trainer-ca, --trainer-cert and --trainer-key are ignored for a plaintext http:// trainer"
                 );
             }
             return Ok(None);
         }
         let ca = self
             .trainer_ca
-            .as_deref()
+            .clone()
             .ok_or_else(|| TlsError::MissingTrainerCa(url.to_string()))?;
-        let ca = Certificate::from_pem(tls::read_pem("--trainer-ca", ca)?);
-        // The server name checked against the certificate is the URL's host.
-        Ok(Some(ClientTlsConfig::new().ca_certificate(ca)))
+        let identity = match (&self.trainer_cert, &self.trainer_key) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let tls = TrainerTls { ca, identity };
+        // The same check a connect makes, minus the network.
+        Endpoint::from_static("https://trainer.invalid")
+            .tls_config(tls.load()?)
+            .map_err(TlsError::Unusable)?;
+        Ok(Some(tls))
     }
 
     /// The ONNX Runtime library: `--ort-lib`, else `$ORT_DYLIB_PATH`, else `.ort/libonnxruntime.so`.
@@ -312,6 +362,35 @@ mod tests {
             e.contains("--tls-cert") && e.contains("/nonexistent/c.pem"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn trainer_client_identity_pairs_up_and_bad_files_stop_the_start() {
+        let base = ["inference-svc", "--trainer", "https://t:1"];
+        let with = |extra: &[&str]| Config::try_parse_from(base.iter().chain(extra).copied());
+        assert!(with(&["--trainer-cert", "c.pem"]).is_err());
+        assert!(with(&["--trainer-key", "k.pem"]).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk = junk.display().to_string();
+        let c = with(&["--trainer-ca", &junk]).unwrap();
+        let e = c.trainer_tls().unwrap_err().to_string();
+        assert!(
+            e.contains("--trainer-ca") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let c = with(&[
+            "--trainer-ca",
+            &junk,
+            "--trainer-cert",
+            "c.pem",
+            "--trainer-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert!(c.trainer_cert.is_some() && c.trainer_key.is_some());
     }
 
     #[test]

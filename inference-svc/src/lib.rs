@@ -9,12 +9,15 @@
 //! - [`predict`]: the Predict path, validation to predictions;
 //! - [`recommend`]: ranking and budgeting on top of Predict;
 //! - [`service`]: the tonic service and the error → status mapping;
-//! - [`subscribe`]: following the trainer's model stream;
+//! - [`subscribe`]: following the trainer's model stream, and
+//!   [`trainer_tls`]: the TLS files it connects with;
 //! - [`telemetry`]: the Prometheus metrics (as in the trainer);
 //! - this file: wiring them into a server ([`App`], [`run`]).
 //!
-//! Admin RPCs: none yet. When one is added, guard it with
-//! `taskcast_serving::auth::AdminAuthLayer` in [`App::serve`] (the seam is
+//! Every RPC here is open to the cluster network: the callers are the app's
+//! backends, and a request carries the learner history it is about. An RPC
+//! that should need a role is guarded with
+//! `taskcast_serving::auth::RoleAuthLayer` in [`App::serve`] (the seam is
 //! marked there).
 
 pub mod config;
@@ -25,12 +28,14 @@ pub mod service;
 pub mod subscribe;
 pub mod swap;
 pub mod telemetry;
+pub mod trainer_tls;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use taskcast_proto::inference_server::InferenceServer;
+use taskcast_serving::auth::{Role, Token};
 use taskcast_serving::grpc::GrpcOptions;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -60,6 +65,9 @@ pub enum Error {
     /// The TLS flags cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] config::TlsError),
+    /// The --trainer-token-file cannot be read.
+    #[error(transparent)]
+    TrainerToken(#[from] taskcast_serving::auth::TokenError),
     /// The server plumbing failed: metrics, reflection, TLS files, transport.
     #[error(transparent)]
     Serve(#[from] taskcast_serving::Error),
@@ -175,9 +183,14 @@ impl App {
             health,
             health_service,
         } = self;
-        // Both read files: fail before anything is spawned.
+        // These read files: fail before anything is spawned. The replica
+        // token is read again on every connect (rotation); this read only
+        // proves the path.
         let server_tls = config.server_tls().map_err(taskcast_serving::Error::from)?;
         let trainer_tls = config.trainer_tls()?;
+        if let Some(path) = &config.trainer_token_file {
+            Token::from_file(Role::Replica, path)?;
+        }
         let (stop, stopping) = taskcast_serving::shutdown::channel();
 
         let mut background = Vec::new();
@@ -196,6 +209,7 @@ impl App {
             background.push(tokio::spawn(subscribe::follow_trainer(
                 url,
                 trainer_tls,
+                config.trainer_token_file.clone(),
                 config.replica(),
                 Arc::clone(&slot),
                 Arc::clone(&metrics),
@@ -219,8 +233,8 @@ impl App {
             concurrency_limit_per_connection: Some(config.concurrency_limit_per_connection),
             load_shed: true,
             tcp_keepalive: Some(Duration::from_secs(60)),
-            // Admin RPCs, when there are any, are guarded here.
-            admin: None,
+            // An RPC that needs a role is guarded here.
+            auth: None,
         };
         let server = taskcast_serving::grpc::serve(
             listener,

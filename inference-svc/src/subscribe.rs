@@ -6,17 +6,20 @@
 //! The trainer sends the active model first on every (re)connection; when it
 //! is the model already serving (same version and sha256) it is not reloaded.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use taskcast_proto::WatchModelsRequest;
 use taskcast_proto::trainer_client::TrainerClient;
+use taskcast_serving::auth::{Role, Token, TokenError};
 use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::swap::ModelSlot;
 use crate::telemetry::Metrics;
+use crate::trainer_tls::TrainerTls;
 
 /// First reconnect delay.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -24,10 +27,12 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// Follows the trainer at `url` until `shutdown`; `tls` (from
-/// [`crate::Config::trainer_tls`]) for an https:// trainer.
+/// [`crate::Config::trainer_tls`]) for an https:// trainer and `token_file`
+/// the replica token to present; both read again on every connect.
 pub async fn follow_trainer(
     url: String,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<TrainerTls>,
+    token_file: Option<PathBuf>,
     replica: String,
     slot: Arc<ModelSlot>,
     metrics: Arc<Metrics>,
@@ -43,7 +48,15 @@ pub async fn follow_trainer(
             metrics.trainer_reconnects.inc();
         }
         attempts += 1;
-        let session = watch_once(&url, tls.as_ref(), &replica, &slot, &metrics, &mut backoff);
+        let session = watch_once(
+            &url,
+            tls.as_ref(),
+            token_file.as_deref(),
+            &replica,
+            &slot,
+            &metrics,
+            &mut backoff,
+        );
         tokio::select! {
             result = session => {
                 metrics.trainer_connected.set(0);
@@ -73,12 +86,19 @@ enum WatchError {
     Connect(#[from] tonic::transport::Error),
     #[error("stream: {0}")]
     Stream(#[from] tonic::Status),
+    #[error("TLS files: {0}")]
+    Tls(#[from] taskcast_serving::tls::TlsFileError),
+    #[error("replica token: {0}")]
+    Token(#[from] TokenError),
+    #[error("the replica token has characters a header cannot carry")]
+    TokenNotAscii,
 }
 
 /// One connection's lifetime: connect, subscribe, swap each artifact.
 async fn watch_once(
     url: &str,
-    tls: Option<&ClientTlsConfig>,
+    tls: Option<&TrainerTls>,
+    token_file: Option<&Path>,
     replica: &str,
     slot: &ModelSlot,
     metrics: &Metrics,
@@ -87,7 +107,8 @@ async fn watch_once(
     let mut endpoint =
         Endpoint::from_shared(url.to_string()).map_err(|e| WatchError::Url(e.to_string()))?;
     if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
+        // Read now, not at start: rotated files apply from this connect on.
+        endpoint = endpoint.tls_config(tls.load()?)?;
     }
     let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
@@ -97,12 +118,15 @@ async fn watch_once(
     let channel = endpoint.connect().await?;
     // Artifacts are whole ONNX files; allow far more than the 4 MiB default.
     let mut client = TrainerClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
-    let mut stream = client
-        .watch_models(WatchModelsRequest {
-            subscriber: replica.to_string(),
-        })
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(WatchModelsRequest {
+        subscriber: replica.to_string(),
+    });
+    if let Some(path) = token_file {
+        let token = Token::from_file(Role::Replica, path)?;
+        let header = token.bearer_metadata().ok_or(WatchError::TokenNotAscii)?;
+        request.metadata_mut().insert("authorization", header);
+    }
+    let mut stream = client.watch_models(request).await?.into_inner();
     metrics.trainer_connected.set(1);
     backoff.reset();
     tracing::info!(trainer = %url, "subscribed to trainer model stream");

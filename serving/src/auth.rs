@@ -1,13 +1,24 @@
-//! Bearer-token protection for admin RPCs, as a tower layer in front of a
-//! tonic router: calls to the listed full method paths
-//! (`/taskcast.v1.Trainer/Promote`) must carry `authorization: Bearer <token>`;
-//! every other path passes through untouched.
+//! Bearer-token roles for a gRPC service, as a tower layer in front of a
+//! tonic router.
 //!
-//! Missing or wrong credentials get `UNAUTHENTICATED` without reaching the
-//! handler. With no token configured the admin methods are refused outright:
-//! failing closed is the only safe default for "who may promote a model".
+//! Each guarded method (a full path such as `/taskcast.v1.Trainer/Promote`)
+//! needs one [`Role`]; a caller proves a role with
+//! `authorization: Bearer <token>`, each role's token read from its own file
+//! (a mounted Secret). `admin` may call everything guarded; `replica` and
+//! `reader` only their own methods. Methods of the guarded service that no
+//! rule names need `admin`, so an RPC added later is closed until someone
+//! decides who may call it. Paths outside the service (health, reflection)
+//! pass untouched.
+//!
+//! No credential, or one that matches no role, gets `UNAUTHENTICATED`; a
+//! valid token of a role the method does not admit gets `PERMISSION_DENIED`.
+//! A role with no token configured cannot be proved at all: failing closed
+//! is the only safe default for "who may read learners' data". Tokens are
+//! compared in constant time and never logged. On success the caller's role
+//! is put into the request's extensions ([`Caller`]) so a handler can show
+//! more to `admin` than to others.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,60 +29,132 @@ use http::{Request, Response};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
-/// Why an admin token could not be read.
+/// Who a caller is, as proved by its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Operators: training, promotion, rollback, and everything else.
+    Admin,
+    /// Inference replicas: the model stream.
+    Replica,
+    /// Dashboards and tools: the registry, runs and reports.
+    Reader,
+}
+
+impl Role {
+    /// Every role, strongest first.
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Replica, Role::Reader];
+
+    /// The role's name in flags, messages and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Replica => "replica",
+            Role::Reader => "reader",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The role a call was admitted with, in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller(pub Role);
+
+/// Why a token could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminTokenError {
+pub enum TokenError {
     /// The token file could not be read.
-    #[error("reading admin token file {path}: {source}")]
+    #[error("reading the {role} token file {path}: {source}")]
     Read {
+        /// Whose token.
+        role: Role,
         /// The file.
         path: String,
         /// The I/O error.
         source: std::io::Error,
     },
     /// The token (after trimming whitespace) is empty.
-    #[error("the admin token is empty")]
-    Empty,
+    #[error("the {role} token is empty")]
+    Empty {
+        /// Whose token.
+        role: Role,
+    },
+    /// Two roles were given the same token, which would make the weaker role
+    /// indistinguishable from the stronger one.
+    #[error("the {0} and {1} tokens are the same; each role needs its own")]
+    Shared(Role, Role),
 }
 
-/// A secret admin token. Its `Debug` output never shows the secret.
+/// A secret bearer token. Its `Debug` output never shows the secret.
 #[derive(Clone)]
-pub struct AdminToken(Arc<[u8]>);
+pub struct Token(Arc<[u8]>);
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
+        f.write_str("Token(<redacted>)")
     }
 }
 
-impl AdminToken {
-    /// A token given directly (e.g. from an environment variable); surrounding
-    /// whitespace is trimmed.
-    pub fn from_value(value: &str) -> Result<Self, AdminTokenError> {
+impl Token {
+    /// `role`'s token given directly (e.g. from an environment variable);
+    /// surrounding whitespace is trimmed.
+    pub fn from_value(role: Role, value: &str) -> Result<Self, TokenError> {
         let v = value.trim();
         if v.is_empty() {
-            return Err(AdminTokenError::Empty);
+            return Err(TokenError::Empty { role });
         }
-        Ok(AdminToken(Arc::from(v.as_bytes())))
+        Ok(Token(Arc::from(v.as_bytes())))
     }
 
-    /// A token read from a file (a mounted secret); the trailing newline that
-    /// editors and `echo` add is trimmed.
-    pub fn from_file(path: &Path) -> Result<Self, AdminTokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AdminTokenError::Read {
+    /// `role`'s token read from a file (a mounted Secret); the trailing
+    /// newline that editors and `echo` add is trimmed.
+    pub fn from_file(role: Role, path: &Path) -> Result<Self, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            role,
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_value(&text)
+        Self::from_value(role, &text)
     }
 
-    /// Whether an `authorization` header value is `Bearer <this token>`,
-    /// compared in constant time so response timing does not leak the token.
-    pub fn matches_header(&self, header: &[u8]) -> bool {
-        let Some(presented) = strip_bearer(header) else {
-            return false;
-        };
+    /// `role`'s token from a file or a value, the file winning; `None` when
+    /// neither is given.
+    pub fn from_file_or_value(
+        role: Role,
+        file: Option<&Path>,
+        value: Option<&str>,
+    ) -> Result<Option<Self>, TokenError> {
+        match (file, value) {
+            (Some(path), _) => Self::from_file(role, path).map(Some),
+            (None, Some(v)) => Self::from_value(role, v).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Whether `presented` is this token, in constant time so response
+    /// timing does not leak how much of a guess was right.
+    fn matches(&self, presented: &[u8]) -> bool {
         bool::from(presented.ct_eq(&self.0))
+    }
+
+    /// Whether an `authorization` header value is `Bearer <this token>`.
+    pub fn matches_header(&self, header: &[u8]) -> bool {
+        strip_bearer(header).is_some_and(|p| self.matches(p))
+    }
+
+    /// The `authorization` metadata a client sends to present this token,
+    /// marked sensitive so HTTP/2 never indexes it in header tables. `None`
+    /// when the token has bytes a header cannot carry.
+    pub fn bearer_metadata(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(&self.0);
+        let mut v = tonic::metadata::AsciiMetadataValue::try_from(value.as_slice()).ok()?;
+        v.set_sensitive(true);
+        Some(v)
     }
 }
 
@@ -84,67 +167,131 @@ fn strip_bearer(header: &[u8]) -> Option<&[u8]> {
     Some(header[SCHEME.len()..].trim_ascii())
 }
 
-/// Layer guarding a set of full gRPC method paths with an [`AdminToken`].
-#[derive(Clone, Debug)]
-pub struct AdminAuthLayer {
-    methods: Arc<HashSet<String>>,
-    token: Option<AdminToken>,
+/// The tokens a server accepts, at most one per role.
+#[derive(Clone, Debug, Default)]
+pub struct RoleTokens {
+    tokens: Vec<(Role, Token)>,
 }
 
-impl AdminAuthLayer {
-    /// Guards `methods` (full paths such as `/taskcast.v1.Trainer/Promote`)
-    /// with `token`; `None` refuses every call to them.
-    pub fn new<I, M>(methods: I, token: Option<AdminToken>) -> Self
+impl RoleTokens {
+    /// No tokens: every guarded method is refused.
+    pub fn none() -> Self {
+        RoleTokens::default()
+    }
+
+    /// Adds `role`'s token (`None` leaves the role unprovable). Refuses a
+    /// token another role already has.
+    pub fn with(mut self, role: Role, token: Option<Token>) -> Result<Self, TokenError> {
+        let Some(token) = token else {
+            return Ok(self);
+        };
+        if let Some((other, _)) = self.tokens.iter().find(|(_, t)| t.matches(&token.0)) {
+            return Err(TokenError::Shared(*other, role));
+        }
+        self.tokens.retain(|(r, _)| *r != role);
+        self.tokens.push((role, token));
+        Ok(self)
+    }
+
+    /// Whether `role` has a token.
+    pub fn has(&self, role: Role) -> bool {
+        self.tokens.iter().any(|(r, _)| *r == role)
+    }
+
+    /// The role whose token `presented` is. Every configured token is
+    /// compared, so the time taken does not say which role nearly matched.
+    fn identify(&self, presented: &[u8]) -> Option<Role> {
+        let mut found = None;
+        for (role, token) in &self.tokens {
+            if token.matches(presented) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+}
+
+/// Layer guarding one gRPC service's methods by [`Role`].
+#[derive(Clone, Debug)]
+pub struct RoleAuthLayer {
+    service_prefix: Arc<str>,
+    rules: Arc<HashMap<String, Role>>,
+    tokens: Arc<RoleTokens>,
+}
+
+impl RoleAuthLayer {
+    /// Guards every method under `service_prefix` (`/taskcast.v1.Trainer/`):
+    /// those in `rules` need their role, the rest need `admin`.
+    pub fn new<I, M>(service_prefix: &str, rules: I, tokens: RoleTokens) -> Self
     where
-        I: IntoIterator<Item = M>,
+        I: IntoIterator<Item = (M, Role)>,
         M: Into<String>,
     {
-        AdminAuthLayer {
-            methods: Arc::new(methods.into_iter().map(Into::into).collect()),
-            token,
+        RoleAuthLayer {
+            service_prefix: Arc::from(service_prefix),
+            rules: Arc::new(rules.into_iter().map(|(m, r)| (m.into(), r)).collect()),
+            tokens: Arc::new(tokens),
         }
     }
 
-    /// The check itself: `Ok` to pass the call on, or the status to answer with.
-    pub fn check<B>(&self, req: &Request<B>) -> Result<(), tonic::Status> {
-        if !self.methods.contains(req.uri().path()) {
-            return Ok(());
+    /// The role `path` needs; `None` for paths outside the guarded service.
+    pub fn required(&self, path: &str) -> Option<Role> {
+        if !path.starts_with(&*self.service_prefix) {
+            return None;
         }
-        let Some(token) = &self.token else {
-            return Err(tonic::Status::unauthenticated(
-                "admin RPCs are disabled: this server has no admin token configured",
-            ));
+        Some(self.rules.get(path).copied().unwrap_or(Role::Admin))
+    }
+
+    /// The check itself: the caller's role to pass the call on with (`None`
+    /// for an unguarded path), or the status to answer with.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<Option<Role>, tonic::Status> {
+        let Some(needed) = self.required(req.uri().path()) else {
+            return Ok(None);
         };
-        match req.headers().get(http::header::AUTHORIZATION) {
-            None => Err(tonic::Status::unauthenticated(
-                "this admin RPC needs `authorization: Bearer <token>`",
-            )),
-            Some(v) if token.matches_header(v.as_bytes()) => Ok(()),
-            Some(_) => Err(tonic::Status::unauthenticated("invalid admin token")),
+        if !self.tokens.has(needed) && !self.tokens.has(Role::Admin) {
+            return Err(tonic::Status::unauthenticated(format!(
+                "this RPC needs the {needed} role, and this server has no {needed} or admin token configured"
+            )));
+        }
+        let Some(header) = req.headers().get(http::header::AUTHORIZATION) else {
+            return Err(tonic::Status::unauthenticated(format!(
+                "this RPC needs the {needed} role: send `authorization: Bearer <token>`"
+            )));
+        };
+        let Some(caller) = strip_bearer(header.as_bytes()).and_then(|p| self.tokens.identify(p))
+        else {
+            return Err(tonic::Status::unauthenticated("invalid token"));
+        };
+        if caller == needed || caller == Role::Admin {
+            Ok(Some(caller))
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "the {caller} role may not call this RPC; it needs {needed}"
+            )))
         }
     }
 }
 
-impl<S> Layer<S> for AdminAuthLayer {
-    type Service = AdminAuth<S>;
+impl<S> Layer<S> for RoleAuthLayer {
+    type Service = RoleAuth<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AdminAuth {
+        RoleAuth {
             inner,
             auth: self.clone(),
         }
     }
 }
 
-/// The service [`AdminAuthLayer`] wraps around an inner one.
+/// The service [`RoleAuthLayer`] wraps around an inner one.
 #[derive(Clone, Debug)]
-pub struct AdminAuth<S> {
+pub struct RoleAuth<S> {
     inner: S,
-    auth: AdminAuthLayer,
+    auth: RoleAuthLayer,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdminAuth<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RoleAuth<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
@@ -159,11 +306,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         match self.auth.check(&req) {
-            Ok(()) => Box::pin(self.inner.call(req)),
+            Ok(caller) => {
+                if let Some(role) = caller {
+                    req.extensions_mut().insert(Caller(role));
+                }
+                Box::pin(self.inner.call(req))
+            }
             Err(status) => {
-                tracing::warn!(path = %req.uri().path(), "admin call refused: {}", status.message());
+                // The path and the reason only: never the presented header.
+                tracing::warn!(path = %req.uri().path(), code = ?status.code(), "call refused: {}", status.message());
                 Box::pin(std::future::ready(Ok(status.into_http::<ResBody>())))
             }
         }
@@ -174,65 +327,149 @@ where
 mod tests {
     use super::*;
     use std::convert::Infallible;
+    use tonic::Code;
     use tower::ServiceExt;
 
-    const ADMIN: &str = "/taskcast.v1.Trainer/Promote";
+    const PREFIX: &str = "/taskcast.v1.Trainer/";
+    const PROMOTE: &str = "/taskcast.v1.Trainer/Promote";
+    const WATCH: &str = "/taskcast.v1.Trainer/WatchModels";
+    const LIST: &str = "/taskcast.v1.Trainer/ListModels";
 
-    async fn call(layer: &AdminAuthLayer, path: &str, auth: Option<&str>) -> tonic::Code {
-        let svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(()))
+    /// Calls `path` through `layer`; the status code and the role the inner
+    /// service saw.
+    async fn call(layer: &RoleAuthLayer, path: &str, auth: Option<&str>) -> (Code, Option<Role>) {
+        let svc = layer.layer(tower::service_fn(|req: Request<()>| async move {
+            let mut resp = Response::new(());
+            if let Some(c) = req.extensions().get::<Caller>() {
+                resp.extensions_mut().insert(*c);
+            }
+            Ok::<_, Infallible>(resp)
         }));
         let mut req = Request::builder().uri(path);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
         let resp = svc.oneshot(req.body(()).unwrap()).await.unwrap();
-        tonic::Status::from_header_map(resp.headers()).map_or(tonic::Code::Ok, |s| s.code())
+        let code = tonic::Status::from_header_map(resp.headers()).map_or(Code::Ok, |s| s.code());
+        (code, resp.extensions().get::<Caller>().map(|c| c.0))
     }
 
-    fn layer() -> AdminAuthLayer {
-        AdminAuthLayer::new([ADMIN], Some(AdminToken::from_value("s3cret").unwrap()))
+    fn tokens() -> RoleTokens {
+        let t = |r, v| Some(Token::from_value(r, v).unwrap());
+        RoleTokens::none()
+            .with(Role::Admin, t(Role::Admin, "adm"))
+            .unwrap()
+            .with(Role::Replica, t(Role::Replica, "rep"))
+            .unwrap()
+            .with(Role::Reader, t(Role::Reader, "rea"))
+            .unwrap()
+    }
+
+    fn layer(tokens: RoleTokens) -> RoleAuthLayer {
+        RoleAuthLayer::new(
+            PREFIX,
+            [(WATCH, Role::Replica), (LIST, Role::Reader)],
+            tokens,
+        )
     }
 
     #[tokio::test]
-    async fn right_token_passes() {
+    async fn each_role_reaches_its_methods_and_admin_reaches_all() {
+        let l = layer(tokens());
         assert_eq!(
-            call(&layer(), ADMIN, Some("Bearer s3cret")).await,
-            tonic::Code::Ok
+            call(&l, PROMOTE, Some("Bearer adm")).await,
+            (Code::Ok, Some(Role::Admin))
+        );
+        assert_eq!(call(&l, PROMOTE, Some("bearer adm")).await.0, Code::Ok);
+        assert_eq!(
+            call(&l, WATCH, Some("Bearer rep")).await,
+            (Code::Ok, Some(Role::Replica))
+        );
+        assert_eq!(call(&l, WATCH, Some("Bearer adm")).await.0, Code::Ok);
+        assert_eq!(
+            call(&l, LIST, Some("Bearer rea")).await,
+            (Code::Ok, Some(Role::Reader))
         );
         assert_eq!(
-            call(&layer(), ADMIN, Some("bearer s3cret")).await,
-            tonic::Code::Ok
+            call(&l, LIST, Some("Bearer adm")).await,
+            (Code::Ok, Some(Role::Admin))
         );
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_of_the_wrong_role_is_permission_denied() {
+        let l = layer(tokens());
+        let denied = Code::PermissionDenied;
+        assert_eq!(call(&l, PROMOTE, Some("Bearer rep")).await.0, denied);
+        assert_eq!(call(&l, PROMOTE, Some("Bearer rea")).await.0, denied);
+        assert_eq!(call(&l, WATCH, Some("Bearer rea")).await.0, denied);
+        assert_eq!(call(&l, LIST, Some("Bearer rep")).await.0, denied);
     }
 
     #[tokio::test]
     async fn missing_or_wrong_token_is_unauthenticated() {
-        let un = tonic::Code::Unauthenticated;
-        assert_eq!(call(&layer(), ADMIN, None).await, un);
-        assert_eq!(call(&layer(), ADMIN, Some("Bearer wrong")).await, un);
-        assert_eq!(call(&layer(), ADMIN, Some("Bearer s3cre")).await, un);
-        assert_eq!(call(&layer(), ADMIN, Some("Basic s3cret")).await, un);
-        assert_eq!(call(&layer(), ADMIN, Some("s3cret")).await, un);
-        assert_eq!(call(&layer(), ADMIN, Some("Bearer ")).await, un);
+        let l = layer(tokens());
+        let un = Code::Unauthenticated;
+        for path in [PROMOTE, WATCH, LIST] {
+            assert_eq!(call(&l, path, None).await.0, un);
+            assert_eq!(call(&l, path, Some("Bearer wrong")).await.0, un);
+            assert_eq!(call(&l, path, Some("Bearer ad")).await.0, un);
+            assert_eq!(call(&l, path, Some("Basic adm")).await.0, un);
+            assert_eq!(call(&l, path, Some("adm")).await.0, un);
+            assert_eq!(call(&l, path, Some("Bearer ")).await.0, un);
+        }
     }
 
     #[tokio::test]
-    async fn other_methods_pass_without_token() {
+    async fn unlisted_methods_of_the_service_need_admin_and_others_pass() {
+        let l = layer(tokens());
+        let new_rpc = "/taskcast.v1.Trainer/SomethingNew";
         assert_eq!(
-            call(&layer(), "/taskcast.v1.Trainer/ListModels", None).await,
-            tonic::Code::Ok
+            call(&l, new_rpc, Some("Bearer rea")).await.0,
+            Code::PermissionDenied
+        );
+        assert_eq!(call(&l, new_rpc, Some("Bearer adm")).await.0, Code::Ok);
+        assert_eq!(
+            call(&l, "/grpc.health.v1.Health/Check", None).await,
+            (Code::Ok, None)
         );
     }
 
     #[tokio::test]
-    async fn no_configured_token_refuses_admin_calls() {
-        let l = AdminAuthLayer::new([ADMIN], None);
+    async fn a_role_without_a_token_cannot_be_proved() {
+        let l = layer(RoleTokens::none());
         assert_eq!(
-            call(&l, ADMIN, Some("Bearer anything")).await,
-            tonic::Code::Unauthenticated
+            call(&l, LIST, Some("Bearer anything")).await.0,
+            Code::Unauthenticated
         );
-        assert_eq!(call(&l, "/x.Y/Z", None).await, tonic::Code::Ok);
+        assert_eq!(call(&l, "/x.Y/Z", None).await.0, Code::Ok);
+        // With only an admin token, admin still reaches the reader's methods.
+        let only_admin = RoleTokens::none()
+            .with(
+                Role::Admin,
+                Some(Token::from_value(Role::Admin, "adm").unwrap()),
+            )
+            .unwrap();
+        let l = layer(only_admin);
+        assert_eq!(call(&l, LIST, Some("Bearer adm")).await.0, Code::Ok);
+        assert_eq!(
+            call(&l, LIST, Some("Bearer rea")).await.0,
+            Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn roles_may_not_share_a_token() {
+        let t = |r| Some(Token::from_value(r, "same").unwrap());
+        let e = RoleTokens::none()
+            .with(Role::Admin, t(Role::Admin))
+            .unwrap()
+            .with(Role::Reader, t(Role::Reader))
+            .unwrap_err();
+        assert!(
+            matches!(e, TokenError::Shared(Role::Admin, Role::Reader)),
+            "{e}"
+        );
     }
 
     #[test]
@@ -241,20 +478,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("token");
         std::fs::write(&p, "abc\n").unwrap();
-        assert!(
-            AdminToken::from_file(&p)
-                .unwrap()
-                .matches_header(b"Bearer abc")
-        );
+        let t = Token::from_file(Role::Reader, &p).unwrap();
+        assert!(t.matches_header(b"Bearer abc"));
         std::fs::write(&p, "  \n").unwrap();
-        assert!(matches!(
-            AdminToken::from_file(&p),
-            Err(AdminTokenError::Empty)
-        ));
-        assert!(AdminToken::from_file(&dir.join("missing")).is_err());
-        assert_eq!(
-            format!("{:?}", AdminToken::from_value("abc").unwrap()),
-            "AdminToken(<redacted>)"
+        let e = Token::from_file(Role::Reader, &p).unwrap_err();
+        assert_eq!(e.to_string(), "the reader token is empty");
+        let e = Token::from_file(Role::Replica, &dir.join("missing")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("reading the replica token file"),
+            "{e}"
+        );
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+        assert_eq!(t.bearer_metadata().unwrap(), "Bearer abc");
+        assert!(t.bearer_metadata().unwrap().is_sensitive());
+        assert!(
+            Token::from_value(Role::Replica, "a\u{7f}b")
+                .unwrap()
+                .bearer_metadata()
+                .is_none()
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

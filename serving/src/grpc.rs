@@ -1,28 +1,31 @@
 //! The gRPC server both services run: their own services beside
 //! `grpc.health.v1` and server reflection (v1 and v1alpha, so `grpcurl` needs
 //! no proto files), behind the per-RPC metrics layer and, where a service has
-//! admin RPCs, the admin-token layer; on a listener the caller bound, with
+//! guarded RPCs, the role layer; on a listener the caller bound, with
 //! TLS when configured.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::Error;
-use crate::auth::AdminAuthLayer;
+use crate::auth::RoleAuthLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::tls_incoming::TlsIncoming;
+use crate::tls_reload::ReloadingServerTls;
 
 /// What differs between the services' servers; the rest is the same for both.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcOptions {
-    /// Serve over TLS; plaintext when `None`.
-    pub tls: Option<ServerTlsConfig>,
+    /// Serve over TLS, each new connection with the files as they are then
+    /// (mutual when they include a client CA); plaintext when `None`.
+    pub tls: Option<ReloadingServerTls>,
     /// Server-side deadline of every call.
     pub request_timeout: Option<Duration>,
     /// Calls in flight per connection; with `load_shed` the excess is refused
@@ -32,8 +35,9 @@ pub struct GrpcOptions {
     pub load_shed: bool,
     /// TCP keepalive on accepted connections.
     pub tcp_keepalive: Option<Duration>,
-    /// Guards the service's admin RPCs; `None` for a service without any.
-    pub admin: Option<AdminAuthLayer>,
+    /// Guards the service's RPCs by role; `None` for a service open to its
+    /// network.
+    pub auth: Option<RoleAuthLayer>,
 }
 
 /// A health service and the reporter that sets its statuses. The overall
@@ -72,27 +76,32 @@ pub fn serve(
         .with_nodelay(Some(true))
         .with_keepalive(options.tcp_keepalive);
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = options.tls {
-        builder = builder.tls_config(tls)?;
-    }
     if let Some(timeout) = options.request_timeout {
         builder = builder.timeout(timeout);
     }
     if let Some(limit) = options.concurrency_limit_per_connection {
         builder = builder.concurrency_limit_per_connection(limit);
     }
-    let server = builder
+    let router = builder
         .load_shed(options.load_shed)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Outermost, so calls the admin layer refuses are counted too.
+        // Outermost, so calls the role layer refuses are counted too.
         .layer(metrics)
-        .layer(tower::util::option_layer(options.admin))
+        .layer(tower::util::option_layer(options.auth))
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, shutdown);
+        .add_service(reflection_v1alpha);
+    // Not the builder's tls_config: its settings are fixed at startup, and
+    // certificates must rotate under a running server.
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match options.tls {
+            Some(tls) => Box::pin(
+                router.serve_with_incoming_shutdown(TlsIncoming::new(incoming, tls), shutdown),
+            ),
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)),
+        };
     Ok(async move { server.await.map_err(Error::from) })
 }
 

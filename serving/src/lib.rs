@@ -3,9 +3,11 @@
 //! - [`grpc`]: the gRPC server (health, reflection, TLS, TCP and HTTP/2
 //!   options, the layers below) and its bounded drain;
 //! - [`grpc_metrics`]: a tower layer counting and timing every gRPC call;
-//! - [`auth`]: a bearer-token layer guarding admin RPCs;
+//! - [`auth`]: bearer-token roles (admin, replica, reader) guarding RPCs;
 //! - [`metrics_endpoint`]: the Prometheus `/metrics` and `/healthz` endpoint;
 //! - [`tls`]: reading certificates and keys;
+//! - [`tls_reload`]: server TLS settings re-read when their files change,
+//!   and [`tls_incoming`]: the accept loop that uses them;
 //! - [`logging`]: tracing setup;
 //! - [`shutdown`]: when to stop, one signal for every task of a server;
 //! - [`backoff`]: growing pauses between retries.
@@ -21,6 +23,8 @@ pub mod logging;
 pub mod metrics_endpoint;
 pub mod shutdown;
 pub mod tls;
+pub mod tls_incoming;
+pub mod tls_reload;
 
 /// Why a server could not start or stopped abnormally; each service wraps it
 /// in its own error beside what only it can fail at.
@@ -35,7 +39,7 @@ pub enum Error {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// A TLS certificate or key could not be read.
+    /// The TLS certificate, key or client CA cannot be served.
     #[error("TLS: {0}")]
-    Tls(#[from] tls::TlsFileError),
+    Tls(#[from] tls_reload::ServerTlsError),
 }

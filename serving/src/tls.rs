@@ -1,9 +1,13 @@
-//! TLS files for the gRPC servers (`--tls-cert`, `--tls-key`) and for
-//! clients that verify a server against a CA (`--trainer-ca`).
+//! TLS files for the gRPC servers (`--tls-cert`, `--tls-key`,
+//! `--tls-client-ca`) and for clients that verify a server against a CA
+//! (`--trainer-ca`) and present their own certificate (`--trainer-cert`).
 
 use std::path::Path;
 
-use tonic::transport::{Identity, ServerTlsConfig};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::tls_reload::{ReloadingServerTls, ServerTlsError, ServerTlsFiles};
 
 /// A TLS certificate or key file that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +30,60 @@ pub fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError
     })
 }
 
-/// The gRPC server's TLS settings from `--tls-cert` and `--tls-key`; `None`
-/// serves plaintext. Clap makes the flags require each other; a config built
-/// in code with only one of them also serves plaintext.
+/// The certificates in `pem`, read from `path` for flag `what`; a file
+/// with none (a key, a truncated copy, an empty file) is an error, as
+/// trusting no CA or presenting no certificate is never what was meant.
+pub fn certificates(
+    what: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let invalid = |reason: String| TlsFileError {
+        what,
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("unreadable PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key in `pem`, read from `path` for flag `what`.
+pub fn private_key(
+    what: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsFileError {
+        what,
+        path: path.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no PEM private key in it: {e}"),
+        ),
+    })
+}
+
+/// The gRPC server's TLS settings from `--tls-cert`, `--tls-key` and, for
+/// mutual TLS, `--tls-client-ca`, re-read whenever the files change; `None`
+/// serves plaintext. Clap makes the cert and key require each other; a
+/// config built in code with only one of them also serves plaintext.
 pub fn server_tls(
     cert: Option<&Path>,
     key: Option<&Path>,
-) -> Result<Option<ServerTlsConfig>, TlsFileError> {
+    client_ca: Option<&Path>,
+) -> Result<Option<ReloadingServerTls>, ServerTlsError> {
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
-    let identity = Identity::from_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
-    Ok(Some(ServerTlsConfig::new().identity(identity)))
+    ReloadingServerTls::load(ServerTlsFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        client_ca: client_ca.map(Path::to_path_buf),
+    })
+    .map(Some)
 }

@@ -30,7 +30,7 @@ use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{Attempt, Candidate, GetModelRequest, ListModelsRequest, PredictRequest};
 
 mod support;
-use support::{InferenceProc, TrainerProc, args, binary, connect, run_to_end};
+use support::{InferenceProc, TrainerProc, args, binary, connect, reader, run_to_end};
 
 const FAMILIES: [&str; 2] = ["linear", "mlp"];
 /// Limit for one `import` or `train` run (debug build, busy machine).
@@ -849,7 +849,7 @@ async fn serve(dir: &Path, db_url: &str, family: &str, s: &Shape) -> Result<Stri
     let deadline = Instant::now() + Duration::from_secs(180);
     let model = loop {
         let models = tc
-            .list_models(ListModelsRequest { limit: 10 })
+            .list_models(reader(ListModelsRequest { limit: 10 }))
             .await?
             .into_inner()
             .models;

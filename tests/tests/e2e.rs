@@ -26,7 +26,10 @@ use trainer_svc::db::Db;
 use trainer_svc::db::test_support::TestDb;
 
 mod support;
-use support::{InferenceProc, TOKEN, TrainerProc, admin, binary, connect, workspace};
+use support::{
+    InferenceProc, READER_TOKEN, REPLICA_TOKEN, TOKEN, TrainerProc, admin, binary, connect, reader,
+    workspace,
+};
 
 fn attempts(rows: &[TaskRow]) -> Vec<Attempt> {
     rows.iter()
@@ -65,7 +68,7 @@ async fn wait_model(
 
 async fn active_version(trainer: &mut TrainerClient<Channel>) -> Result<Option<String>> {
     let models = trainer
-        .list_models(ListModelsRequest { limit: 100 })
+        .list_models(reader(ListModelsRequest { limit: 100 }))
         .await?
         .into_inner()
         .models;
@@ -170,7 +173,7 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let models = trainer
-            .list_models(ListModelsRequest { limit: 100 })
+            .list_models(reader(ListModelsRequest { limit: 100 }))
             .await?
             .into_inner()
             .models;
@@ -196,6 +199,8 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         .env("TASKCAST_INFERENCE_ADDR", format!("127.0.0.1:{}", ports[0]))
         .env("TASKCAST_TRAINER_ADDR", format!("127.0.0.1:{tp}"))
         .env("TASKCAST_ADMIN_TOKEN", TOKEN)
+        .env("TASKCAST_READER_TOKEN", READER_TOKEN)
+        .env("TASKCAST_REPLICA_TOKEN", REPLICA_TOKEN)
         .output()?;
     ensure!(
         py.status.success(),
@@ -227,7 +232,7 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     // The Python test's own Train has ended (it waits for it), so the
     // registry is settled before promotion and rollback are checked.
     let versions = trainer
-        .list_models(ListModelsRequest { limit: 100 })
+        .list_models(reader(ListModelsRequest { limit: 100 }))
         .await?
         .into_inner()
         .models;

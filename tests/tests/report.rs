@@ -27,7 +27,7 @@ use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, NewModelVersion, StoredPrediction};
 
 mod support;
-use support::{InferenceProc, TrainerProc, admin, connect, dump_logs, metadata, test_dir};
+use support::{InferenceProc, TrainerProc, admin, connect, dump_logs, metadata, reader, test_dir};
 
 /// Learners driven through Predict, and tasks each per served version.
 const LEARNERS: usize = 40;
@@ -130,12 +130,12 @@ fn constant_model(version: &str) -> Result<Vec<u8>> {
 
 async fn report(trainer: &mut TrainerClient<Channel>, version: &str) -> Result<Vec<VersionReport>> {
     Ok(trainer
-        .model_report(ModelReportRequest {
+        .model_report(reader(ModelReportRequest {
             version: version.into(),
             last_days: 0,
             last_rows: 0,
             stuck_window: 5,
-        })
+        }))
         .await?
         .into_inner()
         .versions)
@@ -176,7 +176,7 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (good, holdout) = loop {
         let models = trainer
-            .list_models(ListModelsRequest { limit: 10 })
+            .list_models(reader(ListModelsRequest { limit: 10 }))
             .await?
             .into_inner()
             .models;

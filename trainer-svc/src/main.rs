@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// Run the trainer service (gRPC Trainer API, automatic retraining,
     /// model registry, WatchModels for inference replicas).
-    Serve(trainer_svc::serve::config::ServeConfig),
+    // Boxed: the serve flags outweigh every other command's many times over.
+    Serve(Box<trainer_svc::serve::config::ServeConfig>),
     /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty])
     /// into completed_tasks in one transaction. A bad row (unparsable value,
     /// empty user_id, topic or ts, negative seconds, wrong column count)
@@ -207,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             trainer_svc::serve::server::run(
                 listener,
                 Some(metrics),
-                config,
+                *config,
                 taskcast_serving::shutdown::shutdown_signal(),
             )
             .await?;

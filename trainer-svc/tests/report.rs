@@ -454,7 +454,7 @@ async fn model_report_rpc_and_gauges() {
         let mut client = server.client().await;
 
         let all = client
-            .model_report(request("", 0, 0, 0))
+            .model_report(reader(request("", 0, 0, 0)))
             .await
             .expect("ModelReport")
             .into_inner();
@@ -483,7 +483,21 @@ async fn model_report_rpc_and_gauges() {
         assert_eq!(flat.per_learner.as_ref().unwrap().spread, 0.0);
         assert_eq!(flat.stuck_learners, 30);
         assert_eq!(flat.stuck.len(), 20, "the list is capped");
-        assert_eq!(flat.stuck[0].user_id, "flat-00");
+        // A reader sees pseudonyms; admin sees the ids, in the same order.
+        assert!(all.learner_ids_pseudonymised);
+        assert!(
+            flat.stuck[0].user_id.starts_with("anon-"),
+            "{:?}",
+            flat.stuck[0]
+        );
+        let as_admin = client
+            .model_report(admin(request("", 0, 0, 0)))
+            .await
+            .expect("ModelReport as admin")
+            .into_inner();
+        assert!(!as_admin.learner_ids_pseudonymised);
+        assert_eq!(as_admin.versions[1].stuck[0].user_id, "flat-00");
+        assert_eq!(as_admin.versions[1].stuck.len(), 20);
         assert_eq!(flat.interval_rows, 0);
         assert_eq!(flat.interval_coverage, None);
         assert!(flat.drift);
@@ -496,20 +510,20 @@ async fn model_report_rpc_and_gauges() {
         // Windows: the last 7 days hold only flat-v1's rows; the newest 100
         // rows are flat-v1's too (inserted last).
         let recent = client
-            .model_report(request("", 7, 0, 0))
+            .model_report(reader(request("", 7, 0, 0)))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(recent.versions.len(), 1);
         assert_eq!(recent.versions[0].version, "flat-v1");
         let last = client
-            .model_report(request("", 0, 100, 0))
+            .model_report(reader(request("", 0, 100, 0)))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(last.rows_scanned, 100);
         let one = client
-            .model_report(request("good-v1", 0, 0, 8))
+            .model_report(reader(request("good-v1", 0, 0, 8)))
             .await
             .unwrap()
             .into_inner();
@@ -517,7 +531,7 @@ async fn model_report_rpc_and_gauges() {
         assert_eq!(one.versions[0].stuck_eligible_learners, 40);
         // Registered but without rows in the window: an empty report.
         let silent = client
-            .model_report(request("good-v1", 7, 0, 0))
+            .model_report(reader(request("good-v1", 7, 0, 0)))
             .await
             .unwrap()
             .into_inner();
@@ -525,15 +539,18 @@ async fn model_report_rpc_and_gauges() {
         assert_eq!(silent.versions[0].rows, 0);
 
         let err = client
-            .model_report(request("nope", 0, 0, 0))
+            .model_report(reader(request("nope", 0, 0, 0)))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
-        let err = client.model_report(request("", 0, 0, 1)).await.unwrap_err();
+        let err = client
+            .model_report(reader(request("", 0, 0, 1)))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("stuck_window"), "{err:?}");
         let err = client
-            .model_report(request("", 50_000, 0, 0))
+            .model_report(reader(request("", 50_000, 0, 0)))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);

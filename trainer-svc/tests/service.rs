@@ -10,8 +10,8 @@ use futures::future::join_all;
 use taskcast_contract::Artifact;
 use taskcast_contract::TaskRow;
 use taskcast_proto::{
-    GetTrainingRunRequest, ModelArtifact, ModelVersion, PromoteRequest, RollbackRequest,
-    TrainRequest, TrainingRun, WatchModelsRequest,
+    GetTrainingRunRequest, ListModelsRequest, ModelArtifact, ModelVersion, PromoteRequest,
+    RollbackRequest, TrainRequest, TrainingRun, WatchModelsRequest,
 };
 use tonic::Code;
 use tonic::Streaming;
@@ -118,9 +118,9 @@ async fn full_loop_startup_then_auto_retrain() {
         let server = Server::start(config(url, n)).await;
         let mut client = server.client().await;
         let mut watch = client
-            .watch_models(WatchModelsRequest {
+            .watch_models(replica(WatchModelsRequest {
                 subscriber: format!("test-{backend}"),
-            })
+            }))
             .await
             .expect("WatchModels")
             .into_inner();
@@ -312,6 +312,74 @@ async fn restart_keeps_the_watermark() {
     .await;
 }
 
+/// (c2) automatic runs keep a cadence whatever the task rate: after a run,
+/// none starts within the minimum interval however many rows arrive, and
+/// none starts while the new rows are a negligible share of the last run's.
+#[tokio::test]
+async fn automatic_runs_keep_a_cadence() {
+    let tdb = trainer_svc::db::test_support::TestDb::sqlite().unwrap();
+    let url = tdb.url();
+    let (mut sim, rows) = base_rows(7);
+    let db = connect(url).await;
+    db.insert_tasks(&rows).await.unwrap();
+    let mut c = config(url, 5);
+    c.retrain_min_interval_seconds = 3;
+    // 10 % of the startup run's ~2 000 training rows: about 200 new rows.
+    c.retrain_min_growth = 0.1;
+    let server = Server::start(c).await;
+    let first = eventually("the startup run to end", 60, || async {
+        runs(&db).await.into_iter().find(|r| r.state.is_terminal())
+    })
+    .await;
+    assert_ne!(first.state, RunState::Failed, "{first:?}");
+    let needed = (0.1 * first.rows_used as f64).ceil() as usize;
+    assert!(needed > 50, "{first:?}");
+    let ended = std::time::Instant::now();
+
+    // Enough rows for --retrain-every (5) but far below the growth share.
+    db.insert_tasks(&more_rows(&mut sim, 50)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        runs(&db).await.len(),
+        1,
+        "a run started on a negligible share of new rows"
+    );
+
+    // Enough for both rules: a run, but not before the interval is over.
+    db.insert_tasks(&more_rows(&mut sim, needed)).await.unwrap();
+    let auto = eventually("an automatic run once the share is reached", 30, || async {
+        runs(&db)
+            .await
+            .into_iter()
+            .find(|r| r.trigger == RunTrigger::Auto)
+    })
+    .await;
+    assert!(ended.elapsed() >= Duration::from_secs(3));
+    let auto = wait_run_end(&db, &auto.id, 60).await;
+    assert_ne!(auto.state, RunState::Failed, "{auto:?}");
+    let auto_ended = std::time::Instant::now();
+
+    // Right after it, a burst big enough for both rules waits out the interval.
+    db.insert_tasks(&more_rows(&mut sim, 2 * needed))
+        .await
+        .unwrap();
+    let next = eventually("the next automatic run", 30, || async {
+        let all = runs(&db).await;
+        (all.len() == 3).then(|| all[0].clone())
+    })
+    .await;
+    assert!(
+        next.started_at.timestamp_millis() - auto.finished_at.unwrap().timestamp_millis() >= 2_900,
+        "started {:?} after the last run ended at {:?}",
+        next.started_at,
+        auto.finished_at
+    );
+    assert!(auto_ended.elapsed() >= Duration::from_millis(2_500));
+    wait_run_end(&db, &next.id, 60).await;
+    server.stop().await;
+    db.close().await.unwrap();
+}
+
 /// (d) unusable rows are skipped, counted by reason, and the run succeeds.
 #[tokio::test]
 async fn bad_rows_are_skipped_and_counted() {
@@ -366,7 +434,7 @@ async fn bad_rows_are_skipped_and_counted() {
         // The API shows the same count.
         let mut client = server.client().await;
         let api = client
-            .get_training_run(GetTrainingRunRequest { id: run.id.clone() })
+            .get_training_run(reader(GetTrainingRunRequest { id: run.id.clone() }))
             .await
             .unwrap()
             .into_inner();
@@ -405,9 +473,9 @@ async fn promote_and_rollback() {
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
         let mut watch = client
-            .watch_models(WatchModelsRequest {
+            .watch_models(replica(WatchModelsRequest {
                 subscriber: "replica".into(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner();
@@ -468,7 +536,8 @@ async fn promote_and_rollback() {
     .await;
 }
 
-/// (f) admin RPCs need the token; reads do not.
+/// (f) admin RPCs need the admin token; reads the reader's (or admin's),
+/// the model stream the replica's.
 #[tokio::test]
 async fn admin_rpcs_need_the_token() {
     on_each_backend(async |url, _| {
@@ -528,17 +597,31 @@ async fn admin_rpcs_need_the_token() {
         assert!(runs(&db).await.is_empty(), "no run may start");
         assert!(db.active_model_version().await.unwrap().is_none());
 
-        // Reads work without a token.
+        // Reads and the model stream need their roles, and have them here.
+        for (auth, want) in [
+            (None, Code::Unauthenticated),
+            (Some("Bearer test-replica-token"), Code::PermissionDenied),
+        ] {
+            let req = |msg| match auth {
+                None => tonic::Request::new(msg),
+                Some(a) => with_auth(msg, a),
+            };
+            let e = client
+                .list_models(req(ListModelsRequest { limit: 1 }))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), want, "ListModels with {auth:?}");
+        }
         assert!(list_models(&mut client).await.is_empty());
         let e = client
-            .get_training_run(GetTrainingRunRequest { id: "run-x".into() })
+            .get_training_run(reader(GetTrainingRunRequest { id: "run-x".into() }))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
         let watch = client
-            .watch_models(WatchModelsRequest {
+            .watch_models(replica(WatchModelsRequest {
                 subscriber: "anon".into(),
-            })
+            }))
             .await;
         assert!(watch.is_ok(), "{watch:?}");
         drop(watch);
@@ -580,14 +663,14 @@ async fn watch_training_run_and_argument_errors() {
         let mut client = server.client().await;
 
         let e = client
-            .get_training_run(GetTrainingRunRequest {
+            .get_training_run(reader(GetTrainingRunRequest {
                 id: "run-19700101T000000000000Z".into(),
-            })
+            }))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
         let e = client
-            .watch_training_run(GetTrainingRunRequest { id: "nope".into() })
+            .watch_training_run(reader(GetTrainingRunRequest { id: "nope".into() }))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
@@ -608,7 +691,7 @@ async fn watch_training_run_and_argument_errors() {
             .unwrap()
             .into_inner();
         let mut stream = client
-            .watch_training_run(GetTrainingRunRequest { id: run.id.clone() })
+            .watch_training_run(reader(GetTrainingRunRequest { id: run.id.clone() }))
             .await
             .expect("WatchTrainingRun")
             .into_inner();
@@ -650,7 +733,7 @@ async fn watch_training_run_and_argument_errors() {
         );
         // The same run by id.
         let got = client
-            .get_training_run(GetTrainingRunRequest { id: run.id.clone() })
+            .get_training_run(reader(GetTrainingRunRequest { id: run.id.clone() }))
             .await
             .unwrap()
             .into_inner();
@@ -741,9 +824,9 @@ async fn shutdown_with_open_watch_is_prompt() {
         let server = Server::start(config(url, 0)).await;
         let mut client = server.client().await;
         let mut watch = client
-            .watch_models(WatchModelsRequest {
+            .watch_models(replica(WatchModelsRequest {
                 subscriber: "replica".into(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner();

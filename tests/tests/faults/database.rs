@@ -75,9 +75,9 @@ async fn database_cut_mid_run_fails_the_run_and_the_next_trigger_retries() -> Re
         ensure!(h.status == ServingStatus::Serving as i32, "health {h:?}");
         let mut tc = TrainerClient::new(ch.clone());
         let mut watch = tc
-            .watch_models(WatchModelsRequest {
+            .watch_models(replica(WatchModelsRequest {
                 subscriber: "probe".into(),
-            })
+            }))
             .await?
             .into_inner();
         let first = tokio::time::timeout(Duration::from_secs(5), watch.message())
@@ -91,7 +91,7 @@ async fn database_cut_mid_run_fails_the_run_and_the_next_trigger_retries() -> Re
         let asked = Instant::now();
         let listed = tokio::time::timeout(
             Duration::from_secs(15),
-            tc.list_models(ListModelsRequest { limit: 5 }),
+            tc.list_models(reader(ListModelsRequest { limit: 5 })),
         )
         .await?;
         eprintln!(

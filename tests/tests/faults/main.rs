@@ -4,7 +4,8 @@
 //! a flood, a missing token) and checks that nothing is lost and no one gets
 //! in. RELIABILITY.md lists what each one tried and what happened.
 //!
-//! One file per fault family: [`tls`], [`trainer_down`], [`database`],
+//! One file per fault family: [`tls`], [`mtls`] (client certificates and
+//! rotation), [`trainer_down`], [`database`],
 //! [`shutdown`], [`bad_models`], [`swaps`] (promotions under load),
 //! [`floods`], [`auth`]; here, what they share.
 //!
@@ -19,6 +20,7 @@ mod auth;
 mod bad_models;
 mod database;
 mod floods;
+mod mtls;
 mod shutdown;
 mod swaps;
 mod tls;

@@ -70,7 +70,7 @@ async fn tls_loop_with_a_generated_certificate() -> Result<()> {
                 let mut tc = tc.clone();
                 async move {
                     let models = tc
-                        .list_models(ListModelsRequest { limit: 10 })
+                        .list_models(reader(ListModelsRequest { limit: 10 }))
                         .await
                         .ok()?
                         .into_inner()
@@ -114,7 +114,10 @@ async fn tls_loop_with_a_generated_certificate() -> Result<()> {
                 Err(_) => eprintln!("plaintext to TLS {what}: no answer within 5 s"),
             }
         }
-        drop(tc.list_models(ListModelsRequest { limit: 1 }).await?);
+        drop(
+            tc.list_models(reader(ListModelsRequest { limit: 1 }))
+                .await?,
+        );
 
         // An https:// trainer without a CA is a startup error, not a silent retry loop.
         let mut bad = InferenceProc::start(&dir, "no-ca", Some(&trainer_url), &[])?;

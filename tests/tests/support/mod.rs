@@ -26,6 +26,10 @@ use trainer_svc::db::{Db, NewModelVersion, PromotionKind};
 
 /// The admin token every test trainer is started with.
 pub const TOKEN: &str = "e2e-admin-token";
+/// The replica token every test trainer accepts and every test replica sends.
+pub const REPLICA_TOKEN: &str = "e2e-replica-token";
+/// The reader token every test trainer accepts.
+pub const READER_TOKEN: &str = "e2e-reader-token";
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -256,6 +260,16 @@ pub fn admin<T>(msg: T) -> Request<T> {
     with_auth(msg, &format!("Bearer {TOKEN}"))
 }
 
+/// `msg` with the reader token attached.
+pub fn reader<T>(msg: T) -> Request<T> {
+    with_auth(msg, &format!("Bearer {READER_TOKEN}"))
+}
+
+/// `msg` with the replica token attached.
+pub fn replica<T>(msg: T) -> Request<T> {
+    with_auth(msg, &format!("Bearer {REPLICA_TOKEN}"))
+}
+
 /// `msg` with an arbitrary `authorization` header value.
 pub fn with_auth<T>(msg: T, value: &str) -> Request<T> {
     let mut r = Request::new(msg);
@@ -370,8 +384,8 @@ pub struct TrainerProc {
     pub args: Vec<String>,
 }
 
-/// `trainer-svc serve` arguments: fixed ports, fast polling, a token file,
-/// then `extra` (later flags win).
+/// `trainer-svc serve` arguments: fixed ports, fast polling, a token file
+/// per role, then `extra` (later flags win).
 pub fn trainer_args(
     db_url: &str,
     port: u16,
@@ -381,6 +395,10 @@ pub fn trainer_args(
 ) -> Result<Vec<String>> {
     let token_file = dir.join("token");
     std::fs::write(&token_file, TOKEN)?;
+    let replica_file = dir.join("replica-token");
+    std::fs::write(&replica_file, REPLICA_TOKEN)?;
+    let reader_file = dir.join("reader-token");
+    std::fs::write(&reader_file, READER_TOKEN)?;
     let mut a = args(&[
         "serve",
         "--database-url",
@@ -391,8 +409,17 @@ pub fn trainer_args(
         &format!("127.0.0.1:{metrics_port}"),
         "--poll-interval-ms",
         "100",
+        // Tests expect a run as soon as their rows arrive.
+        "--retrain-min-interval-seconds",
+        "0",
+        "--retrain-min-growth",
+        "0",
         "--admin-token-file",
         &token_file.display().to_string(),
+        "--replica-token-file",
+        &replica_file.display().to_string(),
+        "--reader-token-file",
+        &reader_file.display().to_string(),
         "--shutdown-grace-seconds",
         "5",
     ]);
@@ -454,7 +481,8 @@ pub struct InferenceProc {
 }
 
 impl InferenceProc {
-    /// A replica serving the bootstrap model, following `trainer` if given.
+    /// A replica serving the bootstrap model, following `trainer` if given
+    /// with the replica token.
     pub fn start(dir: &Path, name: &str, trainer: Option<&str>, extra: &[&str]) -> Result<Self> {
         let (port, metrics_port) = (free_port()?, free_port()?);
         let mut a = args(&[
@@ -473,7 +501,14 @@ impl InferenceProc {
             "5",
         ]);
         if let Some(t) = trainer {
-            a.extend(args(&["--trainer", t]));
+            let token_file = dir.join(format!("{name}-replica-token"));
+            std::fs::write(&token_file, REPLICA_TOKEN)?;
+            a.extend(args(&[
+                "--trainer",
+                t,
+                "--trainer-token-file",
+                &token_file.display().to_string(),
+            ]));
         }
         a.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(

@@ -23,6 +23,21 @@ use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::run::publisher::Publisher;
 use crate::serve::telemetry::TrainerMetrics;
 
+/// Default [`RunnerConfig::min_interval`]: a few minutes, short beside how
+/// long a model stays current, long beside a run (seconds to a minute).
+pub const DEFAULT_MIN_INTERVAL_SECONDS: u64 = 180;
+/// Default [`RunnerConfig::min_growth`]: 0.5 %. Below 1 000 training rows
+/// `retrain_every` (5) is the larger bar, so a small app still retrains
+/// after every few tasks; at a million rows 5 000 new ones are needed.
+pub const DEFAULT_MIN_GROWTH: f64 = 0.005;
+
+/// Newly completed tasks needed before an automatic run, given the last
+/// run's training rows: the larger of the two rules.
+pub fn auto_threshold(retrain_every: u64, min_growth: f64, last_rows: u64) -> u64 {
+    let growth = (min_growth.max(0.0) * last_rows as f64).ceil() as u64;
+    retrain_every.max(growth)
+}
+
 /// How the runner behaves.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -30,6 +45,13 @@ pub struct RunnerConfig {
     pub spec: TrainSpec,
     /// Newly completed tasks that trigger a run.
     pub retrain_every: u64,
+    /// Least time from the end of one automatic run to the start of the
+    /// next, so a busy app does not keep a retrain going back to back.
+    pub min_interval: Duration,
+    /// Share of the last run's training rows that must be new before an
+    /// automatic run: a handful of tasks on top of a million cannot move the
+    /// model, so retraining on them only burns CPU.
+    pub min_growth: f64,
     /// How often to check the watermark and the registry.
     pub poll_interval: Duration,
     /// First wait after a failed automatic run; doubles up to 32x.
@@ -43,6 +65,8 @@ impl Default for RunnerConfig {
         RunnerConfig {
             spec: TrainSpec::default(),
             retrain_every: 5,
+            min_interval: Duration::from_secs(DEFAULT_MIN_INTERVAL_SECONDS),
+            min_growth: DEFAULT_MIN_GROWTH,
             poll_interval: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(5),
             train_on_startup: true,
@@ -403,8 +427,9 @@ impl Runner {
     }
 
     /// The trigger loop: every poll, refresh the published model (another
-    /// replica may have promoted) and start a run when N tasks arrived since
-    /// the watermark. Runs until shutdown.
+    /// replica may have promoted) and start a run when enough tasks arrived
+    /// since the watermark ([`auto_threshold`]) and the last automatic run
+    /// ended at least `min_interval` ago. Runs until shutdown.
     pub async fn schedule(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
         let retry = self.config.retry_backoff;
@@ -420,8 +445,10 @@ impl Runner {
                     Ok(Some(trigger)) => match self.start(trigger, None, false).await {
                         Ok(rec) => {
                             let outcome = self.wait_for_end(&rec.id).await;
+                            let now = tokio::time::Instant::now();
+                            not_before = now + self.config.min_interval;
                             if outcome == Some(RunState::Failed) {
-                                not_before = tokio::time::Instant::now() + backoff.next_delay();
+                                not_before = not_before.max(now + backoff.next_delay());
                             } else {
                                 backoff.reset();
                             }
@@ -452,10 +479,27 @@ impl Runner {
         {
             return Ok(Some(RunTrigger::Startup));
         }
-        if self.config.retrain_every > 0 && new_rows >= self.config.retrain_every {
-            return Ok(Some(RunTrigger::Auto));
+        if self.config.retrain_every == 0 || new_rows < self.config.retrain_every {
+            return Ok(None);
         }
-        Ok(None)
+        // Only now, with enough rows for the first rule, read the last run.
+        let last_rows = self
+            .db
+            .list_runs(1)
+            .await?
+            .first()
+            .map_or(0, |r| r.rows_used);
+        let needed = auto_threshold(self.config.retrain_every, self.config.min_growth, last_rows);
+        if new_rows < needed {
+            tracing::debug!(
+                new_rows,
+                needed,
+                last_rows,
+                "retrain deferred: too few new rows to move the model"
+            );
+            return Ok(None);
+        }
+        Ok(Some(RunTrigger::Auto))
     }
 
     async fn wait_for_end(&self, id: &str) -> Option<RunState> {
@@ -559,5 +603,23 @@ fn end_update(outcome: &Result<(Trained, bool), RunFailure>) -> RunUpdate {
         model_version: Some(t.metadata.version.clone()),
         gate_reason: Some(t.verdict.reason().to_string()),
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_larger_rule_sets_the_threshold() {
+        // The original app's scale: the task count rules.
+        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 688), 5);
+        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 0), 5);
+        // A large table: the share rules.
+        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 1_000_000), 5_000);
+        assert_eq!(auto_threshold(5, 0.01, 10_000_001), 100_001);
+        // Off, or nonsense, leaves the count alone.
+        assert_eq!(auto_threshold(5, 0.0, 1_000_000), 5);
+        assert_eq!(auto_threshold(5, -1.0, 1_000_000), 5);
     }
 }

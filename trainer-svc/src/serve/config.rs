@@ -7,16 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use taskcast_serving::auth::{AdminToken, AdminTokenError};
+use taskcast_serving::auth::{Role, RoleTokens, Token, TokenError};
 use taskcast_serving::logging::LogFormat;
-use taskcast_serving::tls::TlsFileError;
-use tonic::transport::ServerTlsConfig;
+use taskcast_serving::tls_reload::{ReloadingServerTls, ServerTlsError};
 
 use crate::families::{Family, FitOptions};
 use crate::judge::gate::GateConfig;
 use crate::report::{DriftConfig, ReportRequest};
 use crate::run::pipeline::TrainSpec;
 use crate::run::runner::RunnerConfig;
+use crate::serve::pseudonym::{PseudonymKeyError, Pseudonymiser};
 
 /// Everything `serve` needs.
 #[derive(Args, Clone, Debug)]
@@ -41,6 +41,15 @@ pub struct ServeConfig {
     /// Retrain after this many newly completed tasks (0 disables automatic runs).
     #[arg(long, env = "TASKCAST_RETRAIN_EVERY", default_value_t = 5)]
     pub retrain_every: u64,
+    /// Least seconds between the end of one automatic run and the start of
+    /// the next, whatever the task rate (operator Train calls are not held).
+    #[arg(long, env = "TASKCAST_RETRAIN_MIN_INTERVAL_SECONDS", default_value_t = crate::run::runner::DEFAULT_MIN_INTERVAL_SECONDS)]
+    pub retrain_min_interval_seconds: u64,
+    /// New tasks, as a share of the last run's training rows, needed before
+    /// an automatic run as well as --retrain-every: on a large table a few
+    /// new tasks cannot move the model (0 turns this rule off).
+    #[arg(long, env = "TASKCAST_RETRAIN_MIN_GROWTH", default_value_t = crate::run::runner::DEFAULT_MIN_GROWTH)]
+    pub retrain_min_growth: f64,
     /// How often to check for new tasks and registry changes, in milliseconds.
     #[arg(long, env = "TASKCAST_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
@@ -82,13 +91,35 @@ pub struct ServeConfig {
     /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
     #[arg(long, env = "TASKCAST_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
-    /// File holding the admin bearer token for Train, Promote and Rollback.
+    /// File holding the admin bearer token: Train, Promote, Rollback, and
+    /// every other RPC. Without an admin token those three are refused.
     #[arg(long, env = "TASKCAST_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// The admin token itself (prefer --admin-token-file; environment values
-    /// can leak through process listings). Without a token, admin RPCs are refused.
+    /// can leak through process listings).
     #[arg(long, env = "TASKCAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the replica bearer token: WatchModels, the model stream
+    /// inference replicas follow (their --trainer-token-file). Without it
+    /// only the admin token opens the stream.
+    #[arg(long, env = "TASKCAST_REPLICA_TOKEN_FILE")]
+    pub replica_token_file: Option<PathBuf>,
+    /// The replica token itself (prefer --replica-token-file).
+    #[arg(long, env = "TASKCAST_REPLICA_TOKEN", hide_env_values = true)]
+    pub replica_token: Option<String>,
+    /// File holding the reader bearer token: ListModels, GetTrainingRun,
+    /// WatchTrainingRun and ModelReport (learner ids pseudonymised; only
+    /// admin sees them). Without it only the admin token can read.
+    #[arg(long, env = "TASKCAST_READER_TOKEN_FILE")]
+    pub reader_token_file: Option<PathBuf>,
+    /// The reader token itself (prefer --reader-token-file).
+    #[arg(long, env = "TASKCAST_READER_TOKEN", hide_env_values = true)]
+    pub reader_token: Option<String>,
+    /// File holding the key (at least 16 bytes) of the learner pseudonyms
+    /// ModelReport shows callers other than admin. Without it a key is drawn
+    /// at start, so pseudonyms change when the trainer restarts.
+    #[arg(long, env = "TASKCAST_PSEUDONYM_KEY_FILE")]
+    pub pseudonym_key_file: Option<PathBuf>,
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "TASKCAST_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -96,12 +127,22 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKCAST_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
     /// PEM certificate chain: serve gRPC over TLS (with --tls-key). Plaintext
-    /// when unset; the metrics endpoint stays plaintext either way.
+    /// when unset; the metrics endpoint stays plaintext either way. Both
+    /// files are re-read when they change on disk: new connections get the
+    /// new certificate, open ones keep theirs.
     #[arg(long, env = "TASKCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
     #[arg(long, env = "TASKCAST_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require mutual TLS, admitting only clients
+    /// (inference replicas, operators' tools) whose certificate one of them
+    /// signed. Every call on the gRPC port then needs a client certificate,
+    /// gRPC health checks included: probe the metrics port's /healthz
+    /// instead. The cert, key and this file are re-read when they change on
+    /// disk (a rotated Secret); open connections keep their session.
+    #[arg(long, env = "TASKCAST_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -112,6 +153,8 @@ impl ServeConfig {
             metrics_listen: ([127, 0, 0, 1], 0).into(),
             database_url: database_url.into(),
             retrain_every: 5,
+            retrain_min_interval_seconds: crate::run::runner::DEFAULT_MIN_INTERVAL_SECONDS,
+            retrain_min_growth: crate::run::runner::DEFAULT_MIN_GROWTH,
             poll_interval_ms: 500,
             family: Family::Linear,
             history_window: taskcast_contract::features::DEFAULT_HISTORY_WINDOW,
@@ -126,25 +169,55 @@ impl ServeConfig {
             ort_lib: None,
             admin_token_file: None,
             admin_token: None,
+            replica_token_file: None,
+            replica_token: None,
+            reader_token_file: None,
+            reader_token: None,
+            pseudonym_key_file: None,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
         }
     }
 
-    /// The gRPC server's TLS settings; `None` serves plaintext (also when a
+    /// The gRPC server's TLS settings, mutual with --tls-client-ca and
+    /// re-read when the files change; `None` serves plaintext (also when a
     /// struct built in code sets only one of cert and key; clap requires both).
-    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsFileError> {
-        taskcast_serving::tls::server_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    pub fn server_tls(&self) -> Result<Option<ReloadingServerTls>, ServerTlsError> {
+        taskcast_serving::tls::server_tls(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )
     }
 
-    /// The admin token, from the file or the value; `None` when neither is set.
-    pub fn admin_token(&self) -> Result<Option<AdminToken>, AdminTokenError> {
-        match (&self.admin_token_file, &self.admin_token) {
-            (Some(path), _) => AdminToken::from_file(path).map(Some),
-            (None, Some(v)) => AdminToken::from_value(v).map(Some),
-            (None, None) => Ok(None),
+    /// Each role's token, from its file or its value (the file winning).
+    pub fn role_tokens(&self) -> Result<RoleTokens, TokenError> {
+        let token = |role, file: &Option<PathBuf>, value: &Option<String>| {
+            Token::from_file_or_value(role, file.as_deref(), value.as_deref())
+        };
+        RoleTokens::none()
+            .with(
+                Role::Admin,
+                token(Role::Admin, &self.admin_token_file, &self.admin_token)?,
+            )?
+            .with(
+                Role::Replica,
+                token(Role::Replica, &self.replica_token_file, &self.replica_token)?,
+            )?
+            .with(
+                Role::Reader,
+                token(Role::Reader, &self.reader_token_file, &self.reader_token)?,
+            )
+    }
+
+    /// The learner pseudonyms' key: from --pseudonym-key-file, else drawn now.
+    pub fn pseudonymiser(&self) -> Result<Pseudonymiser, PseudonymKeyError> {
+        match &self.pseudonym_key_file {
+            Some(path) => Pseudonymiser::from_file(path),
+            None => Ok(Pseudonymiser::random()),
         }
     }
 
@@ -180,6 +253,8 @@ impl ServeConfig {
                 },
             },
             retrain_every: self.retrain_every,
+            min_interval: Duration::from_secs(self.retrain_min_interval_seconds),
+            min_growth: self.retrain_min_growth,
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
             train_on_startup: !self.no_startup_training,
             ..RunnerConfig::default()

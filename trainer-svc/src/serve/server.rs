@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use taskcast_proto::trainer_server::TrainerServer;
-use taskcast_serving::auth::{AdminAuthLayer, AdminTokenError};
+use taskcast_serving::auth::{Role, RoleAuthLayer, TokenError};
 use taskcast_serving::grpc::GrpcOptions;
 use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 use tokio::net::TcpListener;
@@ -17,7 +17,7 @@ use crate::report::gauges::{LiveGauges, refresh_periodically};
 use crate::run::publisher::Publisher;
 use crate::run::runner::Runner;
 use crate::serve::config::ServeConfig;
-use crate::serve::service::{ADMIN_METHODS, TrainerService};
+use crate::serve::service::{ROLE_RULES, SERVICE_PREFIX, TrainerService};
 use crate::serve::telemetry::METRICS_PREFIX;
 use crate::serve::telemetry::TrainerMetrics;
 
@@ -30,9 +30,12 @@ pub enum ServeError {
     /// ONNX Runtime could not be loaded.
     #[error(transparent)]
     Runtime(#[from] taskcast_contract::runtime::RuntimeError),
-    /// The admin token could not be read.
+    /// A role's token could not be read.
     #[error(transparent)]
-    Token(#[from] AdminTokenError),
+    Token(#[from] TokenError),
+    /// The pseudonym key could not be read.
+    #[error(transparent)]
+    PseudonymKey(#[from] crate::serve::pseudonym::PseudonymKeyError),
     /// The server plumbing failed: metrics, reflection, TLS files, transport.
     #[error(transparent)]
     Serve(#[from] taskcast_serving::Error),
@@ -61,11 +64,15 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let lib = taskcast_contract::runtime::library_path(config.ort_lib.as_deref());
     taskcast_contract::runtime::init(&lib)?;
-    let token = config.admin_token()?;
-    // Read before touching the database, so a bad path fails fast.
+    // Secrets and TLS files are read before touching the database, so a bad
+    // path fails fast.
+    let tokens = config.role_tokens()?;
+    let pseudonyms = config.pseudonymiser()?;
     let tls = config.server_tls().map_err(taskcast_serving::Error::from)?;
-    if token.is_none() {
-        tracing::warn!("no admin token configured: Train, Promote and Rollback will be refused");
+    for role in Role::ALL {
+        if !tokens.has(role) {
+            tracing::warn!(%role, "no {role} token configured: only admin can call the {role} RPCs");
+        }
     }
     let db = Db::connect(&config.database_url).await?;
     let stale = db
@@ -120,6 +127,7 @@ pub async fn run(
         publisher,
         metrics,
         config.drift(),
+        pseudonyms,
         stopping.clone(),
     );
     let metrics_task = metrics_listener.map(|l| {
@@ -131,12 +139,15 @@ pub async fn run(
     });
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    if tls.is_some() {
-        tracing::info!("serving gRPC over TLS");
+    if let Some(tls) = &tls {
+        tracing::info!(
+            mutual = tls.mutual(),
+            "serving gRPC over TLS (files re-read when they change)"
+        );
     }
     let options = GrpcOptions {
         tls,
-        admin: Some(AdminAuthLayer::new(ADMIN_METHODS, token)),
+        auth: Some(RoleAuthLayer::new(SERVICE_PREFIX, ROLE_RULES, tokens)),
         ..GrpcOptions::default()
     };
     let server = taskcast_serving::grpc::serve(

@@ -13,6 +13,7 @@ use taskcast_proto::{
     ModelReportRequest, ModelReportResponse, ModelVersion, PromoteRequest, RollbackRequest,
     TrainRequest, TrainingRun, WatchModelsRequest,
 };
+use taskcast_serving::auth::{Caller, Role};
 use taskcast_serving::shutdown::Shutdown;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -22,13 +23,22 @@ use crate::families::Family;
 use crate::report::{self, DriftConfig, ReportError, ReportRequest};
 use crate::run::publisher::{ActiveModel, Publisher};
 use crate::run::runner::{Runner, RunnerError};
+use crate::serve::pseudonym::Pseudonymiser;
 use crate::serve::telemetry::TrainerMetrics;
 
-/// Full paths of the RPCs that change state and need the admin token.
-pub const ADMIN_METHODS: [&str; 3] = [
-    "/taskcast.v1.Trainer/Train",
-    "/taskcast.v1.Trainer/Promote",
-    "/taskcast.v1.Trainer/Rollback",
+/// Every method of this service starts with this path.
+pub const SERVICE_PREFIX: &str = "/taskcast.v1.Trainer/";
+
+/// Who may call what, besides `admin`, who may call everything. Train,
+/// Promote and Rollback are absent: an RPC no rule names needs `admin`.
+/// RELIABILITY.md has this table for operators; the role matrix test
+/// (tests/tests/faults/auth.rs) calls every RPC with every role's token.
+pub const ROLE_RULES: [(&str, Role); 5] = [
+    ("/taskcast.v1.Trainer/WatchModels", Role::Replica),
+    ("/taskcast.v1.Trainer/ListModels", Role::Reader),
+    ("/taskcast.v1.Trainer/GetTrainingRun", Role::Reader),
+    ("/taskcast.v1.Trainer/WatchTrainingRun", Role::Reader),
+    ("/taskcast.v1.Trainer/ModelReport", Role::Reader),
 ];
 
 /// The service state.
@@ -38,18 +48,21 @@ pub struct TrainerService {
     publisher: Publisher,
     metrics: TrainerMetrics,
     drift: DriftConfig,
+    pseudonyms: Pseudonymiser,
     shutdown: Shutdown,
 }
 
 impl TrainerService {
     /// Wires the handlers to their collaborators; `drift` sets the margins
-    /// ModelReport judges live figures by.
+    /// ModelReport judges live figures by, `pseudonyms` hides learner ids
+    /// from callers other than admin.
     pub fn new(
         db: Db,
         runner: Arc<Runner>,
         publisher: Publisher,
         metrics: TrainerMetrics,
         drift: DriftConfig,
+        pseudonyms: Pseudonymiser,
         shutdown: Shutdown,
     ) -> Self {
         TrainerService {
@@ -58,6 +71,7 @@ impl TrainerService {
             publisher,
             metrics,
             drift,
+            pseudonyms,
             shutdown,
         }
     }
@@ -169,8 +183,13 @@ fn diversity_proto(d: &report::Diversity) -> taskcast_proto::Diversity {
     }
 }
 
-/// A live report as the API shows it.
-pub fn report_proto(r: &report::Report) -> ModelReportResponse {
+/// A live report as the API shows it: learner ids as they are with
+/// `pseudonyms` `None` (admin), else as keyed pseudonyms.
+pub fn report_proto(r: &report::Report, pseudonyms: Option<&Pseudonymiser>) -> ModelReportResponse {
+    let learner = |id: &str| match pseudonyms {
+        Some(p) => p.pseudonym(id),
+        None => id.to_string(),
+    };
     let versions = r
         .versions
         .iter()
@@ -211,7 +230,7 @@ pub fn report_proto(r: &report::Report) -> ModelReportResponse {
                     .stuck
                     .iter()
                     .map(|s| taskcast_proto::StuckLearner {
-                        user_id: s.user_id.clone(),
+                        user_id: learner(&s.user_id),
                         tasks: s.tasks,
                         p_min: s.p_min,
                         p_max: s.p_max,
@@ -232,6 +251,7 @@ pub fn report_proto(r: &report::Report) -> ModelReportResponse {
         stuck_window: r.request.stuck_window,
         generated_at: Some(timestamp(r.generated_at)),
         rows_scanned: r.rows_scanned,
+        learner_ids_pseudonymised: pseudonyms.is_some(),
     }
 }
 
@@ -384,6 +404,8 @@ impl Trainer for TrainerService {
         &self,
         req: Request<ModelReportRequest>,
     ) -> Result<Response<ModelReportResponse>, Status> {
+        // Learner ids are personal data: only admin sees them as they are.
+        let is_admin = req.extensions().get::<Caller>() == Some(&Caller(Role::Admin));
         let req = req.into_inner();
         let request = ReportRequest {
             version: Some(req.version),
@@ -394,7 +416,8 @@ impl Trainer for TrainerService {
         let r = report::compute(&self.db, &request, &self.drift)
             .await
             .map_err(report_status)?;
-        Ok(Response::new(report_proto(&r)))
+        let pseudonyms = (!is_admin).then_some(&self.pseudonyms);
+        Ok(Response::new(report_proto(&r, pseudonyms)))
     }
 
     type WatchModelsStream = BoxStream<ModelArtifact>;

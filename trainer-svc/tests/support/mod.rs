@@ -22,6 +22,10 @@ use trainer_svc::serve::server::ServeError;
 
 /// The admin token every test server is configured with.
 pub const TOKEN: &str = "test-token";
+/// The replica token test servers accept.
+pub const REPLICA_TOKEN: &str = "test-replica-token";
+/// The reader token test servers accept.
+pub const READER_TOKEN: &str = "test-reader-token";
 
 /// Loads ONNX Runtime once (ORT_DYLIB_PATH comes from .cargo/config.toml).
 pub fn init_ort() {
@@ -71,8 +75,14 @@ pub fn more_rows(sim: &mut Simulator, n: usize) -> Vec<TaskRow> {
 pub fn config(url: &str, retrain_every: u64) -> ServeConfig {
     let mut c = ServeConfig::for_database(url);
     c.admin_token = Some(TOKEN.into());
+    c.replica_token = Some(REPLICA_TOKEN.into());
+    c.reader_token = Some(READER_TOKEN.into());
     c.poll_interval_ms = 50;
     c.retrain_every = retrain_every;
+    // Tests add a few rows and expect the next run at once; the cadence
+    // rules have their own test (service.rs::automatic_runs_keep_a_cadence).
+    c.retrain_min_interval_seconds = 0;
+    c.retrain_min_growth = 0.0;
     c.shutdown_grace_seconds = 10;
     c
 }
@@ -163,6 +173,16 @@ pub fn admin<T>(msg: T) -> tonic::Request<T> {
     with_auth(msg, &format!("Bearer {TOKEN}"))
 }
 
+/// `msg` with the reader token attached.
+pub fn reader<T>(msg: T) -> tonic::Request<T> {
+    with_auth(msg, &format!("Bearer {READER_TOKEN}"))
+}
+
+/// `msg` with the replica token attached.
+pub fn replica<T>(msg: T) -> tonic::Request<T> {
+    with_auth(msg, &format!("Bearer {REPLICA_TOKEN}"))
+}
+
 /// A request with an arbitrary `authorization` value.
 pub fn with_auth<T>(msg: T, value: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -234,7 +254,7 @@ pub async fn metric_value(addr: SocketAddr, name: &str) -> Option<f64> {
 /// Every registered version, newest first, as ListModels returns them.
 pub async fn list_models(client: &mut TrainerClient<Channel>) -> Vec<taskcast_proto::ModelVersion> {
     client
-        .list_models(taskcast_proto::ListModelsRequest { limit: 0 })
+        .list_models(reader(taskcast_proto::ListModelsRequest { limit: 0 }))
         .await
         .expect("ListModels")
         .into_inner()
