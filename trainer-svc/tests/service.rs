@@ -281,10 +281,11 @@ async fn restart_keeps_the_watermark() {
         // poll interval), then it stops: the next trainer still triggers.
         let mut slow = config(url, n);
         slow.poll_interval_ms = 600_000;
-        let server = Server::start(slow).await;
-        // One row below the threshold, then wait until the scheduler has
-        // counted it: its first poll is over and the next is ten minutes off.
+        // One row below the threshold before it starts (so its first poll,
+        // which races the start, surely counts it), then wait until it has:
+        // the first poll is over and the next is ten minutes off.
         db.insert_tasks(&more_rows(&mut sim, 1)).await.unwrap();
+        let server = Server::start(slow).await;
         eventually("the scheduler to count the pending row", 30, || async {
             (metric_value(server.metrics_addr, "taskcast_trainer_pending_tasks").await == Some(1.0))
                 .then_some(())
