@@ -9,6 +9,8 @@
 //! - [`predict`]: the Predict path, validation to predictions;
 //! - [`recommend`]: ranking and budgeting on top of Predict;
 //! - [`service`]: the tonic service and the error → status mapping;
+//! - [`wire`]: Predict's request read in place and its response written
+//!   directly, without the generated message types;
 //! - [`subscribe`]: following the trainer's model stream, and
 //!   [`trainer_tls`]: the TLS files it connects with;
 //! - [`telemetry`]: the Prometheus metrics (as in the trainer);
@@ -29,6 +31,7 @@ pub mod subscribe;
 pub mod swap;
 pub mod telemetry;
 pub mod trainer_tls;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use std::time::Duration;
 
 use taskcast_proto::inference_server::InferenceServer;
 use taskcast_serving::auth::{Role, Token};
-use taskcast_serving::grpc::GrpcOptions;
+use taskcast_serving::grpc::{GrpcOptions, RawUnary};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -217,14 +220,25 @@ impl App {
             )));
         }
 
-        let inference = InferenceServer::new(InferenceService::new(
+        let service = InferenceService::new(
             Arc::clone(&slot),
             Arc::clone(&metrics),
             Limits {
                 max_history: config.max_history,
             },
-        ))
-        .max_decoding_message_size(config.max_message_bytes);
+        );
+        let predict = {
+            let service = service.clone();
+            RawUnary::new(
+                service::PREDICT_PATH,
+                config.max_message_bytes,
+                Arc::new(move |request: &[u8], out: &mut Vec<u8>| {
+                    service.predict_into(request, out)
+                }),
+            )
+        };
+        let inference =
+            InferenceServer::new(service).max_decoding_message_size(config.max_message_bytes);
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, replica = %config.replica(), tls = server_tls.is_some(), "inference serving gRPC");
         let options = GrpcOptions {
@@ -235,6 +249,8 @@ impl App {
             tcp_keepalive: Some(Duration::from_secs(60)),
             // An RPC that needs a role is guarded here.
             auth: None,
+            // Predict, the hot path, from bytes to bytes (service::predict_into).
+            raw_unary: Some(predict),
         };
         let server = taskcast_serving::grpc::serve(
             listener,

@@ -6,9 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 use inference_svc::Config;
 
-/// A Predict call makes a few hundred small allocations (the decoded
-/// request's strings, HTTP/2 frames, the response); under load glibc's
-/// malloc and free were about 15 % of the server's CPU. mimalloc's
+/// A Predict call allocated a few hundred times before the request was read
+/// straight from its bytes (wire.rs), and still allocates for HTTP/2 frames
+/// and the response; under load glibc's malloc and free were about 15 % of
+/// the server's CPU then. mimalloc's
 /// thread-local free lists make them cheaper (BENCHMARKS.md has the figures).
 /// Built with `no_thp` (root Cargo.toml): with transparent huge pages its
 /// arenas cost ~10 MB more RSS for no measured gain.

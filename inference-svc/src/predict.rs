@@ -17,6 +17,7 @@ use taskcast_contract::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow};
 use taskcast_proto::{Attempt, Candidate, PredictRequest, Prediction, Reason, RecommendRequest};
 
 use crate::model::LoadedModel;
+use crate::wire::{AttemptFields, AttemptRef, CandidateFields, CandidateRef, PredictRequestRef};
 
 /// Most candidates one request may carry.
 pub const MAX_CANDIDATES: usize = 1000;
@@ -50,15 +51,17 @@ impl Default for Limits {
     }
 }
 
-/// The fields Predict and Recommend share, borrowed from either request.
+/// The fields Predict and Recommend share, borrowed from either request:
+/// the generated messages (`A` = [`Attempt`], `C` = [`Candidate`]) or the
+/// in-place view of the received bytes ([`crate::wire`]).
 #[derive(Clone, Copy, Debug)]
-pub struct PredictInput<'a> {
+pub struct PredictInput<'a, A = Attempt, C = Candidate> {
     /// The learner.
     pub user_id: &'a str,
     /// Completed attempts, oldest first.
-    pub history: &'a [Attempt],
+    pub history: &'a [A],
     /// Tasks to predict, in response order.
-    pub candidates: &'a [Candidate],
+    pub candidates: &'a [C],
     /// Whether to fill `reasons`.
     pub explain: bool,
 }
@@ -85,9 +88,40 @@ impl<'a> From<&'a RecommendRequest> for PredictInput<'a> {
     }
 }
 
+impl<'a> From<&'a PredictRequestRef<'a>> for PredictInput<'a, AttemptRef<'a>, CandidateRef<'a>> {
+    fn from(r: &'a PredictRequestRef<'a>) -> Self {
+        PredictInput {
+            user_id: r.user_id,
+            history: &r.history,
+            candidates: &r.candidates,
+            explain: r.explain,
+        }
+    }
+}
+
+/// One candidate's answer, without its task id (the caller has it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Probability the first answer is correct.
+    pub p_correct: f64,
+    /// Median seconds.
+    pub seconds: f64,
+    /// 10th percentile of seconds.
+    pub seconds_low: f64,
+    /// 90th percentile of seconds.
+    pub seconds_high: f64,
+    /// No history in the candidate's topic.
+    pub cold_start: bool,
+    /// Filled when explaining.
+    pub reasons: Vec<Reason>,
+}
+
 /// Checks everything the feature code and the model rely on; the error
 /// message names the field so a client can fix the call without guessing.
-pub fn validate(input: &PredictInput<'_>, limits: &Limits) -> Result<(), PredictError> {
+pub fn validate<A: AttemptFields, C>(
+    input: &PredictInput<'_, A, C>,
+    limits: &Limits,
+) -> Result<(), PredictError> {
     let bad = |m: String| Err(PredictError::InvalidArgument(m));
     if input.user_id.is_empty() {
         return bad("user_id must not be empty".into());
@@ -104,10 +138,10 @@ pub fn validate(input: &PredictInput<'_>, limits: &Limits) -> Result<(), Predict
         ));
     }
     for (i, a) in input.history.iter().enumerate() {
-        if !a.seconds.is_finite() || a.seconds < 0.0 {
+        let s = a.seconds();
+        if !s.is_finite() || s < 0.0 {
             return bad(format!(
-                "history[{i}].seconds must be finite and >= 0, got {}",
-                a.seconds
+                "history[{i}].seconds must be finite and >= 0, got {s}"
             ));
         }
     }
@@ -115,27 +149,54 @@ pub fn validate(input: &PredictInput<'_>, limits: &Limits) -> Result<(), Predict
 }
 
 /// Validates and predicts every candidate, in candidate order.
-pub fn predict(
+pub fn predict<A: AttemptFields, C: CandidateFields>(
     model: &LoadedModel,
-    input: &PredictInput<'_>,
+    input: &PredictInput<'_, A, C>,
     limits: &Limits,
 ) -> Result<Vec<Prediction>, PredictError> {
+    let scored = score(model, input, limits)?;
+    Ok(input
+        .candidates
+        .iter()
+        .zip(scored)
+        .map(|(c, s)| Prediction {
+            task_id: c.task_id().to_string(),
+            p_correct: s.p_correct,
+            seconds: s.seconds,
+            seconds_low: s.seconds_low,
+            seconds_high: s.seconds_high,
+            cold_start: s.cold_start,
+            reasons: s.reasons,
+        })
+        .collect())
+}
+
+/// [`predict`] without building the response messages: one [`Scored`] per
+/// candidate, in candidate order.
+pub fn score<A: AttemptFields, C: CandidateFields>(
+    model: &LoadedModel,
+    input: &PredictInput<'_, A, C>,
+    limits: &Limits,
+) -> Result<Vec<Scored>, PredictError> {
     validate(input, limits)?;
     let table = model.table();
     let meta = model.metadata();
 
+    // Only the window is resolved: attempts before it never reach a feature.
     // `seconds == 0` means "not recorded"; `completed_at` is informational
     // (order is the client's, oldest first).
-    let events: Vec<Event> = input
-        .history
+    let window = meta.history_window as usize;
+    let recent = &input.history[input.history.len().saturating_sub(window)..];
+    let events: Vec<Event> = recent
         .iter()
         .map(|a| {
-            let seconds = (a.seconds > 0.0).then_some(a.seconds);
+            let seconds = a.seconds();
+            let seconds = (seconds > 0.0).then_some(seconds);
             Event::resolve(
-                &a.topic,
-                &a.difficulty,
-                &a.item_id,
-                a.correct,
+                a.topic(),
+                a.difficulty(),
+                a.item_id(),
+                a.correct(),
                 seconds,
                 table,
             )
@@ -152,18 +213,22 @@ pub fn predict(
     let rows_per_candidate = if input.explain { 1 + FEATURE_COUNT } else { 1 };
     let mut x: Vec<f32> = Vec::with_capacity(n * rows_per_candidate * FEATURE_COUNT);
     let mut keys: Vec<RowKeys> = Vec::with_capacity(n * rows_per_candidate);
-    let mut base: Vec<(FeatureRow, bool)> = Vec::with_capacity(n);
+    let mut base: Vec<FeatureRow> = Vec::with_capacity(if input.explain { n } else { 0 });
+    let mut cold: Vec<bool> = Vec::with_capacity(n);
     for c in input.candidates {
-        let key = CandidateKey::new(&c.topic, &c.difficulty, &c.item_id, table);
+        let key = CandidateKey::new(c.topic(), c.difficulty(), c.item_id(), table);
         let f = ctx.row(&key, table);
         x.extend_from_slice(&f.row);
         keys.push(RowKeys::new(user, &key));
-        base.push((f.row, f.cold_start));
+        cold.push(f.cold_start);
+        if input.explain {
+            base.push(f.row);
+        }
     }
     if input.explain {
         // Occlusion rows: candidate i's row with feature j set to its
         // population baseline, all in the same batch as the real rows.
-        for (i, (row, _)) in base.iter().enumerate() {
+        for (i, row) in base.iter().enumerate() {
             for (j, baseline) in meta.feature_baseline.iter().enumerate().take(FEATURE_COUNT) {
                 let mut r = *row;
                 r[j] = *baseline;
@@ -185,26 +250,25 @@ pub fn predict(
         )));
     }
 
-    let mut predictions = Vec::with_capacity(n);
-    for (i, (c, (row, cold_start))) in input.candidates.iter().zip(&base).enumerate() {
+    let mut scored = Vec::with_capacity(n);
+    for (i, cold_start) in cold.into_iter().enumerate() {
         let p = Point::from(&out[i]);
         let reasons = if input.explain {
             let occluded = &out[n + i * FEATURE_COUNT..n + (i + 1) * FEATURE_COUNT];
-            explain(row, &p, occluded)
+            explain(&base[i], &p, occluded)
         } else {
             Vec::new()
         };
-        predictions.push(Prediction {
-            task_id: c.task_id.clone(),
+        scored.push(Scored {
             p_correct: p.p_correct,
             seconds: p.seconds,
             seconds_low: p.seconds_low,
             seconds_high: p.seconds_high,
-            cold_start: *cold_start,
+            cold_start,
             reasons,
         });
     }
-    Ok(predictions)
+    Ok(scored)
 }
 
 /// One row's output in client units.

@@ -2,6 +2,12 @@
 //! snapshot per request, hands it to [`crate::predict`] / [`crate::recommend`],
 //! records metrics, and maps typed errors to gRPC statuses in exactly one
 //! place ([`status`]).
+//!
+//! The server answers `Predict` with [`InferenceService::predict_into`],
+//! from the received bytes to the response's bytes ([`crate::wire`], mounted
+//! in front of the router by `taskcast_serving::grpc::RawUnary`); the
+//! generated `Inference::predict` gives the same answers and serves callers
+//! in this process (a test sends the same requests down both).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,10 +20,11 @@ use taskcast_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::model::LoadedModel;
-use crate::predict::{Limits, PredictError, PredictInput, predict};
+use crate::predict::{Limits, PredictError, PredictInput, predict, score};
 use crate::recommend::recommend;
 use crate::swap::ModelSlot;
 use crate::telemetry::Metrics;
+use crate::wire::{self, PredictRequestRef};
 
 /// The gRPC service; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
@@ -45,17 +52,35 @@ impl InferenceService {
             .ok_or_else(|| Status::unavailable("no model loaded yet; retry shortly"))
     }
 
-    fn observe(&self, model: &LoadedModel, input: &PredictInput<'_>) {
+    fn observe(&self, model: &LoadedModel, history: usize, candidates: usize) {
+        self.metrics.history_length.observe(history as f64);
+        self.metrics.candidates.observe(candidates as f64);
         self.metrics
-            .history_length
-            .observe(input.history.len() as f64);
-        self.metrics
-            .candidates
-            .observe(input.candidates.len() as f64);
-        self.metrics
-            .predictions
-            .with_label_values(&[model.version()])
-            .inc_by(input.candidates.len() as u64);
+            .predictions_for(model.version())
+            .inc_by(candidates as u64);
+    }
+
+    /// Predict from the request's bytes to the response's bytes, appended
+    /// to `out`: the request is read in place and the answer written without
+    /// building messages ([`crate::wire`]); what it answers, errors
+    /// included, is what [`Inference::predict`] answers for the same request.
+    pub fn predict_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+        let req = PredictRequestRef::decode(body).map_err(wire::decode_status)?;
+        let model = self.model()?;
+        let input = PredictInput::from(&req);
+        let scored = score(&model, &input, &self.limits).map_err(status)?;
+        self.observe(&model, req.history.len(), req.candidates.len());
+        let ids = req.candidates.iter().map(|c| c.task_id);
+        let version = model.version();
+        let time_modeled = model.metadata().time_modeled();
+        out.reserve(wire::predict_response_len(
+            ids.clone(),
+            &scored,
+            version,
+            time_modeled,
+        ));
+        wire::encode_predict_response(ids, &scored, version, time_modeled, out);
+        Ok(())
     }
 }
 
@@ -107,7 +132,7 @@ impl Inference for InferenceService {
         let model = self.model()?;
         let input = PredictInput::from(&req);
         let predictions = predict(&model, &input, &self.limits).map_err(status)?;
-        self.observe(&model, &input);
+        self.observe(&model, req.history.len(), req.candidates.len());
         Ok(Response::new(PredictResponse {
             predictions,
             model_version: model.version().to_string(),
@@ -122,7 +147,7 @@ impl Inference for InferenceService {
         let req = request.into_inner();
         let model = self.model()?;
         let r = recommend(&model, &req, &self.limits).map_err(status)?;
-        self.observe(&model, &PredictInput::from(&req));
+        self.observe(&model, req.history.len(), req.candidates.len());
         Ok(Response::new(RecommendResponse {
             predictions: r.predictions,
             model_version: model.version().to_string(),
@@ -138,5 +163,106 @@ impl Inference for InferenceService {
     ) -> Result<Response<ModelInfo>, Status> {
         let model = self.model()?;
         Ok(Response::new(model_info(&model)))
+    }
+}
+
+/// Path of the Predict method.
+pub const PREDICT_PATH: &str = "/taskcast.v1.Inference/Predict";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use taskcast_proto::{Attempt, Candidate};
+
+    use crate::Config;
+
+    async fn service() -> InferenceService {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/bootstrap.onnx");
+        crate::init_runtime(&Config::default_for_tests(path)).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (health, _) = taskcast_serving::grpc::health();
+        let slot = Arc::new(ModelSlot::new(Arc::clone(&metrics), health, 1));
+        slot.try_swap(std::fs::read(path).unwrap(), None)
+            .await
+            .unwrap();
+        InferenceService::new(slot, metrics, Limits { max_history: 40 })
+    }
+
+    fn request(history: usize, candidates: usize, explain: bool) -> PredictRequest {
+        let topics = ["algebra", "fractions", "", "géométrie"];
+        PredictRequest {
+            user_id: "learner-7".into(),
+            history: (0..history)
+                .map(|i| Attempt {
+                    topic: topics[i % 4].into(),
+                    difficulty: ["easy", "", "hard"][i % 3].into(),
+                    correct: i % 3 != 1,
+                    seconds: [12.5, 0.0, 95.0, 4000.0][i % 4],
+                    completed_at: (i % 2 == 0).then_some(prost_types::Timestamp {
+                        seconds: 1_700_000_000 + i as i64,
+                        nanos: 5,
+                    }),
+                    item_id: format!("q{}", i % 5),
+                })
+                .collect(),
+            candidates: (0..candidates)
+                .map(|i| Candidate {
+                    task_id: if i == 1 {
+                        String::new()
+                    } else {
+                        format!("t{i}")
+                    },
+                    topic: topics[i % 4].into(),
+                    difficulty: ["hard", "", "easy"][i % 3].into(),
+                    item_id: format!("q{}", i % 7),
+                })
+                .collect(),
+            explain,
+        }
+    }
+
+    /// The byte path answers exactly what the generated path answers:
+    /// the same response bytes, or the same status.
+    #[tokio::test]
+    async fn predict_into_answers_as_predict_does() {
+        let svc = service().await;
+        let mut cases = vec![
+            request(0, 1, false),
+            request(50, 1, false),
+            request(50, 100, false),
+            request(7, 3, true),
+            request(40, 2, true),
+        ];
+        let mut bad = request(5, 2, false);
+        bad.user_id.clear();
+        cases.push(bad);
+        cases.push(request(5, 0, false));
+        cases.push(request(41, 1, false));
+        let mut nan = request(5, 1, false);
+        nan.history[3].seconds = f64::NAN;
+        cases.push(nan);
+        for req in cases {
+            let bytes = req.encode_to_vec();
+            let mut ours = Vec::new();
+            let ours = svc.predict_into(&bytes, &mut ours).map(|()| ours);
+            let theirs = svc
+                .predict(Request::new(req.clone()))
+                .await
+                .map(|r| r.into_inner().encode_to_vec());
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{req:?}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+                }
+                (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
+            }
+        }
+        // Bytes prost refuses are refused as tonic refuses them.
+        let e = svc
+            .predict_into(&[0x0a, 0x05, b'a'], &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Internal);
+        assert!(e.message().starts_with("failed to decode Protobuf message"));
     }
 }

@@ -3,6 +3,9 @@
 //! One [`Registry`] per server instance (not the global default registry) so
 //! several servers in one test process never collide.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -34,6 +37,8 @@ pub struct Metrics {
     pub history_length: Histogram,
     /// Candidates per request.
     pub candidates: Histogram,
+    /// `predictions` for the version last asked for (see [`Metrics::predictions_for`]).
+    predictions_last: Arc<ArcSwapOption<(String, IntCounter)>>,
 }
 
 impl Metrics {
@@ -94,6 +99,22 @@ impl Metrics {
             trainer_reconnects,
             history_length,
             candidates,
+            predictions_last: Arc::default(),
         })
+    }
+
+    /// The `predictions_total` counter of `version`. The serving version
+    /// changes only on a swap, so the last one asked for is kept and a
+    /// request does not hash and look up its label every time.
+    pub fn predictions_for(&self, version: &str) -> IntCounter {
+        if let Some(last) = &*self.predictions_last.load()
+            && last.0 == version
+        {
+            return last.1.clone();
+        }
+        let counter = self.predictions.with_label_values(&[version]);
+        self.predictions_last
+            .store(Some(Arc::new((version.to_string(), counter.clone()))));
+        counter
     }
 }

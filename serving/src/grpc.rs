@@ -6,13 +6,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use tokio::net::TcpListener;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::Bytes;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
+use tower::{Layer, Service};
 
 use crate::Error;
 use crate::auth::RoleAuthLayer;
@@ -38,6 +47,9 @@ pub struct GrpcOptions {
     /// Guards the service's RPCs by role; `None` for a service open to its
     /// network.
     pub auth: Option<RoleAuthLayer>,
+    /// One unary method answered straight from its request bytes, before
+    /// the router (see [`RawUnary`]).
+    pub raw_unary: Option<RawUnary>,
 }
 
 /// A health service and the reporter that sets its statuses. The overall
@@ -89,6 +101,10 @@ pub fn serve(
         // Outermost, so calls the role layer refuses are counted too.
         .layer(metrics)
         .layer(tower::util::option_layer(options.auth))
+        // Inside the deadline, load shedding, concurrency limit, metrics
+        // and roles like every method; only the routing and the codec are
+        // skipped.
+        .layer(tower::util::option_layer(options.raw_unary))
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
@@ -119,6 +135,222 @@ where
                 "grace period over; dropping the calls still running"
             );
             Ok(())
+        }
+    }
+}
+
+/// A unary method's handler from request bytes to response bytes: it gets
+/// the request message and appends the encoded response message to the
+/// buffer (which already holds the 5-byte gRPC frame header).
+pub type RawHandler = Arc<dyn Fn(&[u8], &mut Vec<u8>) -> Result<(), Status> + Send + Sync>;
+
+/// A unary gRPC method served as bytes in, bytes out, in front of the
+/// router: for the one hot method of a service, this skips what tonic's
+/// generic path costs per call (routing, the codec's receive and send
+/// buffers, message and metadata wrappers, the trailers built through a
+/// `Status`). Every layer of [`serve`] still applies to it: deadline, load
+/// shedding, concurrency limit, metrics, roles. The framing follows the gRPC
+/// HTTP/2 protocol as tonic serves it: no compression (a compressed request
+/// is refused as tonic refuses it), the message-size limit, `grpc-status`
+/// in the trailers, or alone in the headers for an error.
+#[derive(Clone)]
+pub struct RawUnary {
+    path: &'static str,
+    handler: RawHandler,
+    max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for RawUnary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawUnary")
+            .field("path", &self.path)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawUnary {
+    /// Serves `path` (`/package.Service/Method`) with `handler`, refusing
+    /// request messages over `max_request_bytes`.
+    pub fn new(path: &'static str, max_request_bytes: usize, handler: RawHandler) -> Self {
+        RawUnary {
+            path,
+            handler,
+            max_request_bytes,
+        }
+    }
+
+    /// Reads the request message, runs the handler, frames the answer.
+    async fn answer(self, req: Request<Body>) -> Response<Body> {
+        let reply = match read_message(req, self.max_request_bytes).await {
+            Ok(message) => {
+                let mut out = Vec::with_capacity(256);
+                out.extend_from_slice(&[0; 5]);
+                (self.handler)(&message, &mut out).and_then(|()| frame(out))
+            }
+            Err(status) => Err(status),
+        };
+        match reply {
+            Ok(data) => {
+                let mut response = Response::new(Body::new(OneMessage {
+                    data: Some(data),
+                    trailers: true,
+                }));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                response
+            }
+            Err(status) => status.into_http(),
+        }
+    }
+}
+
+/// Writes the gRPC frame header (uncompressed, length) into the first five bytes.
+fn frame(mut out: Vec<u8>) -> Result<Bytes, Status> {
+    let len = u32::try_from(out.len() - 5)
+        .map_err(|_| Status::resource_exhausted("response message over 4 GiB"))?;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// The request's one message, as tonic's unary path reads it: the body to
+/// its end, the first message in it, with tonic's statuses for what it
+/// refuses.
+async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status> {
+    if let Some(encoding) = req.headers().get("grpc-encoding")
+        && encoding != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            encoding.to_str().unwrap_or("?")
+        )));
+    }
+    let mut body = req.into_body();
+    // Usually the whole message is one DATA frame, kept without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut wanted: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: nothing a unary call needs
+        };
+        if joined.is_empty() && first.is_none() {
+            first = Some(data);
+        } else {
+            if let Some(f) = first.take() {
+                joined.extend_from_slice(&f);
+            }
+            joined.extend_from_slice(&data);
+        }
+        let have = first.as_ref().map_or(&joined[..], |f| &f[..]);
+        if wanted.is_none() && have.len() >= 5 {
+            if have[0] != 0 {
+                return Err(Status::internal(
+                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                ));
+            }
+            let len = u32::from_be_bytes([have[1], have[2], have[3], have[4]]) as usize;
+            if len > limit {
+                return Err(Status::out_of_range(format!(
+                    "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+                )));
+            }
+            wanted = Some(5 + len);
+        }
+        if let Some(w) = wanted
+            && have.len() >= w
+        {
+            // The message is complete; read on to the end of the stream, as
+            // tonic does for a unary call, without keeping what follows.
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            return Ok(match first {
+                Some(f) => f.slice(5..w),
+                None => Bytes::from(joined).slice(5..w),
+            });
+        }
+    }
+    if first.is_none() && joined.is_empty() {
+        Err(Status::internal("Missing request message."))
+    } else {
+        Err(Status::internal("Unexpected EOF decoding stream."))
+    }
+}
+
+/// A body of one DATA frame and `grpc-status: 0` trailers.
+struct OneMessage {
+    data: Option<Bytes>,
+    trailers: bool,
+}
+
+impl hyper::body::Body for OneMessage {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if std::mem::take(&mut self.trailers) {
+            let mut trailers = HeaderMap::with_capacity(1);
+            trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && !self.trailers
+    }
+}
+
+impl<S> Layer<S> for RawUnary {
+    type Service = RawUnaryService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RawUnaryService {
+            inner,
+            raw: self.clone(),
+        }
+    }
+}
+
+/// [`RawUnary`] in front of the rest of the server.
+#[derive(Clone, Debug)]
+pub struct RawUnaryService<S> {
+    inner: S,
+    raw: RawUnary,
+}
+
+type RawFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+impl<S> Service<Request<Body>> for RawUnaryService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = RawFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.uri().path() == self.raw.path {
+            let raw = self.raw.clone();
+            Box::pin(async move { Ok(raw.answer(req).await) })
+        } else {
+            // Every other method (a boxed future, as the router's own are).
+            Box::pin(self.inner.call(req))
         }
     }
 }

@@ -16,11 +16,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::{Request, Response};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use tower::{Layer, Service};
 
 /// Latency buckets in seconds: 100 µs to 10 s, dense where a fast RPC lives.
@@ -29,11 +33,102 @@ pub const DURATION_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// The two metric families; cheap to clone (shared handles).
+/// Methods whose label children are kept resolved; more (a client trying
+/// random paths) are counted the slow way, by label lookup per call.
+const CACHED_METHODS: usize = 32;
+
+/// The two metric families; cheap to clone (one shared handle).
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
+    inner: Arc<Families>,
+}
+
+#[derive(Debug)]
+struct Families {
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// Per-method children resolved on first use, so a call neither
+    /// allocates its label strings nor hashes them into the families' maps:
+    /// slots `0..len` are set, and only ever appended to (under `adding`).
+    methods: [OnceLock<Arc<MethodMetrics>>; CACHED_METHODS],
+    len: AtomicUsize,
+    adding: Mutex<()>,
+    /// Every path that is not `/service/method`.
+    unknown: OnceLock<Arc<MethodMetrics>>,
+}
+
+/// One method's children of the families.
+#[derive(Debug)]
+struct MethodMetrics {
+    path: String,
+    service: String,
+    method: String,
+    requests: IntCounterVec,
+    /// Made on the first success, so a method that only ever failed shows no `OK` series.
+    ok: OnceLock<IntCounter>,
+    duration: Histogram,
+}
+
+impl MethodMetrics {
+    fn new(f: &Families, path: &str) -> Self {
+        let (service, method) = split_path(path);
+        MethodMetrics {
+            path: path.to_string(),
+            ok: OnceLock::new(),
+            duration: f.duration.with_label_values(&[service, method]),
+            requests: f.requests.clone(),
+            service: service.to_string(),
+            method: method.to_string(),
+        }
+    }
+
+    fn record(&self, code: &str, seconds: f64) {
+        if code == "OK" {
+            self.ok
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[&self.service, &self.method, "OK"])
+                })
+                .inc();
+        } else {
+            self.requests
+                .with_label_values(&[&self.service, &self.method, code])
+                .inc();
+        }
+        self.duration.observe(seconds);
+    }
+}
+
+impl Families {
+    fn method(&self, path: &str) -> Arc<MethodMetrics> {
+        let cached = |len: usize| {
+            self.methods[..len]
+                .iter()
+                .filter_map(OnceLock::get)
+                .find(|m| m.path == path)
+                .cloned()
+        };
+        if let Some(m) = cached(self.len.load(Ordering::Acquire)) {
+            return m;
+        }
+        if split_path(path) == ("unknown", "unknown") {
+            return Arc::clone(
+                self.unknown
+                    .get_or_init(|| Arc::new(MethodMetrics::new(self, path))),
+            );
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let len = self.len.load(Ordering::Acquire);
+        if let Some(m) = cached(len) {
+            return m;
+        }
+        let m = Arc::new(MethodMetrics::new(self, path));
+        if len < CACHED_METHODS {
+            let _ = self.methods[len].set(Arc::clone(&m));
+            self.len.store(len + 1, Ordering::Release);
+        }
+        m
+    }
 }
 
 impl GrpcMetricsLayer {
@@ -56,7 +151,16 @@ impl GrpcMetricsLayer {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(GrpcMetricsLayer { requests, duration })
+        Ok(GrpcMetricsLayer {
+            inner: Arc::new(Families {
+                requests,
+                duration,
+                methods: std::array::from_fn(|_| OnceLock::new()),
+                len: AtomicUsize::new(0),
+                adding: Mutex::new(()),
+                unknown: OnceLock::new(),
+            }),
+        })
     }
 }
 
@@ -112,48 +216,57 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
-        let (service, method) = (service.to_string(), method.to_string());
-        let metrics = self.metrics.clone();
-        let start = Instant::now();
-        let fut = self.inner.call(req);
-        // Boxing costs one small allocation per call, negligible next to an
-        // HTTP/2 request, and keeps this layer free of pin-projection code.
-        Box::pin(async move {
-            let result = fut.await;
-            let code = match &result {
-                Ok(resp) => tonic::Status::from_header_map(resp.headers())
-                    .map_or("OK", |s| code_name(s.code())),
-                // A transport-level failure of the inner service: no gRPC status was produced.
-                Err(_) => "UNKNOWN",
-            };
-            metrics
-                .requests
-                .with_label_values(&[&service, &method, code])
-                .inc();
-            metrics
-                .duration
-                .with_label_values(&[&service, &method])
-                .observe(start.elapsed().as_secs_f64());
-            result
-        })
+        let method = self.metrics.inner.method(req.uri().path());
+        ResponseFuture {
+            inner: self.inner.call(req),
+            method,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, recording its outcome when it completes.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        method: Arc<MethodMetrics>,
+        start: Instant,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let code = match &result {
+            Ok(resp) => {
+                tonic::Status::from_header_map(resp.headers()).map_or("OK", |s| code_name(s.code()))
+            }
+            // A transport-level failure of the inner service: no gRPC status was produced.
+            Err(_) => "UNKNOWN",
+        };
+        this.method.record(code, this.start.elapsed().as_secs_f64());
+        Poll::Ready(result)
     }
 }
 
