@@ -176,7 +176,7 @@ impl Fitted {
     pub fn index_inputs(&self, _ds: &Dataset) -> Vec<IndexInput> {
         match self {
             Fitted::Linear(_) => Vec::new(),
-            // The vocabularies were fixed at fit time.
+            // The vocabularies were fixed at fit time (capped learner list).
             Fitted::Mlp(m) => m.index_inputs(),
         }
     }

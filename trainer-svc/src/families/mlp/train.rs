@@ -11,8 +11,8 @@ use taskcast_contract::{FEATURE_COUNT, RowKeys};
 
 use super::net::{self, Adam, Net, StepConfig, train_step};
 use super::{
-    EMBEDDINGS, EpochStats, FoldedNet, INDEXED, Mlp, MlpConfig, NetReport, SCALE_FLOOR,
-    Standardiser, TimeModel, sigmoid, softplus,
+    EMBEDDINGS, EpochStats, FoldedNet, Mlp, MlpConfig, NetReport, SCALE_FLOOR, Standardiser,
+    TimeModel, sigmoid, softplus,
 };
 use crate::data::dataset::Rows;
 
@@ -54,8 +54,8 @@ impl Layout {
 pub(super) struct Data {
     /// Standardised features, row-major.
     xs: Vec<f32>,
-    /// Embedding indices per row (topic, difficulty).
-    idx: Vec<[u32; INDEXED]>,
+    /// Embedding indices per row.
+    idx: Vec<[u32; 3]>,
     /// 1.0 for correct.
     y: Vec<f32>,
     /// Capped log-seconds.
@@ -65,11 +65,7 @@ pub(super) struct Data {
 impl Data {
     /// The training rows standardised, with their embedding indices (`maps`:
     /// dataset index → embedding row, per input) and targets.
-    pub(super) fn for_fit(
-        rows: &Rows,
-        maps: &[Vec<u32>; INDEXED],
-        standardiser: &Standardiser,
-    ) -> Data {
+    pub(super) fn for_fit(rows: &Rows, maps: &[Vec<u32>; 3], standardiser: &Standardiser) -> Data {
         let mut xs = vec![0f32; rows.x.len()];
         for i in 0..rows.len() {
             standardiser.apply(
@@ -83,8 +79,9 @@ impl Data {
             idx: (0..rows.len())
                 .map(|i| {
                     [
-                        at(&maps[0], rows.topic[i]),
-                        at(&maps[1], rows.difficulty[i]),
+                        at(&maps[0], rows.user[i]),
+                        at(&maps[1], rows.topic[i]),
+                        at(&maps[2], rows.difficulty[i]),
                     ]
                 })
                 .collect(),
@@ -149,7 +146,7 @@ fn eval_loss(net: &FoldedNet, x: &[f32], data: &Data, rows: &[usize], layout: La
                     .copied()
             })
             .collect();
-        let ib: Vec<[u32; INDEXED]> = chunk.iter().map(|&r| data.idx[r]).collect();
+        let ib: Vec<[u32; 3]> = chunk.iter().map(|&r| data.idx[r]).collect();
         let out = net.forward(&xb, &ib);
         for (j, &r) in chunk.iter().enumerate() {
             if let Some(o) = out.row(j).as_slice() {
@@ -167,7 +164,7 @@ pub(super) struct Trainer<'a> {
     /// Standardised rows, embedding indices and targets.
     pub data: &'a Data,
     /// Embedding rows per input, OOV row included.
-    pub vocab_sizes: [usize; INDEXED],
+    pub vocab_sizes: [usize; 3],
     pub standardiser: &'a Standardiser,
     pub cfg: &'a MlpConfig,
 }
@@ -217,7 +214,7 @@ struct InTraining {
 /// standardised features, and the masked indices.
 struct Batch {
     x: Array2<f32>,
-    ids: Vec<[u32; INDEXED]>,
+    ids: Vec<[u32; 3]>,
 }
 
 impl Batch {
@@ -245,7 +242,7 @@ impl Batch {
             self.ids.push(id);
             let mut row = self.x.row_mut(j);
             let mut at = 0;
-            for k in 0..INDEXED {
+            for k in 0..3 {
                 for d in 0..EMBEDDINGS[k] {
                     row[at + d] = net.emb[k][[id[k] as usize, d]];
                 }
