@@ -1,6 +1,6 @@
 //! Predict on the wire without the generated message types: the request is
 //! read in place from the received bytes, the response written straight into
-//! tonic's send buffer.
+//! the response frame's buffer.
 //!
 //! A `PredictRequest` with a 50-attempt history is ~150 strings; decoding it
 //! into the generated `PredictRequest` allocates each of them (and the
@@ -90,18 +90,6 @@ impl<'a> Reader<'a> {
 
     fn is_empty(&self) -> bool {
         self.buf.is_empty()
-    }
-
-    /// Consumes `key` (one byte) if it comes next.
-    #[inline]
-    fn eat(&mut self, key: u8) -> bool {
-        match self.buf.split_first() {
-            Some((&b, rest)) if b == key => {
-                self.buf = rest;
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Steps over a varint without assembling its value.
@@ -312,28 +300,6 @@ impl<'a> PredictRequestRef<'a> {
 fn decode_attempt(buf: &[u8]) -> Result<AttemptRef<'_>> {
     let mut a = AttemptRef::default();
     let mut r = Reader::new(buf);
-    // Fields in ascending order, each at most once, as every encoder writes
-    // them: straight-line reads. Whatever is left (another order, repeats,
-    // unknown fields) goes through the general loop below, which reads each
-    // key exactly as these lines do.
-    if r.eat(1 << 3 | LEN) {
-        a.topic = r.string()?;
-    }
-    if r.eat(2 << 3 | LEN) {
-        a.difficulty = r.string()?;
-    }
-    if r.eat(3 << 3 | VARINT) {
-        a.correct = r.varint()? != 0;
-    }
-    if r.eat(4 << 3 | FIXED64) {
-        a.seconds = f64::from_bits(r.fixed64()?);
-    }
-    if r.eat(5 << 3 | LEN) {
-        check_timestamp(r.bytes()?)?;
-    }
-    if r.eat(6 << 3 | LEN) {
-        a.item_id = r.string()?;
-    }
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {
@@ -372,13 +338,6 @@ fn decode_attempt(buf: &[u8]) -> Result<AttemptRef<'_>> {
 #[inline]
 fn check_timestamp(buf: &[u8]) -> Result<()> {
     let mut r = Reader::new(buf);
-    // `seconds` then `nanos`, as encoders write them; then anything else.
-    if r.eat(1 << 3 | VARINT) {
-        r.skip_varint()?;
-    }
-    if r.eat(2 << 3 | VARINT) {
-        r.skip_varint()?;
-    }
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {
@@ -395,19 +354,6 @@ fn check_timestamp(buf: &[u8]) -> Result<()> {
 fn decode_candidate(buf: &[u8]) -> Result<CandidateRef<'_>> {
     let mut c = CandidateRef::default();
     let mut r = Reader::new(buf);
-    // As in `decode_attempt`: the usual order first, then the general loop.
-    if r.eat(1 << 3 | LEN) {
-        c.task_id = r.string()?;
-    }
-    if r.eat(2 << 3 | LEN) {
-        c.topic = r.string()?;
-    }
-    if r.eat(3 << 3 | LEN) {
-        c.difficulty = r.string()?;
-    }
-    if r.eat(4 << 3 | LEN) {
-        c.item_id = r.string()?;
-    }
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {

@@ -7,9 +7,8 @@
 //! The binaries come from the same target directory as this test
 //! (`cargo build --workspace --bins` first; `scripts/test.sh` does).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +21,8 @@ use trainer_svc::db::test_support::TestDb;
 
 mod support;
 use support::{
-    InferenceProc, READER_TOKEN, REPLICA_TOKEN, TOKEN, TrainerProc, binary, connect, dump_logs,
-    free_port, register_active, test_dir,
+    InferenceProc, READER_TOKEN, REPLICA_TOKEN, TOKEN, TrainerProc, binary, connect, free_port,
+    register_active, scenario,
 };
 
 /// What one run of the client did.
@@ -82,30 +81,6 @@ async fn client_err(args: &[&str]) -> Result<Out> {
     let out = client(args).await?;
     ensure!(!out.ok, "taskcast-client {args:?} succeeded:\n{out}");
     Ok(out)
-}
-
-/// One test body in its own directory with a time bound; on failure, the
-/// tail of every process log.
-async fn scenario<F, Fut>(name: &str, limit: Duration, body: F) -> Result<()>
-where
-    F: FnOnce(PathBuf) -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    let dir = test_dir(name)?;
-    let result = match tokio::time::timeout(limit, body(dir.clone())).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow!("{name} did not finish within {limit:?}")),
-    };
-    match &result {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        Err(e) => {
-            eprintln!("{name} failed: {e:#}");
-            dump_logs(&dir);
-        }
-    }
-    result
 }
 
 /// Writes `text` to `dir/name`; the path as an argument.

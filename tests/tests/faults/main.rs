@@ -26,43 +26,17 @@ mod swaps;
 mod tls;
 mod trainer_down;
 
-use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use support::*;
 use taskcast_proto::GetModelRequest;
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_sim::{SimConfig, Simulator};
 use tonic::transport::Channel;
 use trainer_svc::db::{Db, RunRecord};
-
-/// Runs one test body in its own directory with a time bound; on failure
-/// prints the tail of every process log.
-async fn scenario<F, Fut>(name: &str, limit: Duration, body: F) -> Result<()>
-where
-    F: FnOnce(PathBuf) -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    let dir = test_dir(name)?;
-    let result = match tokio::time::timeout(limit, body(dir.clone())).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow!("{name} did not finish within {limit:?}")),
-    };
-    match &result {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        Err(e) => {
-            eprintln!("{name} failed: {e:#}");
-            dump_logs(&dir);
-        }
-    }
-    result
-}
 
 /// Simulated completed tasks: about `learners * attempts` rows.
 fn sim_rows(

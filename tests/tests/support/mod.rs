@@ -255,6 +255,30 @@ pub async fn connect_tls(host: &str, port: u16, ca_pem: &[u8]) -> Result<Channel
     }
 }
 
+/// Runs one test body in its own directory with a time bound; on failure
+/// prints the tail of every process log (and keeps the directory).
+pub async fn scenario<F, Fut>(name: &str, limit: Duration, body: F) -> Result<()>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let dir = test_dir(name)?;
+    let result = match tokio::time::timeout(limit, body(dir.clone())).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("{name} did not finish within {limit:?}")),
+    };
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(e) => {
+            eprintln!("{name} failed: {e:#}");
+            dump_logs(&dir);
+        }
+    }
+    result
+}
+
 /// `msg` with the admin token attached.
 pub fn admin<T>(msg: T) -> Request<T> {
     with_auth(msg, &format!("Bearer {TOKEN}"))
