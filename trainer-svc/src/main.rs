@@ -92,6 +92,12 @@ enum Command {
         /// trained with every item id blanked, on the same hold-out attempts.
         #[arg(long)]
         hidden_items: bool,
+        /// Also score an existing artifact (a `train --out` file, a registry
+        /// export, the bootstrap) on the same hold-out, as it would serve:
+        /// with its own priors and history window. Only it and the baselines
+        /// are scored unless --family is given too.
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
     },
     /// Report how each served model version does on real outcomes: the
     /// predictions the backend stored on completed_tasks, scored against what
@@ -155,9 +161,17 @@ struct Offline {
     /// Attempts of history the features look back over.
     #[arg(long, default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
     history_window: u32,
-    /// L2 strength of the linear family's logistic regression.
-    #[arg(long, default_value_t = trainer_svc::families::linear::DEFAULT_ALPHA)]
-    alpha: f64,
+    /// L2 strength of the linear family's logistic regression (linfa's
+    /// alpha, on the summed log loss). Default: chosen on the inner
+    /// validation slice of the training rows.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Training budget, as for serve: about this many rows at most, whole
+    /// histories of the most recently active learners (latest ts first,
+    /// taken while the learners before them hold fewer rows than this); the
+    /// hold-out is then the end of each kept history. 0 uses every row.
+    #[arg(long, env = "TASKCAST_MAX_TRAINING_ROWS", default_value_t = trainer_svc::data::budget::DEFAULT_MAX_TRAINING_ROWS)]
+    max_training_rows: u64,
     /// ONNX Runtime library (default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so).
     #[arg(long, env = "TASKCAST_ORT_LIB")]
     ort_lib: Option<PathBuf>,
@@ -185,10 +199,14 @@ impl Offline {
         Ok(TrainSpec {
             family,
             fit: FitOptions {
-                alpha: self.alpha,
+                linear: trainer_svc::families::linear::LinearOptions {
+                    alpha: self.alpha,
+                    ..Default::default()
+                },
                 ..FitOptions::default()
             },
             history_window: self.history_window,
+            max_training_rows: self.max_training_rows,
             ..TrainSpec::default()
         })
     }
@@ -257,23 +275,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             plots,
             hidden_items,
+            model,
         } => {
-            let families = if family.is_empty() {
-                Family::ALL.to_vec()
-            } else {
+            let families = if !family.is_empty() {
                 family
+            } else if model.is_some() {
+                Vec::new()
+            } else {
+                Family::ALL.to_vec()
             };
-            let spec = common.spec(families[0])?;
-            trainer_svc::run::offline::eval(
-                &common.data,
-                common.ts_unit,
-                &families,
-                &spec,
+            let spec = common.spec(families.first().copied().unwrap_or(Family::Linear))?;
+            let opts = trainer_svc::run::offline::EvalOptions {
                 json,
-                plots.as_deref(),
+                plots: plots.as_deref(),
                 hidden_items,
-            )
-            .await?;
+                model: model.as_deref(),
+            };
+            trainer_svc::run::offline::eval(&common.data, common.ts_unit, &families, &spec, &opts)
+                .await?;
         }
         Command::Report {
             database_url,

@@ -112,6 +112,71 @@ fn simulate_train_and_eval() {
     );
 }
 
+/// `eval --model`: an artifact scored on a file's hold-out as it would
+/// serve. On the file it was trained on it scores exactly what the family's
+/// own fit scores there (same rows, same priors); on another file (other
+/// learners, the artifact's priors, not the file's) it still scores, beside
+/// that file's baselines; a file that is no model is refused by name.
+#[test]
+fn eval_scores_an_existing_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    let onnx = dir.path().join("m.onnx");
+    for (csv, seed) in [(&a, "3"), (&b, "4")] {
+        let args = ["simulate", "--out", s(csv), "--learners", "40"];
+        ok(&[&args[..], &["--attempts", "40", "--seed", seed]].concat());
+    }
+    ok(&["train", "--data", s(&a), "--out", s(&onnx)]);
+    let version = Artifact::parse(&std::fs::read(&onnx).unwrap())
+        .unwrap()
+        .metadata
+        .version;
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&ok(args).stdout).expect("eval --json prints JSON")
+    };
+    let same = json(&[
+        "eval",
+        "--data",
+        s(&a),
+        "--json",
+        "--family",
+        "linear",
+        "--model",
+        s(&onnx),
+    ]);
+    let scored = &same["models"][format!("model:{version}")];
+    for metric in ["logloss", "auc", "ece", "mae_log_seconds"] {
+        let (m, f) = (
+            scored[metric].as_f64(),
+            same["models"]["linear"][metric].as_f64(),
+        );
+        assert!(m.is_some(), "{metric} of the scored model in {same}");
+        assert!(
+            (m.unwrap() - f.unwrap()).abs() < 1e-6,
+            "{metric}: the artifact scores {m:?} on its own training file, its fit {f:?}"
+        );
+    }
+
+    let other = json(&["eval", "--data", s(&b), "--json", "--model", s(&onnx)]);
+    let models = other["models"].as_object().expect("models");
+    assert!(!models.contains_key("linear"), "no family trained: {other}");
+    assert!(models.contains_key("baseline_learner"), "{other}");
+    let ll = models[&format!("model:{version}")]["logloss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        ll.is_finite() && ll < 0.69,
+        "log loss on unseen learners {ll}"
+    );
+
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let out = trainer(&["eval", "--data", s(&b), "--model", s(&junk)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("junk.onnx"), "{err}");
+}
+
 #[tokio::test]
 async fn import_with_malformed_line_7_imports_nothing() {
     let dir = tempfile::tempdir().unwrap();

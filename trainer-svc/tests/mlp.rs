@@ -1,5 +1,5 @@
-//! The `mlp` family: export fidelity through ONNX Runtime, OOV handling,
-//! learning, early stopping and determinism. Kept small: tests run our crate
+//! The `mlp` family: export fidelity through ONNX Runtime, OOV handling, no
+//! per-learner input, learning, early stopping and determinism. Kept small: tests run our crate
 //! unoptimised.
 
 use rand::rngs::StdRng;
@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use taskcast_contract::features::label_key;
 use taskcast_contract::runtime::{self, OnnxModel, Output};
 use taskcast_contract::{
-    Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata, RowKeys,
+    Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, IndexField, ModelMetadata, RowKeys,
 };
 use taskcast_sim::{SimConfig, Simulator};
 use trainer_svc::data::dataset::{Dataset, load};
@@ -62,8 +62,8 @@ fn load_onnx(m: &Mlp) -> OnnxModel {
     OnnxModel::load(&bytes, 1).unwrap()
 }
 
-/// Random raw features around the training data's range, and keys that are
-/// in-vocabulary or unknown in every combination.
+/// Random raw features around the training data's range, and topic and
+/// difficulty keys that are in-vocabulary or unknown in every combination.
 fn random_inputs(m: &Mlp, ds: &Dataset, n: usize, seed: u64) -> (Vec<f32>, Vec<RowKeys>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut x = Vec::with_capacity(n * FEATURE_COUNT);
@@ -84,9 +84,9 @@ fn random_inputs(m: &Mlp, ds: &Dataset, n: usize, seed: u64) -> (Vec<f32>, Vec<R
     };
     let keys = (0..n)
         .map(|_| RowKeys {
-            user: pick(0, &mut rng),
-            topic: pick(1, &mut rng),
-            difficulty: pick(2, &mut rng),
+            user: rng.random::<u64>() | 1,
+            topic: pick(0, &mut rng),
+            difficulty: pick(1, &mut rng),
             item: 0,
         })
         .collect();
@@ -147,9 +147,13 @@ fn export_reproduces_forward_pass_both_architectures_and_without_times() {
 }
 
 #[test]
-fn unknown_learner_gets_a_finite_prediction_that_differs_from_a_known_one() {
+fn the_learner_reaches_the_model_only_through_its_history() {
     let ds = dataset(40, 50, 0.0);
     let m = mlp::fit(&ds, &quick(Architecture::Separate), 2).unwrap();
+    // Nothing is looked up from the user id, so no user id is stored.
+    let inputs = m.index_inputs();
+    let fields: Vec<IndexField> = inputs.iter().map(|i| i.field).collect();
+    assert_eq!(fields, [IndexField::Topic, IndexField::Difficulty]);
     let onnx = load_onnx(&m);
     let x = ds.holdout.row(0).to_vec();
     let known = ds.holdout.keys[0];
@@ -157,22 +161,33 @@ fn unknown_learner_gets_a_finite_prediction_that_differs_from_a_known_one() {
         user: label_key("never-seen-learner"),
         ..known
     };
+    let new_topic = RowKeys {
+        topic: label_key("never-seen-topic"),
+        ..known
+    };
     let out = onnx
-        .run(&[x.clone(), x].concat(), &[known, stranger])
+        .run(
+            &[x.clone(), x.clone(), x].concat(),
+            &[known, stranger, new_topic],
+        )
         .unwrap();
     for o in &out {
         assert!(o.p_correct.is_finite() && o.p_correct > 0.0 && o.p_correct < 1.0);
         assert!(o.log_seconds.iter().all(|v| v.is_finite()));
     }
+    assert_eq!(
+        out[0], out[1],
+        "same history, same prediction, whoever asks"
+    );
     assert_ne!(
-        out[0].p_correct, out[1].p_correct,
-        "the learner embedding is used"
+        out[0].p_correct, out[2].p_correct,
+        "the topic embedding is used, with row 0 for an unknown topic"
     );
     // Vocabulary labels map to rows 1.., matching the artifact contract.
-    let users = &m.index_inputs()[0];
-    assert_eq!(users.name, "learner_idx");
-    assert!(!users.vocabulary.is_empty());
-    assert!(!users.vocabulary.iter().any(String::is_empty));
+    for input in &inputs {
+        assert!(!input.vocabulary.is_empty(), "{}", input.name);
+        assert!(!input.vocabulary.iter().any(String::is_empty));
+    }
 }
 
 #[test]
@@ -214,6 +229,9 @@ fn early_stopping_restores_the_best_epoch() {
         learning_rate: 0.01,
         max_epochs: 12,
         patience: 3,
+        // The calibration fitted afterwards changes the logit the epochs were
+        // judged on.
+        calibrate: false,
         ..quick(Architecture::Separate)
     };
     let m = mlp::fit(&ds, &cfg, 5).unwrap();
@@ -320,25 +338,6 @@ fn compare_architectures_on_real_data() {
                 f(mm.brier),
                 f(mm.mae_log_seconds),
                 f(mm.interval_coverage)
-            );
-            // The same hold-out as if every learner were new (OOV embedding,
-            // history features intact): what a learner not in training gets.
-            let strangers: Vec<RowKeys> = ds
-                .holdout
-                .keys
-                .iter()
-                .map(|k| RowKeys { user: 0, ..*k })
-                .collect();
-            let oov = evaluate::score(
-                &ds.holdout,
-                &m.predict(&ds.holdout.x, &strangers),
-                ds.time_modeled(),
-            );
-            println!(
-                "  as unknown learners: auc {} logloss {} mae_log {}",
-                f(oov.metrics.auc),
-                f(oov.metrics.logloss),
-                f(oov.metrics.mae_log_seconds)
             );
             for net in &m.report.nets {
                 let rows: usize = net.epochs.iter().map(|e| e.rows).sum();

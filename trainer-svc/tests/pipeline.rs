@@ -43,7 +43,10 @@ async fn simulated(learners: usize, attempts: usize, seed: u64) -> Dataset {
     .await
 }
 
-fn predict(model: &taskcast_contract::linear::LinearModel, rows: &Rows) -> Vec<Output> {
+/// The fixed L2 strength the export is checked with against linfa.
+const ALPHA: f64 = 1.0;
+
+fn predict(model: &linear::Linear, rows: &Rows) -> Vec<Output> {
     (0..rows.len())
         .map(|i| {
             let mut row: FeatureRow = [0.0; FEATURE_COUNT];
@@ -197,7 +200,7 @@ fn metadata(ds: &Dataset) -> ModelMetadata {
 /// linfa's p(correct) for `eval`: its positive-class probabilities, flipped
 /// when linfa took `false` as the positive class.
 fn linfa_p_correct(train: &Rows, eval: &Rows) -> (Vec<f64>, bool) {
-    let (p, pos) = linear::linfa_probabilities(train, linear::DEFAULT_ALPHA, eval).unwrap();
+    let (p, pos) = linear::linfa_probabilities(train, ALPHA, eval).unwrap();
     (
         p.into_iter()
             .map(|p| if pos { p } else { 1.0 - p })
@@ -208,7 +211,12 @@ fn linfa_p_correct(train: &Rows, eval: &Rows) -> (Vec<f64>, bool) {
 
 fn check_export_matches_linfa(ds: &Dataset) -> bool {
     support::init_ort();
-    let model = linear::fit(&ds.train, linear::DEFAULT_ALPHA, ds.time_modeled()).expect("fit");
+    // A fixed strength and no calibration: then the weights are linfa's own.
+    let opts = linear::LinearOptions {
+        alpha: Some(ALPHA),
+        calibrate: false,
+    };
+    let model = linear::fit(&ds.train, &opts, ds.time_modeled()).expect("fit");
     let onnx = Artifact::write(model.graph(), &metadata(ds)).unwrap();
     let ort = OnnxModel::load(&onnx, 1).unwrap();
     let got = ort.run(&ds.holdout.x, &ds.holdout.keys).unwrap();
@@ -518,9 +526,10 @@ async fn rows_without_item_ids_export_for_every_family() {
             .unwrap_or_else(|e| panic!("{family} on rows without item ids: {e}"));
         if let Fitted::Linear(m) = Fitted::fit(family, &ds, &spec.fit).expect("refit") {
             let largest = m
+                .model
                 .t_weights
                 .iter()
-                .chain(&m.p_weights)
+                .chain(&m.model.p_weights)
                 .fold(0f32, |a, w| a.max(w.abs()));
             assert!(largest < 100.0, "bounded weights, got {largest}");
         }

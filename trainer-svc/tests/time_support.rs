@@ -221,7 +221,12 @@ async fn times_appearing_gradually_promote_at_every_step() {
         .find(|t| t.backend_name() == "sqlite")
         .expect("a SQLite test database");
     let url = t.url().to_string();
-    let mut sim = simulator(60, 40, 23);
+    // Seed 29: with seed 23 the linear fit of the 30 % step, regularised to
+    // its size since issue 13, scored better on the last step's hold-out
+    // (with its own, older priors) than any fit of the last step could, and
+    // the gate rightly kept it (log loss 0.418 vs 0.416, AUC 0.810 vs 0.816).
+    // What this test is about is the time head, not that race.
+    let mut sim = simulator(60, 40, 29);
     let db = Db::connect(&url).await.expect("connect");
     db.insert_tasks(&untimed(sim.generate())).await.unwrap();
     let step = 600;

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use taskcast_contract::TaskRow;
 
+use crate::data::budget::{self, LearnerCut};
 use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
-use crate::db::Db;
+use crate::db::{Db, SelectedPager, TaskPager};
 
 /// Something that yields learners' attempts, one learner at a time, each in
 /// chronological order. Called once per pass.
@@ -47,6 +48,14 @@ impl MemorySource {
     pub fn rows(&self) -> &[TaskRow] {
         &self.rows
     }
+
+    /// Keeps only the learners a training budget of `max_rows` takes
+    /// ([`budget::select_recent`]; 0: all).
+    pub fn with_budget(self, max_rows: u64) -> Self {
+        MemorySource {
+            rows: budget::select_recent(self.rows, max_rows),
+        }
+    }
 }
 
 impl LearnerSource for MemorySource {
@@ -66,16 +75,63 @@ impl LearnerSource for MemorySource {
 pub const PAGE_SIZE: u64 = 5_000;
 
 /// `completed_tasks` read page by page in learner order, up to a fixed id so
-/// both passes of a run see the same snapshot.
+/// both passes of a run see the same snapshot, and within a training budget
+/// ([`crate::data::budget`]) when one is set.
 pub struct DbSource {
     db: Db,
     up_to_id: Option<i64>,
+    max_rows: u64,
+    /// The budget's cut, found on the first pass and kept, so both passes
+    /// read the same learners: `Some(None)` when the budget does not bind.
+    cut: Option<Option<LearnerCut>>,
 }
 
 impl DbSource {
     /// Reads rows with `id <= up_to_id` (all rows when `None`).
     pub fn new(db: Db, up_to_id: Option<i64>) -> Self {
-        DbSource { db, up_to_id }
+        DbSource {
+            db,
+            up_to_id,
+            max_rows: 0,
+            cut: None,
+        }
+    }
+
+    /// Reads only the learners a budget of `max_rows` takes (0: no budget).
+    pub fn with_budget(mut self, max_rows: u64) -> Self {
+        self.max_rows = max_rows;
+        self.cut = None;
+        self
+    }
+
+    /// The budget's cut, querying it on first use; `None` when every
+    /// learner is read.
+    pub async fn cut(&mut self) -> Result<Option<&LearnerCut>, SourceError> {
+        if self.cut.is_none() {
+            let cut = self
+                .db
+                .training_cut(self.max_rows, self.up_to_id)
+                .await
+                .map_err(|e| SourceError(e.to_string()))?;
+            self.cut = Some(cut);
+        }
+        Ok(self.cut.as_ref().and_then(Option::as_ref))
+    }
+}
+
+/// Either scan of `completed_tasks`: every row, or a budget's learners.
+enum Pager {
+    All(TaskPager),
+    Selected(SelectedPager),
+}
+
+impl Pager {
+    async fn next_page(&mut self) -> Result<Option<Vec<(i64, TaskRow)>>, SourceError> {
+        match self {
+            Pager::All(p) => p.next_page().await,
+            Pager::Selected(p) => p.next_page().await,
+        }
+        .map_err(|e| SourceError(e.to_string()))
     }
 }
 
@@ -84,13 +140,16 @@ impl LearnerSource for DbSource {
         &mut self,
         visit: &mut (dyn FnMut(&[TaskRow]) + Send),
     ) -> Result<(), SourceError> {
-        let mut pager = self.db.scan_tasks(PAGE_SIZE, self.up_to_id);
+        let mut pager = match self.cut().await?.cloned() {
+            Some(cut) => Pager::Selected(
+                self.db
+                    .scan_selected(PAGE_SIZE, self.up_to_id, &cut)
+                    .map_err(|e| SourceError(e.to_string()))?,
+            ),
+            None => Pager::All(self.db.scan_tasks(PAGE_SIZE, self.up_to_id)),
+        };
         let mut learner: Vec<TaskRow> = Vec::new();
-        while let Some(page) = pager
-            .next_page()
-            .await
-            .map_err(|e| SourceError(e.to_string()))?
-        {
+        while let Some(page) = pager.next_page().await? {
             for (_, row) in page {
                 if learner.last().is_some_and(|r| r.user_id != row.user_id) {
                     visit(&learner);

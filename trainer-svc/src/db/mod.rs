@@ -44,6 +44,7 @@ pub mod migration;
 mod outcomes;
 mod registry;
 mod runs;
+mod selection;
 mod tasks;
 pub mod test_support;
 
@@ -64,6 +65,7 @@ pub use lock::TrainingLockGuard;
 pub use outcomes::{OutcomeFilter, OutcomePager, OutcomeRow, StoredPrediction};
 pub use registry::{ModelState, ModelVersionMeta, NewModelVersion, PromotionKind, PromotionRecord};
 pub use runs::{NewRun, RunRecord, RunState, RunTrigger, RunUpdate};
+pub use selection::{LearnerCut, SelectedPager};
 pub use tasks::{TaskInserter, TaskPager};
 
 /// Rows per multi-row `INSERT` on SQLite (7 bound values per row; SQLite

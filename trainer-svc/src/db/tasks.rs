@@ -5,7 +5,7 @@ use futures::Stream;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
 };
 use taskcast_contract::TaskRow;
 
@@ -114,7 +114,7 @@ impl TaskInserter {
 
 /// The keyset cursor: the sort key of the last row returned.
 #[derive(Clone, Debug)]
-struct Cursor {
+pub(super) struct Cursor {
     user_id: String,
     completed_at: DateTime<Utc>,
     id: i64,
@@ -147,80 +147,98 @@ type ScanTuple = (
     DateTime<Utc>,
 );
 
+/// The training scan's columns and order, rows with `id <= up_to_id` (all
+/// when `None`), after `cursor` when given.
+pub(super) fn scan_query(up_to_id: Option<i64>, cursor: Option<&Cursor>) -> Select<Entity> {
+    let mut q = Entity::find()
+        .select_only()
+        .columns([
+            Column::Id,
+            Column::UserId,
+            Column::ItemId,
+            Column::Topic,
+            Column::Difficulty,
+            Column::Correct,
+            Column::Seconds,
+            Column::CompletedAt,
+        ])
+        .order_by_asc(Column::UserId)
+        .order_by_asc(Column::CompletedAt)
+        .order_by_asc(Column::Id);
+    if let Some(up) = up_to_id {
+        q = q.filter(Column::Id.lte(up));
+    }
+    if let Some(c) = cursor {
+        // A row-value comparison keeps this a single index range scan on
+        // both PostgreSQL and SQLite (>= 3.15).
+        q = q.filter(
+            Expr::tuple([
+                Expr::col((Entity, Column::UserId)),
+                Expr::col((Entity, Column::CompletedAt)),
+                Expr::col((Entity, Column::Id)),
+            ])
+            .gt(Expr::tuple([
+                Expr::val(c.user_id.clone()),
+                Expr::val(c.completed_at),
+                Expr::val(c.id),
+            ])),
+        );
+    }
+    q
+}
+
+/// Runs one page of a [`scan_query`]: its rows, and the cursor after the
+/// last of them (`None` when the page is empty).
+pub(super) async fn fetch_page(
+    conn: &DatabaseConnection,
+    q: Select<Entity>,
+    page_size: u64,
+) -> DbResult<(Vec<(i64, TaskRow)>, Option<Cursor>)> {
+    let rows: Vec<ScanTuple> = q.limit(page_size).into_tuple().all(conn).await?;
+    let cursor = rows
+        .last()
+        .map(|(id, user_id, _, _, _, _, _, completed_at)| Cursor {
+            user_id: user_id.clone(),
+            completed_at: *completed_at,
+            id: *id,
+        });
+    let page = rows
+        .into_iter()
+        .map(
+            |(id, user_id, item_id, topic, difficulty, correct, seconds, at)| {
+                (
+                    id,
+                    TaskRow {
+                        user_id,
+                        item_id,
+                        topic,
+                        difficulty,
+                        correct,
+                        seconds,
+                        completed_at_ms: at.timestamp_millis(),
+                    },
+                )
+            },
+        )
+        .collect();
+    Ok((page, cursor))
+}
+
 impl TaskPager {
     /// The next page of `(id, row)`, or `None` when the scan is over.
     pub async fn next_page(&mut self) -> DbResult<Option<Vec<(i64, TaskRow)>>> {
         if self.done {
             return Ok(None);
         }
-        let mut q = Entity::find()
-            .select_only()
-            .columns([
-                Column::Id,
-                Column::UserId,
-                Column::ItemId,
-                Column::Topic,
-                Column::Difficulty,
-                Column::Correct,
-                Column::Seconds,
-                Column::CompletedAt,
-            ])
-            .order_by_asc(Column::UserId)
-            .order_by_asc(Column::CompletedAt)
-            .order_by_asc(Column::Id)
-            .limit(self.page_size);
-        if let Some(up) = self.up_to_id {
-            q = q.filter(Column::Id.lte(up));
-        }
-        if let Some(c) = &self.cursor {
-            // A row-value comparison keeps this a single index range scan on
-            // both PostgreSQL and SQLite (>= 3.15).
-            q = q.filter(
-                Expr::tuple([
-                    Expr::col((Entity, Column::UserId)),
-                    Expr::col((Entity, Column::CompletedAt)),
-                    Expr::col((Entity, Column::Id)),
-                ])
-                .gt(Expr::tuple([
-                    Expr::val(c.user_id.clone()),
-                    Expr::val(c.completed_at),
-                    Expr::val(c.id),
-                ])),
-            );
-        }
-        let rows: Vec<ScanTuple> = q.into_tuple().all(&self.conn).await?;
-        if (rows.len() as u64) < self.page_size {
+        let q = scan_query(self.up_to_id, self.cursor.as_ref());
+        let (page, cursor) = fetch_page(&self.conn, q, self.page_size).await?;
+        if (page.len() as u64) < self.page_size {
             self.done = true;
         }
-        if rows.is_empty() {
+        if page.is_empty() {
             return Ok(None);
         }
-        if let Some((id, user_id, _, _, _, _, _, completed_at)) = rows.last() {
-            self.cursor = Some(Cursor {
-                user_id: user_id.clone(),
-                completed_at: *completed_at,
-                id: *id,
-            });
-        }
-        let page = rows
-            .into_iter()
-            .map(
-                |(id, user_id, item_id, topic, difficulty, correct, seconds, at)| {
-                    (
-                        id,
-                        TaskRow {
-                            user_id,
-                            item_id,
-                            topic,
-                            difficulty,
-                            correct,
-                            seconds,
-                            completed_at_ms: at.timestamp_millis(),
-                        },
-                    )
-                },
-            )
-            .collect();
+        self.cursor = cursor;
         Ok(Some(page))
     }
 

@@ -1,18 +1,21 @@
 //! Model families behind one interface: fit on a [`Dataset`], predict in
 //! Rust, describe the ONNX graph and its index inputs.
 
+pub mod calibration;
 pub mod linear;
 pub mod mlp;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use taskcast_contract::linear::LinearModel;
 use taskcast_contract::onnx::GraphBuilder;
 use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, FeatureRow, IndexInput};
 
 use crate::data::dataset::{Dataset, Rows};
+use calibration::Platt;
+use linear::{Linear, LinearOptions};
 use mlp::{Mlp, MlpConfig};
 
 /// Why a fit failed, in either family.
@@ -49,6 +52,35 @@ pub fn check_both_outcomes(rows: &Rows) -> Result<(), FitError> {
         });
     }
     Ok(())
+}
+
+/// Share of each learner's training rows, at its end, that both families hold
+/// out of the fit as the inner validation slice: `linear` chooses its L2
+/// strength on it, `mlp` its epoch, and both fit their calibration on it. The
+/// hold-out is never looked at before the model is final.
+pub const VALIDATION_SHARE: f64 = 0.1;
+
+/// Chronological inner validation split of the training rows: rows of `rows`
+/// are grouped by learner in time order, so the last `round(share·n)` rows of
+/// each learner's run go to validation. Returns `(fit, validation)` row
+/// indices.
+pub fn validation_split(rows: &Rows, share: f64) -> (Vec<usize>, Vec<usize>) {
+    let (mut fit, mut val) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < rows.len() {
+        let user = rows.user[start];
+        let end = start
+            + rows.user[start..]
+                .iter()
+                .take_while(|u| **u == user)
+                .count();
+        let n = end - start;
+        let held = ((share * n as f64).round() as usize).min(n);
+        fit.extend(start..end - held);
+        val.extend(end - held..end);
+        start = end;
+    }
+    (fit, val)
 }
 
 /// A trainable model family.
@@ -95,8 +127,9 @@ impl FromStr for Family {
 /// Hyper-parameters of every family.
 #[derive(Clone, Debug)]
 pub struct FitOptions {
-    /// L2 strength for the linear family's logistic regression.
-    pub alpha: f64,
+    /// The `linear` family's L2 strength (chosen on the inner validation
+    /// slice unless fixed) and calibration.
+    pub linear: LinearOptions,
     /// Seed for families that draw random numbers.
     pub seed: u64,
     /// The `mlp` family's hyper-parameters.
@@ -106,7 +139,7 @@ pub struct FitOptions {
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
-            alpha: linear::DEFAULT_ALPHA,
+            linear: LinearOptions::default(),
             seed: 7,
             mlp: MlpConfig::default(),
         }
@@ -120,7 +153,7 @@ impl Default for FitOptions {
 #[derive(Clone, Debug)]
 pub enum Fitted {
     /// See [`Family::Linear`].
-    Linear(LinearModel),
+    Linear(Linear),
     /// See [`Family::Mlp`].
     Mlp(Mlp),
 }
@@ -131,7 +164,7 @@ impl Fitted {
         match family {
             Family::Linear => Ok(Fitted::Linear(linear::fit(
                 &ds.train,
-                opts.alpha,
+                &opts.linear,
                 ds.time_modeled(),
             )?)),
             Family::Mlp => Ok(Fitted::Mlp(mlp::fit(ds, &opts.mlp, opts.seed)?)),
@@ -172,11 +205,29 @@ impl Fitted {
         }
     }
 
+    /// What the fit chose on the inner validation slice (L2 strength,
+    /// calibration, time interval), as `name → value` for the artifact's
+    /// record of the run.
+    pub fn training_info(&self) -> BTreeMap<String, f64> {
+        match self {
+            Fitted::Linear(m) => m.info.to_map(),
+            Fitted::Mlp(m) => m.training_info(),
+        }
+    }
+
+    /// The calibration folded into the exported logit.
+    pub fn calibration(&self) -> Option<Platt> {
+        match self {
+            Fitted::Linear(m) => m.info.calibration,
+            Fitted::Mlp(m) => m.calibration,
+        }
+    }
+
     /// Index inputs the graph takes (vocabularies), built from the dataset.
     pub fn index_inputs(&self, _ds: &Dataset) -> Vec<IndexInput> {
         match self {
             Fitted::Linear(_) => Vec::new(),
-            // The vocabularies were fixed at fit time (capped learner list).
+            // The vocabularies were fixed at fit time.
             Fitted::Mlp(m) => m.index_inputs(),
         }
     }

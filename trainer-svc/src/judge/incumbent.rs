@@ -20,17 +20,27 @@ impl Incumbent {
     /// longer loads (a newer runtime, a corrupt row) is logged and left out:
     /// the candidate is then judged alone rather than the run failing.
     pub fn load(version: &str, onnx: &[u8]) -> Option<Incumbent> {
-        match OnnxModel::load(onnx, 1) {
-            Ok(model) => {
-                let meta = &model.artifact.metadata;
-                let view = HoldoutView::new(&meta.priors, meta.history_window);
-                Some(Incumbent { model, view })
-            }
+        match Incumbent::try_load(onnx) {
+            Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(%version, error = %e, "active model cannot be scored");
                 None
             }
         }
+    }
+
+    /// Loads any artifact to be scored (`trainer-svc eval --model`), saying
+    /// why it cannot be: corrupt, or another feature schema.
+    pub fn try_load(onnx: &[u8]) -> Result<Incumbent, RuntimeError> {
+        let model = OnnxModel::load(onnx, 1)?;
+        let meta = &model.artifact.metadata;
+        let view = HoldoutView::new(&meta.priors, meta.history_window);
+        Ok(Incumbent { model, view })
+    }
+
+    /// The artifact's version, as its metadata names it.
+    pub fn version(&self) -> &str {
+        &self.model.artifact.metadata.version
     }
 
     /// Where the row pass writes the hold-out as this model sees it.

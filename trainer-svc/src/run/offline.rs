@@ -19,6 +19,8 @@ use crate::data::dataset::Dataset;
 use crate::data::source::MemorySource;
 use crate::data::source::load_csv_with;
 use crate::families::Family;
+use crate::judge::evaluate;
+use crate::judge::incumbent::Incumbent;
 use crate::judge::metrics::MetricSet;
 use crate::plots::{self, PlotData, PlotError, TimePoint};
 use crate::run::hidden_items;
@@ -52,6 +54,14 @@ pub enum OfflineError {
     /// Running the exported model on the hold-out (for plots) failed.
     #[error("running the exported model: {0}")]
     Runtime(#[from] taskcast_contract::runtime::RuntimeError),
+    /// The artifact given to `eval --model` cannot be scored.
+    #[error("{path}: {error}")]
+    Model {
+        /// The file.
+        path: String,
+        /// Why (unreadable, corrupt, another feature schema).
+        error: String,
+    },
     /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -101,6 +111,7 @@ async fn dataset(
     spec: &TrainSpec,
     pb: &ProgressBar,
     summary_to_stderr: bool,
+    incumbent: Option<&mut Incumbent>,
 ) -> Result<(Dataset, RowSummary, MemorySource), OfflineError> {
     pb.set_message("loading");
     let display = path.display().to_string();
@@ -127,9 +138,23 @@ async fn dataset(
             read: summary.read,
         });
     }
-    let mut source = csv.source;
+    let mut source = csv.source.with_budget(spec.max_training_rows);
+    let kept = source.rows().len() as u64;
+    if kept < summary.accepted {
+        let text = format!(
+            "training budget {}: kept the {kept} rows of the most recently active learners",
+            spec.max_training_rows
+        );
+        pb.suspend(|| {
+            if summary_to_stderr {
+                eprintln!("{text}");
+            } else {
+                println!("{text}\n");
+            }
+        });
+    }
     let mut progress = on_phase(pb);
-    let ds = pipeline::prepare(&mut source, spec.history_window, None, &mut progress).await?;
+    let ds = pipeline::prepare(&mut source, spec.history_window, incumbent, &mut progress).await?;
     Ok((ds, summary, source))
 }
 
@@ -142,7 +167,7 @@ pub async fn train(
 ) -> Result<Trained, OfflineError> {
     let started = Instant::now();
     let pb = bar();
-    let (ds, _, _) = dataset(path, ts_unit, spec, &pb, false).await?;
+    let (ds, _, _) = dataset(path, ts_unit, spec, &pb, false, None).await?;
     let mut progress = on_phase(&pb);
     let trained = pipeline::fit_and_judge(&ds, spec, None, &mut progress)?;
     drop(progress);
@@ -201,19 +226,43 @@ pub fn holdout_plot_data(ds: &Dataset, preds: &[Output]) -> PlotData {
     data
 }
 
+/// What `eval` prints and adds beside the families it trains.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalOptions<'a> {
+    /// One JSON object instead of a table.
+    pub json: bool,
+    /// Each family's hold-out plots go to `plots/<family>/`.
+    pub plots: Option<&'a Path>,
+    /// Also score each family as requests without item ids would get it.
+    pub hidden_items: bool,
+    /// An existing artifact to score on the same hold-out, as it would
+    /// serve: with its own priors and history window, not the file's.
+    pub model: Option<&'a Path>,
+}
+
 /// `trainer-svc eval`: every requested family and the baselines on one
-/// hold-out; with `plots`, each family's hold-out plots in `plots/<family>/`.
+/// hold-out; with `plots`, each family's hold-out plots in `plots/<family>/`;
+/// with `model`, that artifact too, as `model:<its version>`.
 pub async fn eval(
     path: &Path,
     ts_unit: TsUnit,
     families: &[Family],
     spec: &TrainSpec,
-    json_out: bool,
-    plots_dir: Option<&Path>,
-    hidden_items: bool,
+    opts: &EvalOptions<'_>,
 ) -> Result<(), OfflineError> {
+    let EvalOptions {
+        json: json_out,
+        plots: plots_dir,
+        hidden_items,
+        model: model_file,
+    } = *opts;
+    let mut scored = match model_file {
+        Some(file) => Some(load_model(file)?),
+        None => None,
+    };
     let pb = bar();
-    let (ds, summary, source) = dataset(path, ts_unit, spec, &pb, json_out).await?;
+    let (ds, summary, source) =
+        dataset(path, ts_unit, spec, &pb, json_out, scored.as_mut()).await?;
     let itemless = if hidden_items {
         pb.set_message("no items");
         let mut free = hidden_items::without_items(&source);
@@ -223,6 +272,11 @@ pub async fn eval(
     };
     let mut models: BTreeMap<String, MetricSet> = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    if let Some(m) = &scored {
+        let s = m.score(&ds.holdout, ds.time_modeled())?;
+        models.insert(format!("model:{}", m.version()), s.metrics);
+        models.extend(evaluate::baselines(&ds));
+    }
     for family in families {
         let started = Instant::now();
         let spec = TrainSpec {
@@ -359,4 +413,14 @@ pub fn print_table(rows: u64, holdout_rows: u64, models: &BTreeMap<String, Metri
             f(m.interval_coverage, 8, 3),
         );
     }
+}
+
+/// Reads and loads the artifact `eval --model` scores.
+fn load_model(file: &Path) -> Result<Incumbent, OfflineError> {
+    let fail = |error: String| OfflineError::Model {
+        path: file.display().to_string(),
+        error,
+    };
+    let bytes = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+    Incumbent::try_load(&bytes).map_err(|e| fail(e.to_string()))
 }

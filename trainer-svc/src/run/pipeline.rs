@@ -15,6 +15,7 @@ use taskcast_contract::{
     Artifact, ArtifactError, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata,
 };
 
+use crate::data::budget::DEFAULT_MAX_TRAINING_ROWS;
 use crate::data::dataset::{self, Dataset};
 use crate::data::source::{LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
@@ -104,6 +105,10 @@ pub struct TrainSpec {
     pub history_window: u32,
     /// Promotion rules.
     pub gate: GateConfig,
+    /// Training budget: about this many rows at most, whole histories of
+    /// the most recently active learners ([`crate::data::budget`]); 0 reads
+    /// every row. Applied by whoever builds the source.
+    pub max_training_rows: u64,
 }
 
 impl Default for TrainSpec {
@@ -113,6 +118,7 @@ impl Default for TrainSpec {
             fit: FitOptions::default(),
             history_window: DEFAULT_HISTORY_WINDOW,
             gate: GateConfig::default(),
+            max_training_rows: DEFAULT_MAX_TRAINING_ROWS,
         }
     }
 }
@@ -239,6 +245,8 @@ pub fn fit_and_judge(
     let mut metrics = candidate.metrics.to_map();
     metrics.insert("holdout_rows".into(), ds.holdout.len() as f64);
     metrics.insert("training_rows".into(), ds.train.len() as f64);
+    // What the fit chose on its inner validation slice (L2, calibration).
+    metrics.extend(fitted.training_info());
     let metadata = ModelMetadata {
         version: new_version(spec.family),
         family: spec.family.name().into(),

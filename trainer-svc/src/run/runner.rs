@@ -19,6 +19,7 @@ use crate::db::{
 use crate::families::Family;
 use crate::judge::gate::Verdict;
 use crate::judge::incumbent::Incumbent;
+use crate::run::phases::PhaseClock;
 use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::run::publisher::Publisher;
 use crate::serve::telemetry::TrainerMetrics;
@@ -252,7 +253,11 @@ impl Runner {
         up_to_id: Option<i64>,
         force: bool,
     ) -> Result<(Trained, bool), RunFailure> {
-        let trained = self.train(id, spec, up_to_id).await?;
+        let clock = Arc::new(std::sync::Mutex::new(PhaseClock::new(id)));
+        let trained = self.train(id, spec, up_to_id, Arc::clone(&clock)).await?;
+        if let Ok(mut c) = clock.lock() {
+            c.enter(Phase::Publishing);
+        }
         self.progress(
             id,
             RunUpdate {
@@ -264,27 +269,31 @@ impl Runner {
         .await;
         let decision = Decision::new(&trained.verdict, force);
         self.publish(id, &trained, &decision).await?;
+        if let Ok(mut c) = clock.lock() {
+            c.finish();
+        }
         Ok((trained, decision.promote))
     }
 
     /// Read → features → fit → judge, beside the active version, recording
-    /// progress as it goes; abandoned, with nothing published, when the
-    /// service stops.
+    /// progress (and timing each phase on `clock`) as it goes; abandoned,
+    /// with nothing published, when the service stops.
     async fn train(
         &self,
         id: &str,
         spec: &TrainSpec,
         up_to_id: Option<i64>,
+        clock: Arc<std::sync::Mutex<PhaseClock>>,
     ) -> Result<Trained, RunFailure> {
         let incumbent = self
             .publisher
             .current()
             .and_then(|a| Incumbent::load(&a.meta.version, &a.onnx));
-        let source = DbSource::new(self.db.clone(), up_to_id);
+        let source = DbSource::new(self.db.clone(), up_to_id).with_budget(spec.max_training_rows);
         // Progress flows through a channel so the database sees phase changes
         // without the featurising loop ever awaiting.
         let (tx, rx) = mpsc::unbounded_channel();
-        let work = prepare_and_fit(source, spec.clone(), incumbent, tx);
+        let work = prepare_and_fit(source, spec.clone(), incumbent, tx, clock);
         let relay = self.relay_progress(id, rx);
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
@@ -533,19 +542,25 @@ impl Decision {
 
 /// [`pipeline::prepare`] on the source, then [`pipeline::fit_and_judge`] on
 /// a blocking thread (it is CPU-bound). The last progress sender drops when
-/// the fit ends, which ends the relay.
+/// the fit ends, which ends the relay. Every progress report also goes to
+/// `clock`, on the thread that makes it, so phase times do not wait on the
+/// relay's database writes.
 async fn prepare_and_fit(
     mut source: DbSource,
     spec: TrainSpec,
     mut incumbent: Option<Incumbent>,
     progress: mpsc::UnboundedSender<(Phase, f64)>,
+    clock: Arc<std::sync::Mutex<PhaseClock>>,
 ) -> Result<Trained, TrainError> {
-    let mut on_progress = {
-        let progress = progress.clone();
-        move |phase: Phase, share: f64| {
-            let _ = progress.send((phase, share));
+    let report = move |phase: Phase, share: f64| {
+        if let Ok(mut c) = clock.lock() {
+            c.enter(phase);
         }
+        let _ = progress.send((phase, share));
     };
+    let mut on_progress = report.clone();
+    on_progress(Phase::Reading, 0.0);
+    log_budget(&mut source, spec.max_training_rows).await?;
     let ds = pipeline::prepare(
         &mut source,
         spec.history_window,
@@ -555,13 +570,32 @@ async fn prepare_and_fit(
     .await?;
     drop(on_progress);
     tokio::task::spawn_blocking(move || {
-        let mut on_progress = move |phase: Phase, share: f64| {
-            let _ = progress.send((phase, share));
-        };
+        let mut on_progress = report;
         pipeline::fit_and_judge(&ds, &spec, incumbent.as_ref(), &mut on_progress)
     })
     .await
     .map_err(|e| TrainError::Join(e.to_string()))?
+}
+
+/// Finds which learners the training budget takes (the first pass would,
+/// this only makes it visible) and logs it with what the query took.
+async fn log_budget(source: &mut DbSource, max_rows: u64) -> Result<(), TrainError> {
+    if max_rows == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let cut = source.cut().await?.cloned();
+    let seconds = started.elapsed().as_secs_f64();
+    match cut {
+        Some(cut) => tracing::info!(
+            max_rows,
+            last_learner_at_ms = cut.last_completed_at_ms,
+            seconds,
+            "training budget binds: reading the most recently active learners' histories"
+        ),
+        None => tracing::debug!(max_rows, seconds, "training budget does not bind"),
+    }
+    Ok(())
 }
 
 /// What the run's record says at its end: the model, its figures and the

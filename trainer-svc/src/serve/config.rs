@@ -59,6 +59,16 @@ pub struct ServeConfig {
     /// Attempts of history the features look back over.
     #[arg(long, env = "TASKCAST_HISTORY_WINDOW", default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
     pub history_window: u32,
+    /// Training budget: each run reads about this many rows at most, whole
+    /// histories of the most recently active learners (ordered by their
+    /// latest completed_at, taken while the learners before them hold fewer
+    /// rows than this), so a run's time and memory have a ceiling whatever
+    /// completed_tasks holds. Whole histories, not rows after a date, because
+    /// a row's features depend on the learner's earlier attempts. The
+    /// default keeps a `linear` run near 1.1 GB; 0 reads every row. The
+    /// retrain trigger still counts every new row.
+    #[arg(long, env = "TASKCAST_MAX_TRAINING_ROWS", default_value_t = crate::data::budget::DEFAULT_MAX_TRAINING_ROWS)]
+    pub max_training_rows: u64,
     /// Do not train at startup when data exists but no model is active.
     #[arg(long, env = "TASKCAST_NO_STARTUP_TRAINING")]
     pub no_startup_training: bool,
@@ -158,6 +168,7 @@ impl ServeConfig {
             poll_interval_ms: 500,
             family: Family::Linear,
             history_window: taskcast_contract::features::DEFAULT_HISTORY_WINDOW,
+            max_training_rows: crate::data::budget::DEFAULT_MAX_TRAINING_ROWS,
             no_startup_training: false,
             gate_logloss_tolerance: 0.002,
             gate_auc_tolerance: 0.005,
@@ -251,6 +262,7 @@ impl ServeConfig {
                     auc_tolerance: self.gate_auc_tolerance,
                     ..GateConfig::default()
                 },
+                max_training_rows: self.max_training_rows,
             },
             retrain_every: self.retrain_every,
             min_interval: Duration::from_secs(self.retrain_min_interval_seconds),

@@ -36,14 +36,15 @@ pub(super) struct BaselineInputs {
 }
 
 impl BaselineInputs {
-    pub(super) fn new(census: &Census, serving: &PriorTable) -> Self {
+    /// Moves the census's training log-times out (they are a value per timed
+    /// row and nothing needs them after their quantiles).
+    pub(super) fn new(census: &mut Census, serving: &PriorTable) -> Self {
         BaselineInputs {
             population: serving.population(),
-            population_times: quantiles(&sorted(census.train_log_times.clone())),
-            topic_times: census
-                .topic_log_times
-                .iter()
-                .map(|(t, v)| (label_key(t), quantiles(&sorted(v.clone()))))
+            population_times: quantiles(&sorted(std::mem::take(&mut census.train_log_times))),
+            topic_times: std::mem::take(&mut census.topic_log_times)
+                .into_iter()
+                .map(|(t, v)| (label_key(&t), quantiles(&sorted(v))))
                 .collect(),
         }
     }

@@ -95,9 +95,11 @@ pub struct Census {
     pub learners: u64,
     /// Attempts that went to hold-out.
     pub holdout_rows: u64,
-    /// Training attempts' log-times, for the baselines' population quantiles.
+    /// Training attempts' log-times, for the baselines' population
+    /// quantiles; moved out (empty) once the row pass has taken them.
     pub train_log_times: Vec<f64>,
-    /// Training attempts' log-times by topic, for the per-topic baseline.
+    /// Training attempts' log-times by topic, for the per-topic baseline;
+    /// moved out as `train_log_times` is.
     pub topic_log_times: HashMap<String, Vec<f64>>,
 }
 

@@ -110,6 +110,28 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// No rows, with room for `n` (and their baselines' predictions when
+    /// `holdout`): vectors grown by doubling would hold up to twice what
+    /// they need, and three times while one is copied.
+    fn with_capacity(n: usize, holdout: bool) -> Rows {
+        let b = if holdout { n } else { 0 };
+        Rows {
+            x: Vec::with_capacity(n * FEATURE_COUNT),
+            correct: Vec::with_capacity(n),
+            seconds: Vec::with_capacity(n),
+            user: Vec::with_capacity(n),
+            topic: Vec::with_capacity(n),
+            difficulty: Vec::with_capacity(n),
+            item: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            baselines: Baselines {
+                population: Vec::with_capacity(b),
+                learner: Vec::with_capacity(b),
+                topic: Vec::with_capacity(b),
+            },
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.correct.len()
@@ -187,9 +209,10 @@ pub struct Dataset {
 impl Dataset {
     /// No rows yet, room for the census's.
     fn empty(census: &Census, priors: Priors, history_window: u32) -> Dataset {
-        let mut ds = Dataset {
-            train: Rows::default(),
-            holdout: Rows::default(),
+        let train_cap = (census.rows - census.holdout_rows) as usize;
+        Dataset {
+            train: Rows::with_capacity(train_cap, false),
+            holdout: Rows::with_capacity(census.holdout_rows as usize, true),
             priors,
             history_window,
             users: Vocab::new(),
@@ -197,13 +220,7 @@ impl Dataset {
             difficulties: Vocab::new(),
             items: Vocab::new(),
             census: Census::default(),
-        };
-        let train_cap = (census.rows - census.holdout_rows) as usize;
-        ds.train.x.reserve(train_cap * FEATURE_COUNT);
-        ds.holdout
-            .x
-            .reserve(census.holdout_rows as usize * FEATURE_COUNT);
-        ds
+        }
     }
 
     /// How many training and hold-out rows carry a time.
@@ -225,14 +242,17 @@ pub type Progress<'a> = &'a mut (dyn FnMut(f64) + Send);
 /// would see it.
 pub async fn build(
     source: &mut impl LearnerSource,
-    census: Census,
+    mut census: Census,
     history_window: u32,
     mut view: Option<&mut HoldoutView>,
     progress: Progress<'_>,
 ) -> Result<Dataset, SourceError> {
     let priors = PriorSet::new(&census);
-    let pass = RowPass::new(&priors, &census, history_window);
+    let pass = RowPass::new(&priors, &mut census, history_window);
     let mut ds = Dataset::empty(&census, priors.serving, history_window);
+    if let Some(view) = view.as_deref_mut() {
+        view.reserve(census.holdout_rows as usize);
+    }
     let learners = census.learners.max(1) as f64;
     let mut seen = 0f64;
     let mut skipped = HashMap::new();
@@ -341,7 +361,9 @@ impl Learner<'_> {
 }
 
 impl RowPass {
-    fn new(priors: &PriorSet, census: &Census, history_window: u32) -> Self {
+    /// Takes the census's training times for the baselines' quantiles (a
+    /// value per timed row, not needed after).
+    fn new(priors: &PriorSet, census: &mut Census, history_window: u32) -> Self {
         let serving = PriorTable::new(&priors.serving);
         RowPass {
             baselines: BaselineInputs::new(census, &serving),

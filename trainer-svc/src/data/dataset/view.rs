@@ -31,6 +31,14 @@ impl HoldoutView {
         }
     }
 
+    /// Room for `rows` hold-out rows, so the view holds what it needs and
+    /// not up to twice that.
+    pub(super) fn reserve(&mut self, rows: usize) {
+        self.x
+            .reserve_exact(rows * taskcast_contract::FEATURE_COUNT);
+        self.keys.reserve_exact(rows);
+    }
+
     /// Adds the hold-out rows of one learner, whose usable attempts are `rows`
     /// with the hold-out from `split` on.
     pub(super) fn add_learner(&mut self, rows: &[&TaskRow], split: usize, user_key: u64) {

@@ -10,7 +10,7 @@ use taskcast_contract::features::feature_index;
 use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, RowKeys};
 
-use super::{EMBEDDINGS, Mlp, SCALE_FLOOR, TimeModel, Z90, sigmoid, softplus};
+use super::{EMBEDDINGS, INDEXED, Mlp, SCALE_FLOOR, TimeModel, Z90, sigmoid, softplus};
 
 /// Per-feature `(x − mean)·inv_std`, computed inside the graph so the model
 /// takes raw feature rows like the linear family.
@@ -72,8 +72,8 @@ impl Standardiser {
 /// with BatchNorm folded in; ReLU after every layer but the last.
 #[derive(Clone, Debug)]
 pub struct FoldedNet {
-    /// Learner, topic, difficulty embeddings `[vocab, dim]`; row 0 is OOV.
-    pub emb: [Array2<f32>; 3],
+    /// Topic and difficulty embeddings `[vocab, dim]`; row 0 is OOV.
+    pub emb: [Array2<f32>; INDEXED],
     /// Three hidden layers and the output layer.
     pub layers: Vec<(Array2<f32>, Array1<f32>)>,
     /// Feature standardisation.
@@ -89,13 +89,13 @@ impl FoldedNet {
     /// Raw outputs (pre-activation heads) for rows of raw features `x`
     /// (row-major `[n, FEATURE_COUNT]`) and embedding indices `idx`
     /// (already in vocabulary range; 0 is OOV).
-    pub fn forward(&self, x: &[f32], idx: &[[u32; 3]]) -> Array2<f32> {
+    pub fn forward(&self, x: &[f32], idx: &[[u32; INDEXED]]) -> Array2<f32> {
         let n = idx.len();
         let width = EMBEDDINGS.iter().sum::<usize>() + FEATURE_COUNT;
         let mut h = Array2::<f32>::zeros((n, width));
         for (r, (mut row, ids)) in h.axis_iter_mut(Axis(0)).zip(idx).enumerate() {
             let mut at = 0;
-            for k in 0..3 {
+            for k in 0..INDEXED {
                 let e = (ids[k] as usize).min(self.emb[k].nrows().saturating_sub(1));
                 row.slice_mut(s![at..at + EMBEDDINGS[k]])
                     .assign(&self.emb[k].row(e));
@@ -122,14 +122,13 @@ impl FoldedNet {
 impl Mlp {
     /// Embedding indices for label keys, exactly as ONNX Runtime's
     /// [`taskcast_contract::runtime::OnnxModel::run`] will look them up.
-    pub fn indices(&self, keys: &[RowKeys]) -> Vec<[u32; 3]> {
+    pub fn indices(&self, keys: &[RowKeys]) -> Vec<[u32; INDEXED]> {
         keys.iter()
             .map(|k| {
                 let get = |m: &HashMap<u64, u32>, key: u64| m.get(&key).copied().unwrap_or(0);
                 [
-                    get(&self.lookups[0], k.user),
-                    get(&self.lookups[1], k.topic),
-                    get(&self.lookups[2], k.difficulty),
+                    get(&self.lookups[0], k.topic),
+                    get(&self.lookups[1], k.difficulty),
                 ]
             })
             .collect()

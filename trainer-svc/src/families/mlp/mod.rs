@@ -1,12 +1,20 @@
-//! Family `mlp`: the original app's V2 network, hand-written on `ndarray`.
+//! Family `mlp`: the original app's V2 network without its learner embedding,
+//! hand-written on `ndarray`.
 //!
-//! Inputs: learner (32), topic (16) and difficulty (8) embeddings and the 24
-//! shared features, standardised. Body: Dense 128 → BatchNorm → ReLU →
-//! Dropout 0.3; Dense 64 → BatchNorm → ReLU → Dropout 0.2; Dense 32 → ReLU →
-//! Dropout 0.1. Heads: a logit (sigmoid → `p_correct`) and, when the data has
-//! times, a log-time location and a scale (softplus), trained with the
-//! Gaussian negative log-likelihood of the capped log-seconds; the export
-//! turns them into `[loc − 1.2816·scale, loc, loc + 1.2816·scale]`.
+//! Inputs: topic (16) and difficulty (8) embeddings and the 24 shared
+//! features, standardised. Body: Dense 128 → BatchNorm → ReLU → Dropout 0.3;
+//! Dense 64 → BatchNorm → ReLU → Dropout 0.2; Dense 32 → ReLU → Dropout 0.1.
+//! Heads: a logit (sigmoid → `p_correct`) and, when the data has times, a
+//! log-time location and a scale (softplus), trained with the Gaussian
+//! negative log-likelihood of the capped log-seconds; the export turns them
+//! into `[loc − 1.2816·scale, loc, loc + 1.2816·scale]`.
+//!
+//! No per-learner parameters: the learner reaches the network only through
+//! the history features, which serving computes from the request. The
+//! original's learner embedding needed every training learner's raw
+//! `user_id` as its vocabulary, in a file that goes to every replica, and made
+//! the file grow with the number of learners; and on the hold-out the network
+//! did better without it (EVALUATION.md, "Learner embedding (privacy)").
 //!
 //! [`Architecture::Shared`] (the default) trains one body with both heads on
 //! the summed losses; [`Architecture::Separate`] trains two such networks, one
@@ -20,10 +28,14 @@
 //! large datasets are subsampled ([`MlpConfig::max_rows_per_epoch`]) so a
 //! fit's cost is bounded whatever the row count.
 //!
-//! Unknown learners, topics and difficulties use embedding row 0; training
-//! masks each id to 0 with probability [`MlpConfig::oov_rate`] so that row is
-//! a learned "someone we have not seen" and a new learner gets a real
-//! prediction without retraining.
+//! Calibration: a Platt scaling of the logit fitted on the validation rows
+//! (which chose the epoch but were never trained on) is folded into the
+//! output layer's logit column ([`crate::families::calibration`]).
+//!
+//! Unknown topics and difficulties use embedding row 0; training masks each
+//! id to 0 with probability [`MlpConfig::oov_rate`] so that row is a learned
+//! "something we have not seen" and a new topic or difficulty label gets a
+//! real prediction without retraining.
 //!
 //! Here: the configuration, the vocabularies and validation split, and
 //! [`fit`], which trains the networks (`train.rs`, on the training form in
@@ -35,24 +47,30 @@ mod net;
 mod onnx;
 mod train;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use taskcast_contract::features::label_key;
 use taskcast_contract::{IndexField, IndexInput};
 
-use crate::data::dataset::{Dataset, Rows, Vocab};
-use crate::families::{FitError, check_both_outcomes};
+use crate::data::dataset::{Dataset, Vocab};
+use crate::families::calibration::Platt;
+use crate::families::{FitError, VALIDATION_SHARE, check_both_outcomes};
 
+pub use crate::families::validation_split;
 pub use forward::{FoldedNet, Standardiser};
 use train::{Data, Layout, Trainer};
 
-/// Embedding widths: learner, topic, difficulty.
-pub const EMBEDDINGS: [usize; 3] = [32, 16, 8];
+/// How many index inputs (and embedding tables) a network has.
+pub const INDEXED: usize = 2;
+/// Embedding widths: topic, difficulty.
+pub const EMBEDDINGS: [usize; INDEXED] = [16, 8];
 /// Hidden layer widths.
 pub const HIDDEN: [usize; 3] = [128, 64, 32];
 /// Names of the index inputs, in embedding order.
-pub const INDEX_INPUTS: [&str; 3] = ["learner_idx", "topic_idx", "difficulty_idx"];
+pub const INDEX_INPUTS: [&str; INDEXED] = ["topic_idx", "difficulty_idx"];
+/// The request field each index input is looked up from, in embedding order.
+const INDEX_FIELDS: [IndexField; INDEXED] = [IndexField::Topic, IndexField::Difficulty];
 /// Standard normal 90th percentile: the 10–90 % interval is `loc ± Z90·scale`.
 pub const Z90: f32 = 1.2816;
 /// Added to the softplus scale so the Gaussian likelihood cannot collapse
@@ -87,14 +105,15 @@ pub struct MlpConfig {
     pub max_epochs: usize,
     /// Epochs without validation improvement before stopping.
     pub patience: usize,
-    /// Share of each learner's training rows, at its end, used for validation.
+    /// Share of each learner's training rows, at its end, used for
+    /// validation (early stopping and the calibration).
     pub validation_share: f64,
-    /// Probability of masking each id to OOV (0) in a training row.
+    /// Fit a Platt calibration of the logit on the validation rows and fold
+    /// it into the output layer ([`crate::families::calibration`]).
+    pub calibrate: bool,
+    /// Probability of masking each topic and difficulty id to OOV (0) in a
+    /// training row.
     pub oov_rate: f32,
-    /// Learners with fewer training rows share the OOV embedding.
-    pub min_learner_rows: usize,
-    /// At most this many learner embeddings (the most active learners).
-    pub max_learners: usize,
     /// Rows drawn (without replacement) per epoch when there are more: caps
     /// an epoch at `max_rows_per_epoch / batch_size` steps.
     pub max_rows_per_epoch: usize,
@@ -116,10 +135,9 @@ impl Default for MlpConfig {
             batch_size: 32,
             max_epochs: 50,
             patience: 4,
-            validation_share: 0.1,
+            validation_share: VALIDATION_SHARE,
+            calibrate: true,
             oov_rate: 0.1,
-            min_learner_rows: 10,
-            max_learners: 100_000,
             max_rows_per_epoch: 131_072,
             bn_momentum: 0.01,
         }
@@ -190,86 +208,39 @@ pub struct Mlp {
     /// head columns 1, 2 are location and raw scale).
     correctness: FoldedNet,
     time: TimeModel,
-    /// Labels of embedding rows `1..`, per input (learner, topic, difficulty).
-    vocab: [Vec<String>; 3],
-    lookups: [HashMap<u64, u32>; 3],
+    /// Labels of embedding rows `1..`, per input (topic, difficulty).
+    vocab: [Vec<String>; INDEXED],
+    lookups: [HashMap<u64, u32>; INDEXED],
+    /// The calibration folded into the logit column, if one was fitted.
+    pub calibration: Option<Platt>,
     /// Training diagnostics.
     pub report: FitReport,
 }
 
-/// Chronological validation split: rows of `rows` are grouped by learner in
-/// time order, so the last `round(share·n)` rows of each learner's run go to
-/// validation. Returns `(fit, validation)` row indices.
-pub fn validation_split(rows: &Rows, share: f64) -> (Vec<usize>, Vec<usize>) {
-    let (mut fit, mut val) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < rows.len() {
-        let user = rows.user[start];
-        let end = start
-            + rows.user[start..]
-                .iter()
-                .take_while(|u| **u == user)
-                .count();
-        let n = end - start;
-        let held = ((share * n as f64).round() as usize).min(n);
-        fit.extend(start..end - held);
-        val.extend(end - held..end);
-        start = end;
-    }
-    (fit, val)
-}
-
-/// Which labels get an embedding row: learners with at least `min_rows`
-/// training rows (the `max` most active), and every topic and difficulty
-/// seen in training. Returns, per input, `dataset index → embedding index`
-/// and the labels of embedding rows `1..`.
-fn vocabularies(ds: &Dataset, cfg: &MlpConfig) -> ([Vec<u32>; 3], [Vec<String>; 3]) {
-    let count = |ids: &[u32], len: usize| {
-        let mut c = vec![0usize; len];
+/// Which labels get an embedding row: every topic and difficulty seen in
+/// training. Returns, per input, `dataset index → embedding index` and the
+/// labels of embedding rows `1..`.
+fn vocabularies(ds: &Dataset) -> ([Vec<u32>; INDEXED], [Vec<String>; INDEXED]) {
+    let pick = |vocab: &Vocab, ids: &[u32]| {
+        let mut seen = vec![false; vocab.labels.len()];
         for &i in ids {
-            if let Some(v) = c.get_mut(i as usize) {
-                *v += 1;
+            if let Some(s) = seen.get_mut(i as usize) {
+                *s = true;
             }
         }
-        c
-    };
-    let pick = |vocab: &Vocab, counts: Vec<usize>, min: usize, max: usize| {
-        let mut keep: Vec<usize> = (1..vocab.labels.len())
-            .filter(|&i| counts[i] >= min.max(1))
-            .collect();
-        if keep.len() > max {
-            keep.sort_by(|a, b| counts[*b].cmp(&counts[*a]).then(a.cmp(b)));
-            keep.truncate(max);
-            keep.sort_unstable();
-        }
         let mut map = vec![0u32; vocab.labels.len()];
-        let mut labels = Vec::with_capacity(keep.len());
-        for (k, &i) in keep.iter().enumerate() {
-            map[i] = k as u32 + 1;
+        let mut labels = Vec::new();
+        // Index 0 is the dataset's "none", which stays out of vocabulary.
+        for i in (1..vocab.labels.len()).filter(|&i| seen[i]) {
             labels.push(vocab.labels[i].clone());
+            map[i] = labels.len() as u32;
         }
         (map, labels)
     };
     let t = &ds.train;
-    let (um, ul) = pick(
-        &ds.users,
-        count(&t.user, ds.users.labels.len()),
-        cfg.min_learner_rows,
-        cfg.max_learners,
-    );
-    let (tm, tl) = pick(
-        &ds.topics,
-        count(&t.topic, ds.topics.labels.len()),
-        1,
-        usize::MAX,
-    );
-    let (dm, dl) = pick(
-        &ds.difficulties,
-        count(&t.difficulty, ds.difficulties.labels.len()),
-        1,
-        usize::MAX,
-    );
-    ([um, tm, dm], [ul, tl, dl])
+    let (tm, tl) = pick(&ds.topics, &t.topic);
+    let (dm, dl) = pick(&ds.difficulties, &t.difficulty);
+    ([tm, dm], [tl, dl])
 }
 
 /// The logistic function.
@@ -290,7 +261,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
         return Err(FitError::Empty);
     }
     check_both_outcomes(rows)?;
-    let (maps, vocab) = vocabularies(ds, cfg);
+    let (maps, vocab) = vocabularies(ds);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
     let data = Data::for_fit(rows, &maps, &standardiser);
@@ -302,7 +273,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     let trainer = Trainer {
         x: &rows.x,
         data: &data,
-        vocab_sizes: [vocab[0].len() + 1, vocab[1].len() + 1, vocab[2].len() + 1],
+        vocab_sizes: [vocab[0].len() + 1, vocab[1].len() + 1],
         standardiser: &standardiser,
         cfg,
     };
@@ -328,6 +299,20 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
             (n, TimeModel::Prior, vec![r])
         }
     };
+    // The calibration of the logit on the validation rows, which chose the
+    // epoch but were not trained on, folded into the logit column.
+    let mut correctness = correctness;
+    let calibration = if cfg.calibrate {
+        let (z, y) = data.logits(&correctness, &rows.x, &val_rows);
+        Platt::fit(&z, &y)
+    } else {
+        None
+    };
+    if let Some(c) = calibration
+        && let Some((w, b)) = correctness.layers.last_mut()
+    {
+        c.fold(w.column_mut(0).iter_mut(), &mut b[0]);
+    }
     let lookups = vocab.clone().map(|labels| {
         labels
             .iter()
@@ -345,6 +330,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
         time,
         vocab,
         lookups,
+        calibration,
         report,
     })
 }
@@ -352,14 +338,27 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
 impl Mlp {
     /// The index inputs the graph takes; embedding row `k + 1` is `vocabulary[k]`.
     pub fn index_inputs(&self) -> Vec<IndexInput> {
-        let fields = [IndexField::User, IndexField::Topic, IndexField::Difficulty];
-        (0..3)
+        (0..INDEXED)
             .map(|k| IndexInput {
                 name: INDEX_INPUTS[k].to_string(),
-                field: fields[k],
+                field: INDEX_FIELDS[k],
                 vocabulary: self.vocab[k].clone(),
             })
             .collect()
+    }
+
+    /// What the fit chose on the validation rows, for the artifact's record.
+    pub fn training_info(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        if let Some(net) = self.report.nets.first() {
+            m.insert("validation_rows".to_string(), net.val_rows as f64);
+            m.insert("mlp_best_epoch".to_string(), net.best_epoch as f64);
+        }
+        if let Some(c) = self.calibration {
+            m.insert("calibration_scale".into(), c.scale);
+            m.insert("calibration_shift".into(), c.shift);
+        }
+        m
     }
 
     /// True when the time output comes from a trained head.

@@ -10,7 +10,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::forward::{FoldedNet, Standardiser};
-use super::{EMBEDDINGS, HIDDEN};
+use super::{EMBEDDINGS, HIDDEN, INDEXED};
 
 /// BatchNorm's variance epsilon (Keras' and PyTorch's default is 1e-3 / 1e-5;
 /// 1e-3 keeps the folded weights tame when a unit is nearly constant).
@@ -36,8 +36,8 @@ pub(crate) struct Norm {
 /// Adam's moments so every tensor has a twin of the same shape.
 #[derive(Clone, Debug)]
 pub(crate) struct Net {
-    /// Learner, topic, difficulty embeddings `[vocab, dim]`; row 0 is OOV.
-    pub emb: [Array2<f32>; 3],
+    /// Topic and difficulty embeddings `[vocab, dim]`; row 0 is OOV.
+    pub emb: [Array2<f32>; INDEXED],
     /// Hidden layers 1..3 and the output layer.
     pub dense: [Dense; 4],
     /// BatchNorm after hidden layers 1 and 2.
@@ -59,9 +59,14 @@ impl Net {
     /// A freshly initialised network with `outputs` output columns, whose
     /// output bias starts at `out_bias` (the targets' base values, so the
     /// first epochs learn structure instead of the intercept).
-    pub fn new(rng: &mut StdRng, vocab: [usize; 3], features: usize, out_bias: &[f32]) -> Net {
+    pub fn new(
+        rng: &mut StdRng,
+        vocab: [usize; INDEXED],
+        features: usize,
+        out_bias: &[f32],
+    ) -> Net {
         // Keras' Embedding default: uniform(-0.05, 0.05).
-        let emb = [0, 1, 2].map(|k| {
+        let emb = std::array::from_fn(|k| {
             Array2::from_shape_simple_fn((vocab[k].max(1), EMBEDDINGS[k]), || {
                 rng.random_range(-0.05f32..0.05)
             })
@@ -95,7 +100,7 @@ impl Net {
         let z2 = |a: &Array2<f32>| Array2::zeros(a.raw_dim());
         let z1 = |a: &Array1<f32>| Array1::zeros(a.raw_dim());
         Net {
-            emb: [z2(&self.emb[0]), z2(&self.emb[1]), z2(&self.emb[2])],
+            emb: std::array::from_fn(|k| z2(&self.emb[k])),
             dense: [0, 1, 2, 3].map(|i| Dense {
                 w: z2(&self.dense[i].w),
                 b: z1(&self.dense[i].b),
@@ -157,7 +162,7 @@ struct Cache {
 
 /// Adam with bias correction; embeddings are updated lazily (only the rows a
 /// batch touched, like TF's LazyAdam / PyTorch's SparseAdam), so a step costs
-/// the same with 100 or 100 000 learners.
+/// the same however large the vocabularies.
 pub(crate) struct Adam {
     m: Net,
     v: Net,
@@ -194,7 +199,7 @@ pub(crate) fn train_step(
     net: &mut Net,
     adam: &mut Adam,
     x0: &Array2<f32>,
-    idx: &[[u32; 3]],
+    idx: &[[u32; INDEXED]],
     batch: &[usize],
     loss: LossFn<'_>,
     cfg: &StepConfig,
@@ -338,7 +343,7 @@ pub(crate) fn train_step(
     }
     // Embeddings: sum each touched row's gradient, then update only those rows.
     let mut start = 0;
-    for k in 0..3 {
+    for k in 0..INDEXED {
         let dim = EMBEDDINGS[k];
         let mut rows: Vec<(u32, usize)> = idx.iter().enumerate().map(|(r, i)| (i[k], r)).collect();
         rows.sort_unstable();
@@ -377,12 +382,12 @@ mod tests {
     fn gradients_match_finite_differences() {
         let mut rng = StdRng::seed_from_u64(1);
         let features = 24;
-        let mut net = Net::new(&mut rng, [3, 3, 3], features, &[0.1, -0.2]);
+        let mut net = Net::new(&mut rng, [3, 3], features, &[0.1, -0.2]);
         let b = 6;
         let x0 = Array2::from_shape_simple_fn((b, input_width(features)), || {
             rng.random_range(-1.0f32..1.0)
         });
-        let idx = vec![[0u32, 1, 2]; b];
+        let idx = vec![[1u32, 2]; b];
         let rows: Vec<usize> = (0..b).collect();
         let target = Array2::from_shape_simple_fn((b, 2), || rng.random_range(-1.0f32..1.0));
         // Loss Σ out·target: its gradient with respect to the output is `target`.

@@ -9,7 +9,7 @@ use taskcast_contract::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_C
 use taskcast_contract::features::feature_index;
 use taskcast_contract::onnx::{AttributeProto, Dim, GraphBuilder};
 
-use super::{FoldedNet, INDEX_INPUTS, Mlp, SCALE_FLOOR, TimeModel, Z90};
+use super::{FoldedNet, INDEX_INPUTS, INDEXED, Mlp, SCALE_FLOOR, TimeModel, Z90};
 
 impl Mlp {
     /// The ONNX graph (inputs and outputs per the artifact contract).
@@ -71,16 +71,16 @@ impl Mlp {
 }
 
 impl FoldedNet {
-    /// Emits this network into `g`, reading `features` (raw) and the three
-    /// index inputs; the output Gemm for each column `c` is written to
-    /// `{prefix}out{c}` as `[batch, 1]`. Weights are `[in, out]` = Gemm's `B`
-    /// with `transB = 0`.
+    /// Emits this network into `g`, reading `features` (raw) and the index
+    /// inputs (topic, difficulty); the output Gemm for each column `c` is
+    /// written to `{prefix}out{c}` as `[batch, 1]`. Weights are `[in, out]` =
+    /// Gemm's `B` with `transB = 0`.
     pub fn emit(
         &self,
         g: &mut GraphBuilder,
         prefix: &str,
         features: &str,
-        index_inputs: [&str; 3],
+        index_inputs: [&str; INDEXED],
     ) {
         let p = |s: &str| format!("{prefix}{s}");
         let f = FEATURE_COUNT as i64;

@@ -11,8 +11,8 @@ use taskcast_contract::{FEATURE_COUNT, RowKeys};
 
 use super::net::{self, Adam, Net, StepConfig, train_step};
 use super::{
-    EMBEDDINGS, EpochStats, FoldedNet, Mlp, MlpConfig, NetReport, SCALE_FLOOR, Standardiser,
-    TimeModel, sigmoid, softplus,
+    EMBEDDINGS, EpochStats, FoldedNet, INDEXED, Mlp, MlpConfig, NetReport, SCALE_FLOOR,
+    Standardiser, TimeModel, sigmoid, softplus,
 };
 use crate::data::dataset::Rows;
 
@@ -54,8 +54,8 @@ impl Layout {
 pub(super) struct Data {
     /// Standardised features, row-major.
     xs: Vec<f32>,
-    /// Embedding indices per row.
-    idx: Vec<[u32; 3]>,
+    /// Embedding indices per row (topic, difficulty).
+    idx: Vec<[u32; INDEXED]>,
     /// 1.0 for correct.
     y: Vec<f32>,
     /// Capped log-seconds.
@@ -65,7 +65,11 @@ pub(super) struct Data {
 impl Data {
     /// The training rows standardised, with their embedding indices (`maps`:
     /// dataset index → embedding row, per input) and targets.
-    pub(super) fn for_fit(rows: &Rows, maps: &[Vec<u32>; 3], standardiser: &Standardiser) -> Data {
+    pub(super) fn for_fit(
+        rows: &Rows,
+        maps: &[Vec<u32>; INDEXED],
+        standardiser: &Standardiser,
+    ) -> Data {
         let mut xs = vec![0f32; rows.x.len()];
         for i in 0..rows.len() {
             standardiser.apply(
@@ -79,9 +83,8 @@ impl Data {
             idx: (0..rows.len())
                 .map(|i| {
                     [
-                        at(&maps[0], rows.user[i]),
-                        at(&maps[1], rows.topic[i]),
-                        at(&maps[2], rows.difficulty[i]),
+                        at(&maps[0], rows.topic[i]),
+                        at(&maps[1], rows.difficulty[i]),
                     ]
                 })
                 .collect(),
@@ -103,7 +106,40 @@ impl Data {
             .filter(|&r| self.t[r].is_some())
             .collect()
     }
+
+    /// A folded network's correctness logits (output column 0) on `rows` of
+    /// the raw features `x`, and their outcomes.
+    pub(super) fn logits(
+        &self,
+        net: &FoldedNet,
+        x: &[f32],
+        rows: &[usize],
+    ) -> (Vec<f64>, Vec<bool>) {
+        let mut z = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(4096) {
+            let xb: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&r| {
+                    x[r * FEATURE_COUNT..(r + 1) * FEATURE_COUNT]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let ib: Vec<[u32; INDEXED]> = chunk.iter().map(|&r| self.idx[r]).collect();
+            z.extend(
+                net.forward(&xb, &ib)
+                    .column(0)
+                    .iter()
+                    .map(|v| f64::from(*v)),
+            );
+        }
+        let y = rows.iter().map(|&r| self.y[r] > 0.5).collect();
+        (z, y)
+    }
 }
+
+/// Largest `|dloss/dout|` a row's time head passes back.
+const GRAD_BOUND: f32 = 4.0;
 
 /// Loss of one row given its output row; with `grad`, also writes
 /// `dloss/dout` (not yet divided by the batch size).
@@ -122,8 +158,13 @@ fn row_loss(layout: Layout, out: &[f32], y: f32, t: Option<f32>, grad: Option<&m
         let d = t - loc;
         // Gaussian NLL without the constant ½·ln 2π.
         loss += f64::from(s.ln() + 0.5 * d * d / (s * s));
-        g[lc] = -d / (s * s);
-        g[sc] = (1.0 / s - d * d / (s * s * s)) * sigmoid(raw);
+        // Clipped: a row far off a narrow scale (s near the floor) has a
+        // gradient of order d/s², 10⁴ and more, and one such step inflates
+        // Adam's second moments for a thousand steps, which at a few
+        // thousand rows is the whole fit (the network stalled at its first
+        // epoch on 60 real learners). Within the bound the gradient is exact.
+        g[lc] = (-d / (s * s)).clamp(-GRAD_BOUND, GRAD_BOUND);
+        g[sc] = ((1.0 / s - d * d / (s * s * s)) * sigmoid(raw)).clamp(-GRAD_BOUND, GRAD_BOUND);
     }
     if let Some(gr) = grad {
         gr.copy_from_slice(&g[..gr.len()]);
@@ -146,7 +187,7 @@ fn eval_loss(net: &FoldedNet, x: &[f32], data: &Data, rows: &[usize], layout: La
                     .copied()
             })
             .collect();
-        let ib: Vec<[u32; 3]> = chunk.iter().map(|&r| data.idx[r]).collect();
+        let ib: Vec<[u32; INDEXED]> = chunk.iter().map(|&r| data.idx[r]).collect();
         let out = net.forward(&xb, &ib);
         for (j, &r) in chunk.iter().enumerate() {
             if let Some(o) = out.row(j).as_slice() {
@@ -164,7 +205,7 @@ pub(super) struct Trainer<'a> {
     /// Standardised rows, embedding indices and targets.
     pub data: &'a Data,
     /// Embedding rows per input, OOV row included.
-    pub vocab_sizes: [usize; 3],
+    pub vocab_sizes: [usize; INDEXED],
     pub standardiser: &'a Standardiser,
     pub cfg: &'a MlpConfig,
 }
@@ -214,7 +255,7 @@ struct InTraining {
 /// standardised features, and the masked indices.
 struct Batch {
     x: Array2<f32>,
-    ids: Vec<[u32; 3]>,
+    ids: Vec<[u32; INDEXED]>,
 }
 
 impl Batch {
@@ -242,7 +283,7 @@ impl Batch {
             self.ids.push(id);
             let mut row = self.x.row_mut(j);
             let mut at = 0;
-            for k in 0..3 {
+            for k in 0..INDEXED {
                 for d in 0..EMBEDDINGS[k] {
                     row[at + d] = net.emb[k][[id[k] as usize, d]];
                 }
