@@ -151,14 +151,7 @@ async fn a_budgeted_service_still_triggers_and_advances_its_watermark() {
         c.max_training_rows = max_rows;
         let server = Server::start(c).await;
 
-        let startup = eventually("the startup run", 30, || async {
-            runs(&db)
-                .await
-                .into_iter()
-                .find(|r| r.trigger == RunTrigger::Startup)
-        })
-        .await;
-        let startup = wait_run_end(&db, &startup.id, 60).await;
+        let startup = trigger_run_end(&db, RunTrigger::Startup, "the startup run").await;
         assert_eq!(startup.state, RunState::Succeeded, "{startup:?}");
         let want: u64 = learners(&budget::select_recent(rows.clone(), max_rows))
             .values()
@@ -167,32 +160,17 @@ async fn a_budgeted_service_still_triggers_and_advances_its_watermark() {
         assert_eq!(startup.rows_used, want);
         assert!(startup.rows_used < rows.len() as u64);
 
-        let max_id = db.max_task_id().await.expect("max id").expect("rows");
-        eventually("the watermark to reach the last task", 10, || async {
-            (db.get_watermark().await.expect("watermark") == max_id).then_some(())
-        })
-        .await;
+        wait_watermark(&db).await;
 
         // New rows, spread over every learner, taken by the budget or not:
         // the trigger counts them all.
         db.insert_tasks(&more_rows(&mut sim, 30))
             .await
             .expect("insert");
-        let auto = eventually("an automatic run", 30, || async {
-            runs(&db)
-                .await
-                .into_iter()
-                .find(|r| r.trigger == RunTrigger::Auto)
-        })
-        .await;
-        let auto = wait_run_end(&db, &auto.id, 60).await;
+        let auto = trigger_run_end(&db, RunTrigger::Auto, "an automatic run").await;
         assert_ne!(auto.state, RunState::Failed, "{auto:?}");
         assert!(auto.rows_used <= max_rows + 200, "{}", auto.rows_used);
-        let max_id = db.max_task_id().await.expect("max id").expect("rows");
-        eventually("the watermark to reach the new tasks", 10, || async {
-            (db.get_watermark().await.expect("watermark") == max_id).then_some(())
-        })
-        .await;
+        wait_watermark(&db).await;
         server.stop().await;
         db.close().await.expect("close");
     })

@@ -70,16 +70,6 @@ fn active_versions(models: &[ModelVersion]) -> Vec<&str> {
         .collect()
 }
 
-/// Waits until the watermark covers every task: a run records its end, then
-/// advances the watermark.
-async fn wait_watermark(db: &Db) {
-    let max_id = db.max_task_id().await.unwrap().unwrap();
-    eventually("the watermark to reach the last task", 10, || async {
-        (db.get_watermark().await.unwrap() == max_id).then_some(())
-    })
-    .await;
-}
-
 /// Starts a run with the admin token and waits for its end.
 async fn train_and_wait(
     client: &mut taskcast_proto::trainer_client::TrainerClient<tonic::transport::Channel>,
@@ -149,14 +139,7 @@ async fn full_loop_startup_then_auto_retrain() {
         // N new tasks: the scheduler starts an automatic run on its own.
         let more = more_rows(&mut sim, n as usize);
         db.insert_tasks(&more).await.unwrap();
-        let auto = eventually("an automatic run", 30, || async {
-            runs(&db)
-                .await
-                .into_iter()
-                .find(|r| r.trigger == RunTrigger::Auto)
-        })
-        .await;
-        let auto = wait_run_end(&db, &auto.id, 60).await;
+        let auto = trigger_run_end(&db, RunTrigger::Auto, "an automatic run").await;
         assert_eq!(auto.rows_used, (rows.len() + more.len()) as u64);
         let version = auto
             .model_version
@@ -264,14 +247,7 @@ async fn restart_keeps_the_watermark() {
             .await
             .unwrap();
         let server = Server::start(config(url, n)).await;
-        let auto = eventually("an automatic run after restart", 30, || async {
-            runs(&db)
-                .await
-                .into_iter()
-                .find(|r| r.trigger == RunTrigger::Auto)
-        })
-        .await;
-        let auto = wait_run_end(&db, &auto.id, 60).await;
+        let auto = trigger_run_end(&db, RunTrigger::Auto, "an automatic run after restart").await;
         assert_ne!(auto.state, RunState::Failed, "{auto:?}");
         assert_eq!(runs(&db).await.len(), 2);
         wait_watermark(&db).await;

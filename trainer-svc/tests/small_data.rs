@@ -13,25 +13,42 @@ use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 
 use support::*;
 
+/// `learners` simulated learners' `attempts` each (seed `seed`), item ids
+/// blanked unless `items`, loaded as training would load them.
+async fn small(learners: usize, attempts: usize, seed: u64, items: bool) -> dataset::Dataset {
+    let mut rows = simulator(learners, attempts, seed).generate();
+    if !items {
+        for r in &mut rows {
+            r.item_id = None;
+        }
+    }
+    let mut src = MemorySource::new(rows);
+    dataset::load(&mut src, None, None, &mut |_| {})
+        .await
+        .expect("dataset")
+}
+
+/// Fits and judges `family` on `ds` as a run would.
+fn run(ds: &dataset::Dataset, family: Family) -> trainer_svc::run::pipeline::Trained {
+    let spec = TrainSpec {
+        family,
+        ..TrainSpec::default()
+    };
+    fit_and_judge(ds, &spec, None, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{family} on {} rows: {e}", ds.census.rows))
+}
+
 #[tokio::test]
 async fn four_learners_without_items_train_every_family() {
     init_ort();
-    let mut rows = simulator(4, 140, 13).generate();
-    for r in &mut rows {
-        r.item_id = None;
-    }
-    assert!((500..=800).contains(&rows.len()), "{} rows", rows.len());
-    let mut src = MemorySource::new(rows);
-    let ds = dataset::load(&mut src, None, None, &mut |_| {})
-        .await
-        .expect("dataset");
+    let ds = small(4, 140, 13, false).await;
+    assert!(
+        (500..=800).contains(&ds.census.rows),
+        "{} rows",
+        ds.census.rows
+    );
     for family in Family::ALL {
-        let spec = TrainSpec {
-            family,
-            ..TrainSpec::default()
-        };
-        let trained = fit_and_judge(&ds, &spec, None, &mut |_, _| {})
-            .unwrap_or_else(|e| panic!("{family} at 4 learners without items: {e}"));
+        let trained = run(&ds, family);
         assert_eq!(trained.metadata.first_non_finite(), None, "{family}");
         let back = Artifact::parse(&trained.onnx).expect("the artifact reads back");
         assert_eq!(back.metadata.version, trained.metadata.version);
@@ -54,22 +71,9 @@ async fn four_learners_without_items_train_every_family() {
 async fn four_learners_promote_a_calibrated_model_that_beats_the_baselines() {
     init_ort();
     for items in [true, false] {
-        let mut rows = simulator(4, 600, 5).generate();
-        if !items {
-            for r in &mut rows {
-                r.item_id = None;
-            }
-        }
-        let mut src = MemorySource::new(rows);
-        let ds = dataset::load(&mut src, None, None, &mut |_| {})
-            .await
-            .expect("dataset");
+        let ds = small(4, 600, 5, items).await;
         for family in Family::ALL {
-            let spec = TrainSpec {
-                family,
-                ..TrainSpec::default()
-            };
-            let trained = fit_and_judge(&ds, &spec, None, &mut |_, _| {}).expect("trained");
+            let trained = run(&ds, family);
             let m = &trained.candidate.metrics;
             let best = trained
                 .baselines

@@ -3,7 +3,7 @@
 //! and the backend-shaped insert the tests and demos write them with.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -11,7 +11,7 @@ use sea_orm::{
 use taskcast_contract::TaskRow;
 
 use super::entities::completed_task::{Column, Entity};
-use super::tasks::{TASK_COLUMNS, task_values};
+use super::tasks::{TASK_COLUMNS, after_key, task_values};
 use super::{Db, DbError, DbResult};
 
 /// What inference said about a task when it was handed out, as the backend
@@ -131,18 +131,7 @@ impl OutcomePager {
         .order_by_asc(Column::Id)
         .limit(self.page_size);
         if let Some((user_id, at, id)) = &self.cursor {
-            q = q.filter(
-                Expr::tuple([
-                    Expr::col((Entity, Column::UserId)),
-                    Expr::col((Entity, Column::CompletedAt)),
-                    Expr::col((Entity, Column::Id)),
-                ])
-                .gt(Expr::tuple([
-                    Expr::val(user_id.clone()),
-                    Expr::val(*at),
-                    Expr::val(*id),
-                ])),
-            );
+            q = q.filter(after_key(user_id, *at, *id));
         }
         let raw: Vec<Raw> = q.into_model::<Raw>().all(&self.conn).await?;
         if (raw.len() as u64) < self.page_size {

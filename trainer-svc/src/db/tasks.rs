@@ -152,16 +152,8 @@ type ScanTuple = (
 pub(super) fn scan_query(up_to_id: Option<i64>, cursor: Option<&Cursor>) -> Select<Entity> {
     let mut q = Entity::find()
         .select_only()
-        .columns([
-            Column::Id,
-            Column::UserId,
-            Column::ItemId,
-            Column::Topic,
-            Column::Difficulty,
-            Column::Correct,
-            Column::Seconds,
-            Column::CompletedAt,
-        ])
+        .column(Column::Id)
+        .columns(TASK_COLUMNS)
         .order_by_asc(Column::UserId)
         .order_by_asc(Column::CompletedAt)
         .order_by_asc(Column::Id);
@@ -169,22 +161,25 @@ pub(super) fn scan_query(up_to_id: Option<i64>, cursor: Option<&Cursor>) -> Sele
         q = q.filter(Column::Id.lte(up));
     }
     if let Some(c) = cursor {
-        // A row-value comparison keeps this a single index range scan on
-        // both PostgreSQL and SQLite (>= 3.15).
-        q = q.filter(
-            Expr::tuple([
-                Expr::col((Entity, Column::UserId)),
-                Expr::col((Entity, Column::CompletedAt)),
-                Expr::col((Entity, Column::Id)),
-            ])
-            .gt(Expr::tuple([
-                Expr::val(c.user_id.clone()),
-                Expr::val(c.completed_at),
-                Expr::val(c.id),
-            ])),
-        );
+        q = q.filter(after_key(&c.user_id, c.completed_at, c.id));
     }
     q
+}
+
+/// Rows after `(user_id, completed_at, id)` in the scans' order (keyset
+/// paging). A row-value comparison keeps this a single index range scan on
+/// both PostgreSQL and SQLite (>= 3.15).
+pub(super) fn after_key(user_id: &str, completed_at: DateTime<Utc>, id: i64) -> Expr {
+    Expr::tuple([
+        Expr::col((Entity, Column::UserId)),
+        Expr::col((Entity, Column::CompletedAt)),
+        Expr::col((Entity, Column::Id)),
+    ])
+    .gt(Expr::tuple([
+        Expr::val(user_id.to_string()),
+        Expr::val(completed_at),
+        Expr::val(id),
+    ]))
 }
 
 /// Runs one page of a [`scan_query`]: its rows, and the cursor after the

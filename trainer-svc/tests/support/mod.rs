@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use trainer_svc::db::test_support::TestDb;
-use trainer_svc::db::{Db, RunRecord};
+use trainer_svc::db::{Db, RunRecord, RunTrigger};
 use trainer_svc::serve::config::ServeConfig;
 use trainer_svc::serve::server::ServeError;
 
@@ -224,6 +224,25 @@ pub async fn wait_run_end(db: &Db, id: &str, secs: u64) -> RunRecord {
             .filter(|r| r.state.is_terminal())
     })
     .await
+}
+
+/// Waits for the newest run started by `trigger` to appear (within 30 s)
+/// and then for its end (within 60 s), and returns it.
+pub async fn trigger_run_end(db: &Db, trigger: RunTrigger, what: &str) -> RunRecord {
+    let run = eventually(what, 30, || async {
+        runs(db).await.into_iter().find(|r| r.trigger == trigger)
+    })
+    .await;
+    wait_run_end(db, &run.id, 60).await
+}
+
+/// Waits until the trainer's watermark reaches the last task in the table.
+pub async fn wait_watermark(db: &Db) {
+    let max_id = db.max_task_id().await.expect("max id").expect("rows");
+    eventually("the watermark to reach the last task", 10, || async {
+        (db.get_watermark().await.expect("watermark") == max_id).then_some(())
+    })
+    .await;
 }
 
 /// Fetches `GET /metrics` with a bare HTTP/1.1 request.

@@ -107,15 +107,15 @@ impl Data {
             .collect()
     }
 
-    /// A folded network's correctness logits (output column 0) on `rows` of
-    /// the raw features `x`, and their outcomes.
-    pub(super) fn logits(
+    /// Runs a folded network on `rows` of the raw features `x`, a few
+    /// thousand rows at a time, handing each chunk's rows and outputs to `f`.
+    fn forward_chunks(
         &self,
         net: &FoldedNet,
         x: &[f32],
         rows: &[usize],
-    ) -> (Vec<f64>, Vec<bool>) {
-        let mut z = Vec::with_capacity(rows.len());
+        mut f: impl FnMut(&[usize], &Array2<f32>),
+    ) {
         for chunk in rows.chunks(4096) {
             let xb: Vec<f32> = chunk
                 .iter()
@@ -126,13 +126,22 @@ impl Data {
                 })
                 .collect();
             let ib: Vec<[u32; INDEXED]> = chunk.iter().map(|&r| self.idx[r]).collect();
-            z.extend(
-                net.forward(&xb, &ib)
-                    .column(0)
-                    .iter()
-                    .map(|v| f64::from(*v)),
-            );
+            f(chunk, &net.forward(&xb, &ib));
         }
+    }
+
+    /// A folded network's correctness logits (output column 0) on `rows` of
+    /// the raw features `x`, and their outcomes.
+    pub(super) fn logits(
+        &self,
+        net: &FoldedNet,
+        x: &[f32],
+        rows: &[usize],
+    ) -> (Vec<f64>, Vec<bool>) {
+        let mut z = Vec::with_capacity(rows.len());
+        self.forward_chunks(net, x, rows, |_, out| {
+            z.extend(out.column(0).iter().map(|v| f64::from(*v)));
+        });
         let y = rows.iter().map(|&r| self.y[r] > 0.5).collect();
         (z, y)
     }
@@ -178,23 +187,13 @@ fn eval_loss(net: &FoldedNet, x: &[f32], data: &Data, rows: &[usize], layout: La
         return f64::NAN;
     }
     let mut total = 0f64;
-    for chunk in rows.chunks(4096) {
-        let xb: Vec<f32> = chunk
-            .iter()
-            .flat_map(|&r| {
-                x[r * FEATURE_COUNT..(r + 1) * FEATURE_COUNT]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        let ib: Vec<[u32; INDEXED]> = chunk.iter().map(|&r| data.idx[r]).collect();
-        let out = net.forward(&xb, &ib);
+    data.forward_chunks(net, x, rows, |chunk, out| {
         for (j, &r) in chunk.iter().enumerate() {
             if let Some(o) = out.row(j).as_slice() {
                 total += row_loss(layout, o, data.y[r], data.t[r], None);
             }
         }
-    }
+    });
     total / rows.len() as f64
 }
 
