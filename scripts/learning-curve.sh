@@ -155,7 +155,7 @@ fi
 python3 - "$CACHE/results" "$FILES" "$SIZES" "$@" <<'PY'
 import json, os, sys
 root, files, sizes, labels = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4:]
-FAMILIES = ["linear", "mlp"]
+FAMILIES = ["auto", "linear", "mlp", "pretrained"]
 
 def load(label, file, size, items):
     p = os.path.join(root, label, file, f"{size}-{items}.json")
@@ -215,6 +215,9 @@ def verdict(rs, fam, size):
         if r is None:
             out.append("?")
             continue
+        if fam not in r["models"]:
+            out.append("–")
+            continue
         miss = targets(r, fam, size)
         out.append("✓" if not miss else "✗ " + ", ".join(miss))
     return " → ".join(out)
@@ -239,7 +242,9 @@ for file in files:
                 bb = [None if r is None else best_baseline(r["models"], "logloss")[0] for r in rs]
                 name = best_baseline(r0["models"], "logloss")[1] or ""
                 head = (f"{size}", f"{r0['rows']} / {r0['holdout_rows']}") if k == 0 else ("", "")
-                print(f"| {head[0]} | {head[1]} | `{fam}` | {cell(g('logloss'), 4)} | {cell(g('ece'), 4)} | "
+                chose = [r.get("auto_chose", {}).get(fam) for r in rs if r is not None]
+                shown = f"`{fam}`" + (f" ({', '.join(c for c in chose if c)})" if any(chose) else "")
+                print(f"| {head[0]} | {head[1]} | {shown} | {cell(g('logloss'), 4)} | {cell(g('ece'), 4)} | "
                       f"{cell(g('auc'), 4)} | {cell(bb, 4) + (' (' + name.replace('baseline_', '') + ')' if k == 0 else '')} | {verdict(rs, fam, size)} |")
         timed = [(s, rs) for s, rs in rows if any(r and r.get("time_modeled") for r in rs)]
         if timed:

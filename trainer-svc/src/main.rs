@@ -63,12 +63,40 @@ enum Command {
     Train {
         #[command(flatten)]
         common: Offline,
-        /// Model family.
-        #[arg(long, default_value = "linear")]
+        /// Model family: auto (fit linear and mlp, keep the better on the
+        /// inner validation slice), linear, mlp or pretrained.
+        #[arg(long, default_value = "auto")]
         family: Family,
         /// Where to write the model.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Fit the pretrained starting model (what the `pretrained` family
+    /// recalibrates to an app's data) across CSV files and write its weights
+    /// as contract/src/pretrained.rs, which the next build of the trainer
+    /// starts small apps from.
+    #[command(after_help = TS_HELP)]
+    Pretrain {
+        /// The CSV files, plain or gzip (repeatable; their training rows are
+        /// pooled, each featurised with its own priors).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Where to write the weights' Rust source.
+        #[arg(long, default_value = "contract/src/pretrained.rs")]
+        out: PathBuf,
+        /// Also write the model as an artifact over empty priors (as a fresh
+        /// deployment would serve it), e.g. for `eval --model`.
+        #[arg(long, value_name = "FILE")]
+        onnx: Option<PathBuf>,
+        /// Attempts of history the features look back over.
+        #[arg(long, default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
+        history_window: u32,
+        /// Training budget per file (as for train); 0 uses every row.
+        #[arg(long, default_value_t = trainer_svc::data::budget::DEFAULT_MAX_TRAINING_ROWS)]
+        max_training_rows: u64,
+        /// What a number in the ts column counts (s or ms).
+        #[arg(long, value_enum, default_value_t = TsUnit::S)]
+        ts_unit: TsUnit,
     },
     /// Evaluate model families and baselines on the chronological hold-out of
     /// a CSV file (the last 20% of each learner's attempts). Bad rows are
@@ -77,7 +105,8 @@ enum Command {
     Eval {
         #[command(flatten)]
         common: Offline,
-        /// Families to evaluate (repeatable); all when omitted.
+        /// Families to evaluate (repeatable; auto too); linear, mlp,
+        /// pretrained and auto when omitted.
         #[arg(long)]
         family: Vec<Family>,
         /// Print one JSON object instead of a table.
@@ -269,6 +298,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = common.spec(family)?;
             trainer_svc::run::offline::train(&common.data, common.ts_unit, &spec, &out).await?;
         }
+        Command::Pretrain {
+            data,
+            out,
+            onnx,
+            history_window,
+            max_training_rows,
+            ts_unit,
+        } => {
+            let spec = TrainSpec {
+                family: Family::Pretrained,
+                history_window,
+                max_training_rows,
+                ..TrainSpec::default()
+            };
+            trainer_svc::run::offline::pretrain(&data, ts_unit, &spec, &out, onnx.as_deref())
+                .await?;
+        }
         Command::Eval {
             common,
             family,
@@ -282,7 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else if model.is_some() {
                 Vec::new()
             } else {
-                Family::ALL.to_vec()
+                Family::NAMED.to_vec()
             };
             let spec = common.spec(families.first().copied().unwrap_or(Family::Linear))?;
             let opts = trainer_svc::run::offline::EvalOptions {

@@ -75,12 +75,18 @@ fn simulate_train_and_eval() {
     let out = ok(&["train", "--data", s(&csv), "--out", s(&onnx)]);
     let bytes = std::fs::read(&onnx).expect("model file written");
     let artifact = Artifact::parse(&bytes).expect("a contract-valid artifact");
-    assert_eq!(artifact.metadata.family, "linear");
+    // `auto`, the default, names the family it chose and says why.
+    assert!(
+        ["linear", "mlp", "pretrained"].contains(&artifact.metadata.family.as_str()),
+        "{}",
+        artifact.metadata.family
+    );
     assert!(artifact.metadata.training_rows > 0);
     assert!(artifact.metadata.training_rows < rows as u64);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&artifact.sha256), "{stdout}");
     assert!(stdout.contains("baseline_population"), "{stdout}");
+    assert!(stdout.contains("auto chose"), "{stdout}");
 
     let plots = dir.path().join("plots");
     let out = ok(&["eval", "--data", s(&csv), "--json", "--plots", s(&plots)]);
@@ -126,7 +132,15 @@ fn eval_scores_an_existing_model() {
         let args = ["simulate", "--out", s(csv), "--learners", "40"];
         ok(&[&args[..], &["--attempts", "40", "--seed", seed]].concat());
     }
-    ok(&["train", "--data", s(&a), "--out", s(&onnx)]);
+    ok(&[
+        "train",
+        "--data",
+        s(&a),
+        "--family",
+        "linear",
+        "--out",
+        s(&onnx),
+    ]);
     let version = Artifact::parse(&std::fs::read(&onnx).unwrap())
         .unwrap()
         .metadata

@@ -54,6 +54,7 @@ fn learning_curve_over_disjoint_groups() {
         linear: LinearOptions {
             alpha: Some(1.0),
             calibrate: false,
+            ..LinearOptions::default()
         },
         mlp: trainer_svc::families::mlp::MlpConfig {
             calibrate: false,

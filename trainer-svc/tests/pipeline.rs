@@ -215,6 +215,7 @@ fn check_export_matches_linfa(ds: &Dataset) -> bool {
     let opts = linear::LinearOptions {
         alpha: Some(ALPHA),
         calibrate: false,
+        ..linear::LinearOptions::default()
     };
     let model = linear::fit(&ds.train, &opts, ds.time_modeled()).expect("fit");
     let onnx = Artifact::write(model.graph(), &metadata(ds)).unwrap();

@@ -61,9 +61,10 @@ async fn four_learners_without_items_train_every_family() {
 
 /// Issue 13: at the original app's scale the promoted model must beat the
 /// baselines and be calibrated, not merely train. Four simulated learners
-/// (about 2 000 rows, 510 held out) with and without item ids: `linear` (the
-/// trainer's default family) must be promoted, with a log loss below every
-/// baseline's and an ECE within the issue's 0.05; `mlp` is only reported.
+/// (about 2 000 rows, 510 held out) with and without item ids: `auto` (the
+/// trainer's default family) and `linear` must be promoted, with a log loss
+/// below every baseline's and an ECE within the issue's 0.05; `mlp` and
+/// `pretrained` are only reported.
 /// A fixed seed, and at 4 learners the ECE bound is not met for every draw
 /// (seed 3: 0.062, the learner baseline's own is 0.059 there; EVALUATION.md,
 /// "Learning curve", has the spread over 25 groups of real learners).
@@ -72,7 +73,7 @@ async fn four_learners_promote_a_calibrated_model_that_beats_the_baselines() {
     init_ort();
     for items in [true, false] {
         let ds = small(4, 600, 5, items).await;
-        for family in Family::ALL {
+        for family in Family::NAMED {
             let trained = run(&ds, family);
             let m = &trained.candidate.metrics;
             let best = trained
@@ -88,7 +89,7 @@ async fn four_learners_promote_a_calibrated_model_that_beats_the_baselines() {
                 m.ece,
                 trained.verdict.reason(),
             );
-            if family == Family::Linear {
+            if matches!(family, Family::Linear | Family::Auto) {
                 assert!(trained.verdict.promotes(), "{}", trained.verdict.reason());
                 let (ll, ece) = (m.logloss.expect("log loss"), m.ece.expect("ECE"));
                 assert!(ll < best, "log loss {ll} vs {best}");
@@ -96,4 +97,70 @@ async fn four_learners_promote_a_calibrated_model_that_beats_the_baselines() {
             }
         }
     }
+}
+
+/// `auto` fits every family, keeps the one with the lowest slice log loss,
+/// names it in the artifact and the version, and says why in the verdict
+/// (which the run and the registry keep) and in the metrics.
+#[tokio::test]
+async fn auto_records_the_family_it_chose_and_why() {
+    init_ort();
+    let ds = small(4, 300, 21, false).await;
+    let trained = run(&ds, Family::Auto);
+    let chosen: Family = trained.metadata.family.parse().expect("a family name");
+    assert_ne!(chosen, Family::Auto);
+    assert!(
+        trained.metadata.version.starts_with(chosen.name()),
+        "{}",
+        trained.metadata.version
+    );
+    let reason = trained.verdict.reason();
+    assert!(reason.contains(&format!("auto chose {chosen}")), "{reason}");
+    let order = trainer_svc::families::auto::ORDER;
+    let scores: Vec<(Family, f64)> = order
+        .into_iter()
+        .filter_map(|f| {
+            let key = format!("auto_{}_validation_log_loss", f.name());
+            trained.metadata.metrics.get(&key).map(|v| (f, *v))
+        })
+        .collect();
+    assert_eq!(scores.len(), order.len(), "{:?}", trained.metadata.metrics);
+    let own = scores.iter().find(|(f, _)| *f == chosen).map(|(_, v)| *v);
+    assert_eq!(
+        trained.metadata.metrics.get("validation_log_loss").copied(),
+        own,
+        "the artifact's own slice score is the chosen family's"
+    );
+}
+
+/// The pretrained family starts from the shipped weights: without
+/// calibration and times to re-pace, its model is exactly them.
+#[tokio::test]
+async fn pretrained_starts_from_the_shipped_weights() {
+    init_ort();
+    let ds = small(4, 300, 21, true).await;
+    let trained = run(&ds, Family::Pretrained);
+    assert_eq!(trained.metadata.family, "pretrained");
+    let boot = taskcast_contract::bootstrap::pretrained_linear();
+    let fitted = trainer_svc::families::pretrained::fit(&ds.train, false, false).expect("fit");
+    assert_eq!(fitted.model, boot);
+    assert!(!fitted.info.validation_losses.is_empty());
+}
+
+/// `auto`'s rule: a challenger displaces the current choice only when it is
+/// better by more than one standard error of the row-wise difference.
+#[test]
+fn auto_needs_more_than_noise_to_switch() {
+    use trainer_svc::families::auto::beats;
+    let current = [0.5, 0.7, 0.6, 0.4];
+    // Better on average, but not consistently: a tie, the current stays.
+    assert!(!beats(&[0.3, 0.9, 0.5, 0.5], &current));
+    // Better on every row by about the same: it switches.
+    assert!(beats(&[0.45, 0.66, 0.55, 0.36], &current));
+    // Worse: never.
+    assert!(!beats(&[0.6, 0.8, 0.7, 0.5], &current));
+    // With a slice against without one, and different slices.
+    assert!(beats(&current, &[]));
+    assert!(!beats(&[], &current));
+    assert!(!beats(&[0.1, 0.1], &current));
 }

@@ -153,6 +153,28 @@ pub fn sigmoid64(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// Log loss of one row from its logit.
+pub fn row_log_loss(z: f64, y: bool) -> f64 {
+    let p = sigmoid64(z).clamp(1e-15, 1.0 - 1e-15);
+    if y { -p.ln() } else { -(1.0 - p).ln() }
+}
+
+/// Per-row log loss of logits `z` on outcomes `y` after `calibration`: how
+/// every family scores itself on the inner validation slice, so that `auto`
+/// can compare them row by row.
+pub fn calibrated_losses(z: &[f64], y: &[bool], calibration: Option<Platt>) -> Vec<f64> {
+    let c = calibration.unwrap_or(Platt::IDENTITY);
+    z.iter()
+        .zip(y)
+        .map(|(&z, &y)| row_log_loss(c.apply(z), y))
+        .collect()
+}
+
+/// The mean of per-row losses, `None` when there are none.
+pub fn mean_loss(losses: &[f64]) -> Option<f64> {
+    (!losses.is_empty()).then(|| losses.iter().sum::<f64>() / losses.len() as f64)
+}
+
 impl Platt {
     /// [`Platt::fit`], kept only when it explains the slice significantly
     /// better than no calibration: twice the log-likelihood gain above

@@ -41,7 +41,7 @@ use taskcast_contract::linear::LinearModel;
 use taskcast_contract::onnx::{Dim, GraphBuilder};
 use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 
-use super::calibration::{MIN_CALIBRATION_ROWS, Platt, sigmoid64};
+use super::calibration::{MIN_CALIBRATION_ROWS, Platt, calibrated_losses, mean_loss, row_log_loss};
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::data::dataset::Rows;
 
@@ -89,6 +89,10 @@ pub struct LinearOptions {
     pub alpha: Option<f64>,
     /// Fit a Platt calibration on the slice and fold it into the weights.
     pub calibrate: bool,
+    /// Give the time interval a per-row width ([`TimeScale`]); without it
+    /// one width for every row, as [`LinearModel`] alone can carry (the
+    /// pretrained starting model is one).
+    pub per_row_scale: bool,
 }
 
 impl Default for LinearOptions {
@@ -96,6 +100,7 @@ impl Default for LinearOptions {
         LinearOptions {
             alpha: None,
             calibrate: true,
+            per_row_scale: true,
         }
     }
 }
@@ -115,6 +120,10 @@ pub struct LinearInfo {
     pub calibration: Option<Platt>,
     /// True when the time interval's width is per row ([`TimeScale`]).
     pub time_scaled: bool,
+    /// Per-row log loss on the slice of the logits from a fit that did not
+    /// see it, before the calibration fitted on it (what `auto` compares
+    /// families by); empty without a usable slice.
+    pub validation_losses: Vec<f64>,
 }
 
 impl LinearInfo {
@@ -137,6 +146,9 @@ impl LinearInfo {
             "linear_time_scaled".into(),
             f64::from(u8::from(self.time_scaled)),
         );
+        if let Some(v) = mean_loss(&self.validation_losses) {
+            m.insert("validation_log_loss".into(), v);
+        }
         m
     }
 }
@@ -418,12 +430,6 @@ fn both_outcomes(rows: &Rows, idx: &[usize]) -> bool {
     pos > 0 && pos < idx.len()
 }
 
-/// Log loss of one row from its logit.
-fn row_log_loss(z: f64, y: bool) -> f64 {
-    let p = sigmoid64(z).clamp(1e-15, 1.0 - 1e-15);
-    if y { -p.ln() } else { -(1.0 - p).ln() }
-}
-
 /// One strength of the grid, fitted on the fit rows and scored on the slice.
 struct Tried {
     l2: f64,
@@ -585,14 +591,18 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     )?;
     let logit = Logit::from(&fitted);
     let (mut p_weights, mut p_bias) = scaling.unfold(&logit.w, logit.b);
-    if opts.calibrate
-        && let Some(z) = val_logits
-    {
+    if let Some(z) = val_logits {
         let y: Vec<bool> = val_idx.iter().map(|&i| rows.correct[i]).collect();
-        info.calibration = Platt::fit_if_significant(&z, &y);
+        if opts.calibrate {
+            info.calibration = Platt::fit_if_significant(&z, &y);
+        }
         if let Some(c) = info.calibration {
             c.fold(p_weights.iter_mut(), &mut p_bias);
         }
+        // Scored before the calibration, which was fitted on these rows:
+        // with it the slice would flatter this family against `pretrained`,
+        // whose calibration is fitted on other rows (see `auto`).
+        info.validation_losses = calibrated_losses(&z, &y, None);
     }
 
     let timed: Vec<usize> = all
@@ -601,7 +611,7 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         .filter(|&i| rows.log_time(i).is_some())
         .collect();
     let (model, time_scale) = if learn_time && timed.len() > FEATURE_COUNT * 2 {
-        let head = fit_time(rows, &timed)?;
+        let head = fit_time(rows, &timed, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
         (
             LinearModel {
@@ -810,7 +820,7 @@ fn least_squares(
 /// σ is larger than the central spread and this interval about as much wider
 /// as the hold-out needed (coverage 0.78–0.82 on the learning curve) — the
 /// `mlp` head's Gaussian interval, which covers 0.80–0.82, is the same form.
-fn interval(mut u: Vec<f64>) -> [f32; 3] {
+pub(crate) fn interval(mut u: Vec<f64>) -> [f32; 3] {
     u.sort_by(f64::total_cmp);
     let median = u[(u.len() - 1) / 2];
     let sigma = (u.iter().map(|v| (v - median).powi(2)).sum::<f64>() / u.len() as f64).sqrt();
@@ -823,7 +833,7 @@ fn interval(mut u: Vec<f64>) -> [f32; 3] {
 /// `ln(|residual| + 0.01)`, kept within the range it takes on those rows;
 /// and the interval of the residuals divided by their row's scale
 /// ([`interval`]).
-fn fit_time(rows: &Rows, idx: &[usize]) -> Result<TimeHead, FitError> {
+fn fit_time(rows: &Rows, idx: &[usize], per_row_scale: bool) -> Result<TimeHead, FitError> {
     let singular = || FitError::Linfa("time regression: singular design".into());
     let ts = Scaling::fit(rows, idx);
     let x = ts.matrix(rows, idx);
@@ -835,7 +845,7 @@ fn fit_time(rows: &Rows, idx: &[usize]) -> Result<TimeHead, FitError> {
         .map(|(y, p)| y - p)
         .collect();
     let (weights, bias) = ts.unfold(&loc.0, loc.1);
-    if idx.len() < MIN_SCALE_ROWS {
+    if idx.len() < MIN_SCALE_ROWS || !per_row_scale {
         return Ok(TimeHead {
             weights,
             bias,

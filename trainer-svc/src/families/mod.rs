@@ -1,9 +1,11 @@
 //! Model families behind one interface: fit on a [`Dataset`], predict in
 //! Rust, describe the ONNX graph and its index inputs.
 
+pub mod auto;
 pub mod calibration;
 pub mod linear;
 pub mod mlp;
+pub mod pretrained;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -83,24 +85,40 @@ pub fn validation_split(rows: &Rows, share: f64) -> (Vec<usize>, Vec<usize>) {
     (fit, val)
 }
 
-/// A trainable model family.
+/// A trainable model family, or `auto`, the choice between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// Fits the families of [`auto::ORDER`] and keeps the simplest one no other beats on the
+    /// inner validation slice ([`auto`]); artifacts name the one chosen.
+    Auto,
     /// Logistic + least-squares regression on the shared features.
     Linear,
     /// Embeddings + three-layer network with correctness and log-time heads.
     Mlp,
+    /// The shipped pretrained linear model, recalibrated to the app's data
+    /// ([`pretrained`]).
+    Pretrained,
 }
 
 impl Family {
-    /// Every family, for `eval` tables.
-    pub const ALL: [Family; 2] = [Family::Linear, Family::Mlp];
+    /// Every family a model can be of, for `eval` tables and `auto`.
+    pub const ALL: [Family; 3] = [Family::Linear, Family::Mlp, Family::Pretrained];
+
+    /// Every name `--family` accepts.
+    pub const NAMED: [Family; 4] = [
+        Family::Auto,
+        Family::Linear,
+        Family::Mlp,
+        Family::Pretrained,
+    ];
 
     /// The family's name in artifacts, the registry and the API.
     pub fn name(self) -> &'static str {
         match self {
+            Family::Auto => "auto",
             Family::Linear => "linear",
             Family::Mlp => "mlp",
+            Family::Pretrained => "pretrained",
         }
     }
 }
@@ -114,11 +132,11 @@ impl fmt::Display for Family {
 impl FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Family::ALL
+        Family::NAMED
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| {
-                let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                let names: Vec<&str> = Family::NAMED.iter().map(|f| f.name()).collect();
                 format!("unknown model family `{s}` (known: {})", names.join(", "))
             })
     }
@@ -156,18 +174,27 @@ pub enum Fitted {
     Linear(Linear),
     /// See [`Family::Mlp`].
     Mlp(Mlp),
+    /// See [`Family::Pretrained`]: a linear model, exported as one.
+    Pretrained(Linear),
 }
 
 impl Fitted {
-    /// Fits `family` on the dataset's training rows.
+    /// Fits `family` on the dataset's training rows (`auto`: the family it
+    /// chooses; [`auto::choose`] also says why).
     pub fn fit(family: Family, ds: &Dataset, opts: &FitOptions) -> Result<Fitted, FitError> {
         match family {
+            Family::Auto => Ok(auto::choose(ds, opts)?.0),
             Family::Linear => Ok(Fitted::Linear(linear::fit(
                 &ds.train,
                 &opts.linear,
                 ds.time_modeled(),
             )?)),
             Family::Mlp => Ok(Fitted::Mlp(mlp::fit(ds, &opts.mlp, opts.seed)?)),
+            Family::Pretrained => Ok(Fitted::Pretrained(pretrained::fit(
+                &ds.train,
+                opts.linear.calibrate,
+                ds.time_modeled(),
+            )?)),
         }
     }
 
@@ -176,13 +203,23 @@ impl Fitted {
         match self {
             Fitted::Linear(_) => Family::Linear,
             Fitted::Mlp(_) => Family::Mlp,
+            Fitted::Pretrained(_) => Family::Pretrained,
+        }
+    }
+
+    /// Per-row log loss of the calibrated model on the inner validation
+    /// slice, from a fit that did not see it; empty without a usable slice.
+    pub fn validation_losses(&self) -> &[f64] {
+        match self {
+            Fitted::Linear(m) | Fitted::Pretrained(m) => &m.info.validation_losses,
+            Fitted::Mlp(m) => &m.validation_losses,
         }
     }
 
     /// In-Rust forward pass over `rows` (the reference the export must match).
     pub fn predict(&self, rows: &Rows) -> Vec<Output> {
         match self {
-            Fitted::Linear(m) => (0..rows.len())
+            Fitted::Linear(m) | Fitted::Pretrained(m) => (0..rows.len())
                 .map(|i| {
                     let mut row: FeatureRow = [0.0; FEATURE_COUNT];
                     row.copy_from_slice(rows.row(i));
@@ -200,7 +237,7 @@ impl Fitted {
     /// The ONNX graph.
     pub fn graph(&self) -> GraphBuilder {
         match self {
-            Fitted::Linear(m) => m.graph(),
+            Fitted::Linear(m) | Fitted::Pretrained(m) => m.graph(),
             Fitted::Mlp(m) => m.graph(),
         }
     }
@@ -210,7 +247,7 @@ impl Fitted {
     /// record of the run.
     pub fn training_info(&self) -> BTreeMap<String, f64> {
         match self {
-            Fitted::Linear(m) => m.info.to_map(),
+            Fitted::Linear(m) | Fitted::Pretrained(m) => m.info.to_map(),
             Fitted::Mlp(m) => m.training_info(),
         }
     }
@@ -218,7 +255,7 @@ impl Fitted {
     /// The calibration folded into the exported logit.
     pub fn calibration(&self) -> Option<Platt> {
         match self {
-            Fitted::Linear(m) => m.info.calibration,
+            Fitted::Linear(m) | Fitted::Pretrained(m) => m.info.calibration,
             Fitted::Mlp(m) => m.calibration,
         }
     }
@@ -226,7 +263,7 @@ impl Fitted {
     /// Index inputs the graph takes (vocabularies), built from the dataset.
     pub fn index_inputs(&self, _ds: &Dataset) -> Vec<IndexInput> {
         match self {
-            Fitted::Linear(_) => Vec::new(),
+            Fitted::Linear(_) | Fitted::Pretrained(_) => Vec::new(),
             // The vocabularies were fixed at fit time.
             Fitted::Mlp(m) => m.index_inputs(),
         }

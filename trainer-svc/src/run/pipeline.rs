@@ -19,7 +19,7 @@ use crate::data::budget::DEFAULT_MAX_TRAINING_ROWS;
 use crate::data::dataset::{self, Dataset};
 use crate::data::source::{LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
-use crate::families::{Family, FitError, FitOptions, Fitted};
+use crate::families::{Family, FitError, FitOptions, Fitted, auto};
 use crate::judge::evaluate::{self, Scored};
 use crate::judge::gate::{self, GateConfig, Verdict};
 use crate::judge::incumbent::Incumbent;
@@ -114,7 +114,7 @@ pub struct TrainSpec {
 impl Default for TrainSpec {
     fn default() -> Self {
         TrainSpec {
-            family: Family::Linear,
+            family: Family::Auto,
             fit: FitOptions::default(),
             history_window: DEFAULT_HISTORY_WINDOW,
             gate: GateConfig::default(),
@@ -226,10 +226,17 @@ pub fn fit_and_judge(
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Trained, TrainError> {
     progress(Phase::Fitting, 0.0);
-    let fitted = Fitted::fit(spec.family, ds, &spec.fit).map_err(|error| TrainError::Fit {
+    let fit_error = |error| TrainError::Fit {
         family: spec.family,
         error,
-    })?;
+    };
+    let (fitted, choice) = match spec.family {
+        Family::Auto => {
+            let (fitted, choice) = auto::choose(ds, &spec.fit).map_err(fit_error)?;
+            (fitted, Some(choice))
+        }
+        family => (Fitted::fit(family, ds, &spec.fit).map_err(fit_error)?, None),
+    };
 
     progress(Phase::Evaluating, 0.0);
     // Time metrics are computed (for the candidate, the active version and the
@@ -247,9 +254,12 @@ pub fn fit_and_judge(
     metrics.insert("training_rows".into(), ds.train.len() as f64);
     // What the fit chose on its inner validation slice (L2, calibration).
     metrics.extend(fitted.training_info());
+    if let Some(c) = &choice {
+        metrics.extend(c.to_map());
+    }
     let metadata = ModelMetadata {
-        version: new_version(spec.family),
-        family: spec.family.name().into(),
+        version: new_version(fitted.family()),
+        family: fitted.family().name().into(),
         feature_schema: FEATURE_SCHEMA.into(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
         history_window: spec.history_window,
@@ -277,6 +287,11 @@ pub fn fit_and_judge(
     );
     let verdict = match time.shortfall() {
         Some(_) => verdict.noting(&time.to_string()),
+        None => verdict,
+    };
+    // Why this family, kept with the verdict in the run and the registry.
+    let verdict = match &choice {
+        Some(c) => verdict.noting(&c.to_string()),
         None => verdict,
     };
     let sha256 = taskcast_contract::artifact::sha256_hex(&onnx);

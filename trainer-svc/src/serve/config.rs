@@ -53,8 +53,11 @@ pub struct ServeConfig {
     /// How often to check for new tasks and registry changes, in milliseconds.
     #[arg(long, env = "TASKCAST_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
-    /// Model family trained by automatic runs and by Train without a family.
-    #[arg(long, env = "TASKCAST_FAMILY", default_value = "linear")]
+    /// Model family trained by automatic runs and by Train without a family:
+    /// auto fits linear and mlp and keeps mlp only when it is clearly better
+    /// on the inner validation slice (the gate then judges the choice on the
+    /// hold-out as any other); or linear, mlp or pretrained by name.
+    #[arg(long, env = "TASKCAST_FAMILY", default_value = "auto")]
     pub family: Family,
     /// Attempts of history the features look back over.
     #[arg(long, env = "TASKCAST_HISTORY_WINDOW", default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]

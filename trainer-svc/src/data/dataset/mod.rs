@@ -132,6 +132,29 @@ impl Rows {
         }
     }
 
+    /// The training rows of several datasets as one set, for a model fitted
+    /// across apps (`trainer-svc pretrain`): learner indices are offset so
+    /// that learners of different datasets stay apart. Index columns (topic,
+    /// difficulty, item) keep each dataset's own numbering and mean nothing
+    /// across them; baselines are left empty.
+    pub fn pooled<'a>(parts: impl IntoIterator<Item = &'a Rows> + Clone) -> Rows {
+        let n = parts.clone().into_iter().map(Rows::len).sum();
+        let mut all = Rows::with_capacity(n, false);
+        let mut user_base = 0u32;
+        for r in parts {
+            all.x.extend_from_slice(&r.x);
+            all.correct.extend_from_slice(&r.correct);
+            all.seconds.extend_from_slice(&r.seconds);
+            all.user.extend(r.user.iter().map(|u| u + user_base));
+            all.topic.extend_from_slice(&r.topic);
+            all.difficulty.extend_from_slice(&r.difficulty);
+            all.item.extend_from_slice(&r.item);
+            all.keys.extend_from_slice(&r.keys);
+            user_base += r.user.iter().max().map_or(0, |u| u + 1);
+        }
+        all
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.correct.len()

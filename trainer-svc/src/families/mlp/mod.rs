@@ -54,7 +54,7 @@ use taskcast_contract::features::label_key;
 use taskcast_contract::{IndexField, IndexInput};
 
 use crate::data::dataset::{Dataset, Vocab};
-use crate::families::calibration::Platt;
+use crate::families::calibration::{Platt, calibrated_losses, mean_loss};
 use crate::families::{FitError, VALIDATION_SHARE, check_both_outcomes};
 
 pub use crate::families::validation_split;
@@ -213,6 +213,10 @@ pub struct Mlp {
     lookups: [HashMap<u64, u32>; INDEXED],
     /// The calibration folded into the logit column, if one was fitted.
     pub calibration: Option<Platt>,
+    /// Per-row log loss of the logit on the validation rows, which it was not
+    /// trained on, before the calibration fitted on them (what `auto`
+    /// compares families by).
+    pub validation_losses: Vec<f64>,
     /// Training diagnostics.
     pub report: FitReport,
 }
@@ -302,12 +306,14 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     // The calibration of the logit on the validation rows, which chose the
     // epoch but were not trained on, folded into the logit column.
     let mut correctness = correctness;
+    let (z, y) = data.logits(&correctness, &rows.x, &val_rows);
     let calibration = if cfg.calibrate {
-        let (z, y) = data.logits(&correctness, &rows.x, &val_rows);
         Platt::fit(&z, &y)
     } else {
         None
     };
+    // Scored before the calibration fitted on these rows (see `auto`).
+    let validation_losses = calibrated_losses(&z, &y, None);
     if let Some(c) = calibration
         && let Some((w, b)) = correctness.layers.last_mut()
     {
@@ -331,6 +337,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
         vocab,
         lookups,
         calibration,
+        validation_losses,
         report,
     })
 }
@@ -357,6 +364,9 @@ impl Mlp {
         if let Some(c) = self.calibration {
             m.insert("calibration_scale".into(), c.scale);
             m.insert("calibration_shift".into(), c.shift);
+        }
+        if let Some(v) = mean_loss(&self.validation_losses) {
+            m.insert("validation_log_loss".into(), v);
         }
         m
     }
