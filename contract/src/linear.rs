@@ -1,6 +1,6 @@
 //! The linear model family's graph: logistic regression for correctness and a
 //! linear regression on log-seconds with fixed residual quantile offsets.
-//! The trainer fits it; the bootstrap model is one, with the pretrained weights.
+//! The trainer fits it; the bootstrap model is one with hand-set weights.
 
 use crate::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
 use crate::features::{FEATURE_COUNT, FeatureRow};
