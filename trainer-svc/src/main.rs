@@ -71,10 +71,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Fit the pretrained starting model (what the `pretrained` family
-    /// recalibrates to an app's data) across CSV files and write its weights
-    /// as contract/src/pretrained.rs, which the next build of the trainer
-    /// starts small apps from.
+    /// Fit the pretrained model (what the `pretrained` family recalibrates
+    /// to an app's data) across CSV files and write its weights as
+    /// contract/src/pretrained.rs, which the next build of the trainer uses.
     #[command(after_help = TS_HELP)]
     Pretrain {
         /// The CSV files, plain or gzip (repeatable; their training rows are

@@ -104,11 +104,20 @@ pub fn beats(challenger: &[f64], current: &[f64]) -> bool {
 /// only when every family fails (with the first family's error: the data,
 /// not the family, is then the problem).
 pub fn choose(ds: &Dataset, opts: &FitOptions) -> Result<(Fitted, Choice), FitError> {
+    choose_with(|family| Fitted::fit(family, ds, opts))
+}
+
+/// [`choose`] among the fits `fit` returns for each family of [`ORDER`], so
+/// that a caller which fits those families anyway (`eval`'s table) fits
+/// each of them once.
+pub fn choose_with(
+    mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
+) -> Result<(Fitted, Choice), FitError> {
     let mut best: Option<Fitted> = None;
     let mut first_error = None;
     let mut tried = Vec::with_capacity(ORDER.len());
     for family in ORDER {
-        match Fitted::fit(family, ds, opts) {
+        match fit(family) {
             Ok(fitted) => {
                 tried.push((family, Ok(mean_loss(fitted.validation_losses()))));
                 let better = best.as_ref().is_none_or(|b| {

@@ -101,7 +101,8 @@ pub enum Family {
 }
 
 impl Family {
-    /// Every family a model can be of, for `eval` tables and `auto`.
+    /// Every family a model can be of, for `eval` tables (`auto` tries
+    /// [`auto::ORDER`]).
     pub const ALL: [Family; 3] = [Family::Linear, Family::Mlp, Family::Pretrained];
 
     /// Every name `--family` accepts.
@@ -207,8 +208,8 @@ impl Fitted {
         }
     }
 
-    /// Per-row log loss of the calibrated model on the inner validation
-    /// slice, from a fit that did not see it; empty without a usable slice.
+    /// Per-row log loss on the inner validation slice of logits nothing was
+    /// fitted to on it (see [`auto`]); empty without a usable slice.
     pub fn validation_losses(&self) -> &[f64] {
         match self {
             Fitted::Linear(m) | Fitted::Pretrained(m) => &m.info.validation_losses,

@@ -17,8 +17,8 @@
 //! have two dozen weights to learn from a few hundred rows. `auto` chooses
 //! between it and them on the slice, so it gives way as the app's data grows.
 
+use taskcast_contract::FEATURE_COUNT;
 use taskcast_contract::bootstrap::pretrained_linear;
-use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 
 use super::calibration::{Platt, calibrated_losses, mean_loss};
 use super::linear::{Linear, LinearInfo, interval};
@@ -43,21 +43,12 @@ pub fn fit(rows: &Rows, calibrate: bool, learn_time: bool) -> Result<Linear, Fit
         validation_rows: val_idx.len(),
         ..LinearInfo::default()
     };
-    let row = |i: usize| -> FeatureRow {
-        let mut r = [0f32; FEATURE_COUNT];
-        r.copy_from_slice(rows.row(i));
-        r
-    };
-    let logit = |r: &FeatureRow| {
-        r.iter()
-            .zip(&model.p_weights)
-            .fold(f64::from(model.p_bias), |acc, (x, w)| {
-                acc + f64::from(*x) * f64::from(*w)
-            })
-    };
     let logits = |idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
         idx.iter()
-            .map(|&i| (logit(&row(i)), rows.correct[i]))
+            .map(|&i| {
+                let z = dot(&model.p_weights, model.p_bias, rows.row(i));
+                (z, rows.correct[i])
+            })
             .unzip()
     };
     let calibration = |(z, y): &(Vec<f64>, Vec<bool>)| {
@@ -72,15 +63,11 @@ pub fn fit(rows: &Rows, calibrate: bool, learn_time: bool) -> Result<Linear, Fit
     }
 
     if learn_time {
-        let median = |r: &FeatureRow| {
-            r.iter()
-                .zip(&model.t_weights)
-                .fold(f64::from(model.t_bias), |acc, (x, w)| {
-                    acc + f64::from(*x) * f64::from(*w)
-                })
-        };
         let resid: Vec<f64> = (0..rows.len())
-            .filter_map(|i| rows.log_time(i).map(|t| t - median(&row(i))))
+            .filter_map(|i| {
+                let median = dot(&model.t_weights, model.t_bias, rows.row(i));
+                rows.log_time(i).map(|t| t - median)
+            })
             .collect();
         if resid.len() >= MIN_TIME_ROWS {
             let [lo, mid, hi] = interval(resid);
@@ -98,5 +85,13 @@ pub fn fit(rows: &Rows, calibrate: bool, learn_time: bool) -> Result<Linear, Fit
         model,
         time_scale: None,
         info,
+    })
+}
+
+/// `w·x + b` in f64 (for fitting on the model's outputs, not reproducing the
+/// exported graph's f32 arithmetic).
+fn dot(w: &[f32; FEATURE_COUNT], b: f32, x: &[f32]) -> f64 {
+    w.iter().zip(x).fold(f64::from(b), |acc, (w, x)| {
+        acc + f64::from(*w) * f64::from(*x)
     })
 }

@@ -19,7 +19,8 @@ use crate::data::budget::DEFAULT_MAX_TRAINING_ROWS;
 use crate::data::dataset::{self, Dataset};
 use crate::data::source::{LearnerSource, SourceError};
 use crate::data::time_support::TimeSupport;
-use crate::families::{Family, FitError, FitOptions, Fitted, auto};
+use crate::families::auto::{self, Choice};
+use crate::families::{Family, FitError, FitOptions, Fitted};
 use crate::judge::evaluate::{self, Scored};
 use crate::judge::gate::{self, GateConfig, Verdict};
 use crate::judge::incumbent::Incumbent;
@@ -226,18 +227,39 @@ pub fn fit_and_judge(
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Trained, TrainError> {
     progress(Phase::Fitting, 0.0);
+    let (fitted, choice) = fit_with(spec, |family| Fitted::fit(family, ds, &spec.fit))?;
+    judge(ds, spec, fitted, choice.as_ref(), incumbent, progress)
+}
+
+/// Fits `spec.family` with `fit` (which fits one concrete family); for
+/// `auto`, also why it chose the family it returns.
+pub fn fit_with(
+    spec: &TrainSpec,
+    mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
+) -> Result<(Fitted, Option<Choice>), TrainError> {
     let fit_error = |error| TrainError::Fit {
         family: spec.family,
         error,
     };
-    let (fitted, choice) = match spec.family {
+    match spec.family {
         Family::Auto => {
-            let (fitted, choice) = auto::choose(ds, &spec.fit).map_err(fit_error)?;
-            (fitted, Some(choice))
+            let (fitted, choice) = auto::choose_with(fit).map_err(fit_error)?;
+            Ok((fitted, Some(choice)))
         }
-        family => (Fitted::fit(family, ds, &spec.fit).map_err(fit_error)?, None),
-    };
+        family => Ok((fit(family).map_err(fit_error)?, None)),
+    }
+}
 
+/// Exports, verifies, scores and gates a fitted model (the second half of
+/// [`fit_and_judge`]); `choice` is `auto`'s reason, kept with the verdict.
+pub fn judge(
+    ds: &Dataset,
+    spec: &TrainSpec,
+    fitted: Fitted,
+    choice: Option<&Choice>,
+    incumbent: Option<&Incumbent>,
+    progress: &mut (dyn FnMut(Phase, f64) + Send),
+) -> Result<Trained, TrainError> {
     progress(Phase::Evaluating, 0.0);
     // Time metrics are computed (for the candidate, the active version and the
     // baselines alike) only where the data can judge a time head; the gate
@@ -254,7 +276,7 @@ pub fn fit_and_judge(
     metrics.insert("training_rows".into(), ds.train.len() as f64);
     // What the fit chose on its inner validation slice (L2, calibration).
     metrics.extend(fitted.training_info());
-    if let Some(c) = &choice {
+    if let Some(c) = choice {
         metrics.extend(c.to_map());
     }
     let metadata = ModelMetadata {
@@ -290,7 +312,7 @@ pub fn fit_and_judge(
         None => verdict,
     };
     // Why this family, kept with the verdict in the run and the registry.
-    let verdict = match &choice {
+    let verdict = match choice {
         Some(c) => verdict.noting(&c.to_string()),
         None => verdict,
     };
