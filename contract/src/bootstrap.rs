@@ -18,7 +18,6 @@ use crate::features::{
     FeatureContext, feature_index,
 };
 use crate::linear::LinearModel;
-use crate::pretrained;
 use crate::priors::{PriorTable, Priors};
 
 /// Version id of the bootstrap model.
@@ -53,35 +52,6 @@ pub fn bootstrap_linear() -> LinearModel {
         t_bias: 0.0,
         t_quantile_offsets: [-1.0, 0.0, 1.0],
     }
-}
-
-/// The pretrained model's weights ([`crate::pretrained`]), which the
-/// trainer's `pretrained` family recalibrates to an app's data. Not the
-/// bootstrap: they were fitted on rows featurised with each file's priors and
-/// lean on them (a slower topic than its prior predicts a higher rate, the
-/// prior's own weight compensating), so over the bootstrap's empty priors
-/// they ranked a topic the learner had never tried above one they had
-/// answered right ten times out of ten (EVALUATION.md, "Pretrained starting
-/// model").
-pub fn pretrained_linear() -> LinearModel {
-    LinearModel {
-        p_weights: weight(pretrained::P_WEIGHTS),
-        p_bias: pretrained::P_BIAS,
-        t_weights: weight(pretrained::T_WEIGHTS),
-        t_bias: pretrained::T_BIAS,
-        t_quantile_offsets: pretrained::T_QUANTILE_OFFSETS,
-    }
-}
-
-/// Names in [`crate::pretrained`] that are not features of this schema
-/// (they would be silently dropped; a test refuses them).
-pub fn unknown_pretrained_names() -> Vec<&'static str> {
-    pretrained::P_WEIGHTS
-        .iter()
-        .chain(pretrained::T_WEIGHTS)
-        .map(|(n, _)| *n)
-        .filter(|n| feature_index(n).is_none())
-        .collect()
 }
 
 /// Metadata for a linear-graph model over `priors`: the current schema and

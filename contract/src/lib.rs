@@ -8,8 +8,7 @@
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
 //! - [`artifact`]: the model file's contract and the checks that refuse a bad one;
 //! - [`onnx`]: the ONNX writer; [`linear`]: the linear family's graph;
-//! - [`bootstrap`]: the model served before any training, and the
-//!   [`pretrained`] weights the trainer starts small apps from;
+//! - [`bootstrap`]: the model served before any training;
 //! - `runtime` (feature `runtime`): running an artifact with ONNX Runtime.
 //!
 //! This crate knows neither gRPC nor the database.
@@ -21,7 +20,6 @@ pub mod features;
 pub mod keymap;
 pub mod linear;
 pub mod onnx;
-pub mod pretrained;
 pub mod priors;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -73,7 +73,8 @@ enum Command {
     },
     /// Fit the pretrained model (what the `pretrained` family recalibrates
     /// to an app's data) across CSV files and write its weights as
-    /// contract/src/pretrained.rs, which the next build of the trainer uses.
+    /// trainer-svc/src/families/pretrained_weights.rs, which the next build
+    /// of the trainer uses.
     #[command(after_help = TS_HELP)]
     Pretrain {
         /// The CSV files, plain or gzip (repeatable; their training rows are
@@ -81,7 +82,7 @@ enum Command {
         #[arg(long, required = true)]
         data: Vec<PathBuf>,
         /// Where to write the weights' Rust source.
-        #[arg(long, default_value = "contract/src/pretrained.rs")]
+        #[arg(long, default_value = "trainer-svc/src/families/pretrained_weights.rs")]
         out: PathBuf,
         /// Also write the model as an artifact over empty priors (as a fresh
         /// deployment would serve it), e.g. for `eval --model`.

@@ -141,7 +141,11 @@ async fn pretrained_starts_from_the_shipped_weights() {
     let ds = small(4, 300, 21, true).await;
     let trained = run(&ds, Family::Pretrained);
     assert_eq!(trained.metadata.family, "pretrained");
-    let boot = taskcast_contract::bootstrap::pretrained_linear();
+    assert_eq!(
+        trainer_svc::families::pretrained::unknown_names(),
+        Vec::<&str>::new()
+    );
+    let boot = trainer_svc::families::pretrained::weights();
     let fitted = trainer_svc::families::pretrained::fit(&ds.train, false, false).expect("fit");
     assert_eq!(fitted.model, boot);
     assert!(!fitted.info.validation_losses.is_empty());

@@ -6,6 +6,7 @@ pub mod calibration;
 pub mod linear;
 pub mod mlp;
 pub mod pretrained;
+pub mod pretrained_weights;
 
 use std::collections::BTreeMap;
 use std::fmt;

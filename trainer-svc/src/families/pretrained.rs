@@ -1,5 +1,5 @@
 //! The `pretrained` family: the shipped starting model
-//! ([`taskcast_contract::pretrained`], learned by `trainer-svc pretrain` on
+//! ([`super::pretrained_weights`], learned by `trainer-svc pretrain` on
 //! public data from features that mean the same in any app), fitted to this
 //! app only where a handful of rows can say something reliable:
 //!
@@ -18,10 +18,12 @@
 //! between it and them on the slice, so it gives way as the app's data grows.
 
 use taskcast_contract::FEATURE_COUNT;
-use taskcast_contract::bootstrap::pretrained_linear;
+use taskcast_contract::features::feature_index;
+use taskcast_contract::linear::LinearModel;
 
 use super::calibration::{Platt, calibrated_losses, mean_loss};
 use super::linear::{Linear, LinearInfo, interval};
+use super::pretrained_weights as w;
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::data::dataset::Rows;
 
@@ -37,7 +39,7 @@ pub fn fit(rows: &Rows, calibrate: bool, learn_time: bool) -> Result<Linear, Fit
         return Err(FitError::Empty);
     }
     check_both_outcomes(rows)?;
-    let mut model = pretrained_linear();
+    let mut model = weights();
     let (fit_idx, val_idx) = validation_split(rows, VALIDATION_SHARE);
     let mut info = LinearInfo {
         validation_rows: val_idx.len(),
@@ -94,4 +96,40 @@ fn dot(w: &[f32; FEATURE_COUNT], b: f32, x: &[f32]) -> f64 {
     w.iter().zip(x).fold(f64::from(b), |acc, (w, x)| {
         acc + f64::from(*w) * f64::from(*x)
     })
+}
+
+/// The shipped weights as a model. Not the bootstrap: they were fitted on
+/// rows featurised with each file's priors and lean on them (a slower topic
+/// than its prior predicts a higher rate, the prior's own weight
+/// compensating), so over the bootstrap's empty priors they ranked a topic
+/// the learner had never tried above one they had answered right ten times
+/// out of ten (EVALUATION.md, "Pretrained starting model").
+pub fn weights() -> LinearModel {
+    let by_name = |pairs: &[(&str, f32)]| {
+        let mut v = [0f32; FEATURE_COUNT];
+        for (name, x) in pairs {
+            if let Some(i) = feature_index(name) {
+                v[i] += x;
+            }
+        }
+        v
+    };
+    LinearModel {
+        p_weights: by_name(w::P_WEIGHTS),
+        p_bias: w::P_BIAS,
+        t_weights: by_name(w::T_WEIGHTS),
+        t_bias: w::T_BIAS,
+        t_quantile_offsets: w::T_QUANTILE_OFFSETS,
+    }
+}
+
+/// Names in [`super::pretrained_weights`] that are not features of this
+/// schema ([`weights`] would drop them silently; a test refuses them).
+pub fn unknown_names() -> Vec<&'static str> {
+    w::P_WEIGHTS
+        .iter()
+        .chain(w::T_WEIGHTS)
+        .map(|(n, _)| *n)
+        .filter(|n| feature_index(n).is_none())
+        .collect()
 }
