@@ -1,18 +1,16 @@
-//! The bootstrap model served from a fresh clone before any training: a linear
-//! model with hand-set, documented weights over empty priors (population rate
-//! 0.6, 60 s). It already personalises: every completed task moves the
-//! learner's topic and recent statistics, and so the prediction.
-//!
-//! - `logit p = prior_item_logit + (topic_rate_logit − prior_topic_logit) +
-//!   0.5·(recent_rate_logit − overall_rate_logit)`: the item's prior, moved by
-//!   how the learner does in the topic and, a little, by their recent form.
-//! - `median log-seconds = prior_item_log_time + (topic_log_time − prior_topic_log_time)`,
-//!   with the 10–90 % interval at ±1.0 in log-seconds (×/÷ e), the typical
-//!   spread of response times within one learner.
+//! The bootstrap model served from a fresh clone before any training: the
+//! pretrained linear model ([`crate::bootstrap_weights`], fitted by
+//! `trainer-svc pretrain` on public data, over features that mean the same in
+//! any app) over empty priors (population rate 0.6, 60 s). It already
+//! personalises: every completed task moves the learner's rates, counts,
+//! times and recency, and so the prediction; [`crate::first_contact`] checks
+//! that it moves them the right way. The trainer's `pretrained` family starts
+//! from the same weights and recalibrates them to the app.
 
 use std::collections::BTreeMap;
 
 use crate::artifact::{Artifact, ArtifactError, ModelMetadata};
+use crate::bootstrap_weights as w;
 use crate::features::{
     CandidateKey, DEFAULT_HISTORY_WINDOW, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA,
     FeatureContext, feature_index,
@@ -21,37 +19,37 @@ use crate::linear::LinearModel;
 use crate::priors::{PriorTable, Priors};
 
 /// Version id of the bootstrap model.
-pub const BOOTSTRAP_VERSION: &str = "bootstrap-1";
+pub const BOOTSTRAP_VERSION: &str = "bootstrap-2";
 
-fn weight(pairs: &[(&str, f32)]) -> [f32; FEATURE_COUNT] {
-    let mut w = [0f32; FEATURE_COUNT];
-    for (name, v) in pairs {
-        if let Some(i) = feature_index(name) {
-            w[i] += v;
+/// The pretrained weights as a model.
+pub fn bootstrap_linear() -> LinearModel {
+    let by_name = |pairs: &[(&str, f32)]| {
+        let mut v = [0f32; FEATURE_COUNT];
+        for (name, x) in pairs {
+            if let Some(i) = feature_index(name) {
+                v[i] += x;
+            }
         }
+        v
+    };
+    LinearModel {
+        p_weights: by_name(w::P_WEIGHTS),
+        p_bias: w::P_BIAS,
+        t_weights: by_name(w::T_WEIGHTS),
+        t_bias: w::T_BIAS,
+        t_quantile_offsets: w::T_QUANTILE_OFFSETS,
     }
-    w
 }
 
-/// The bootstrap weights (see the module docs).
-pub fn bootstrap_linear() -> LinearModel {
-    LinearModel {
-        p_weights: weight(&[
-            ("prior_item_logit", 1.0),
-            ("topic_rate_logit", 1.0),
-            ("prior_topic_logit", -1.0),
-            ("recent_rate_logit", 0.5),
-            ("overall_rate_logit", -0.5),
-        ]),
-        p_bias: 0.0,
-        t_weights: weight(&[
-            ("prior_item_log_time", 1.0),
-            ("topic_log_time", 1.0),
-            ("prior_topic_log_time", -1.0),
-        ]),
-        t_bias: 0.0,
-        t_quantile_offsets: [-1.0, 0.0, 1.0],
-    }
+/// Names in [`crate::bootstrap_weights`] that are not features of this
+/// schema ([`bootstrap_linear`] would drop them silently; a test refuses them).
+pub fn unknown_weight_names() -> Vec<&'static str> {
+    w::P_WEIGHTS
+        .iter()
+        .chain(w::T_WEIGHTS)
+        .map(|(n, _)| *n)
+        .filter(|n| feature_index(n).is_none())
+        .collect()
 }
 
 /// Metadata for a linear-graph model over `priors`: the current schema and

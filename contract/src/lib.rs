@@ -8,15 +8,19 @@
 //! - [`priors`]: population / topic / difficulty / item priors and their shrinkage;
 //! - [`artifact`]: the model file's contract and the checks that refuse a bad one;
 //! - [`onnx`]: the ONNX writer; [`linear`]: the linear family's graph;
-//! - [`bootstrap`]: the model served before any training;
+//! - [`bootstrap`]: the model served before any training (the weights of
+//!   [`bootstrap_weights`], pretrained on public data), and [`first_contact`]:
+//!   what such a model must do for a new app's learners;
 //! - `runtime` (feature `runtime`): running an artifact with ONNX Runtime.
 //!
 //! This crate knows neither gRPC nor the database.
 
 pub mod artifact;
 pub mod bootstrap;
+pub mod bootstrap_weights;
 pub mod encode;
 pub mod features;
+pub mod first_contact;
 pub mod keymap;
 pub mod linear;
 pub mod onnx;

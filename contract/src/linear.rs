@@ -1,10 +1,10 @@
 //! The linear model family's graph: logistic regression for correctness and a
 //! linear regression on log-seconds with fixed residual quantile offsets.
-//! The trainer fits it; the bootstrap model is one with hand-set weights.
+//! The trainer fits it; the bootstrap model is one with pretrained weights.
 
 use crate::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
 use crate::features::{FEATURE_COUNT, FeatureRow};
-use crate::onnx::{Dim, GraphBuilder};
+use crate::onnx::{Dim, GraphBuilder, ModelProto};
 
 /// Weights on raw feature rows (any standardisation already folded in).
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +61,31 @@ impl LinearModel {
             t_bias: 3.0 + next(),
             t_quantile_offsets: [-0.8, 0.0, 0.9],
         }
+    }
+
+    /// The weights of a linear-graph model file ([`LinearModel::graph`]'s
+    /// initializers), `None` when `bytes` is not one: `trainer-svc pretrain
+    /// --onnx` writes candidate weights this way, and the learning-curve
+    /// harness scores them without a rebuild.
+    pub fn from_onnx(bytes: &[u8]) -> Option<LinearModel> {
+        let model = ModelProto::from_bytes(bytes).ok()?;
+        let graph = model.graph?;
+        let floats = |name: &str| -> Option<Vec<f32>> {
+            let t = graph.initializer.iter().find(|t| t.name == name)?;
+            let v: Vec<f32> = t
+                .raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Some(v)
+        };
+        Some(LinearModel {
+            p_weights: floats("p_w")?.try_into().ok()?,
+            p_bias: *floats("p_b")?.first()?,
+            t_weights: floats("t_w")?.try_into().ok()?,
+            t_bias: *floats("t_b")?.first()?,
+            t_quantile_offsets: floats("t_q")?.try_into().ok()?,
+        })
     }
 
     /// The ONNX graph (inputs and outputs per [`crate::artifact`]).

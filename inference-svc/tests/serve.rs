@@ -25,7 +25,7 @@ async fn predictions_respond_to_history() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(base.model_version, "bootstrap-1");
+    assert_eq!(base.model_version, "bootstrap-2");
     assert_eq!(base.predictions.len(), 2);
     assert_eq!(base.predictions[0].task_id, "t1");
     assert!(
@@ -367,7 +367,7 @@ async fn get_model_describes_the_serving_model() {
     let server = start(config()).await;
     let mut c = server.client().await;
     let info = c.get_model(GetModelRequest {}).await.unwrap().into_inner();
-    assert_eq!(info.version, "bootstrap-1");
+    assert_eq!(info.version, "bootstrap-2");
     assert_eq!(info.family, "bootstrap");
     assert_eq!(info.feature_schema, "taskcast.features/v1");
     assert_eq!(info.history_window, 256);
@@ -470,7 +470,7 @@ async fn metrics_count_requests_per_rpc() {
     assert_eq!(
         metric(
             &text,
-            r#"taskcast_inference_predictions_total{model_version="bootstrap-1"}"#
+            r#"taskcast_inference_predictions_total{model_version="bootstrap-2"}"#
         ),
         2.0
     );
@@ -528,7 +528,7 @@ async fn run_serves_the_startup_model_and_returns_on_shutdown() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.model_version, "bootstrap-1");
+    assert_eq!(resp.model_version, "bootstrap-2");
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -571,6 +571,6 @@ async fn corrupt_startup_model_without_trainer_is_a_clear_error() {
     // A directory serves its newest .onnx.
     std::fs::write(dir.path().join("z-good.onnx"), bootstrap_bytes()).unwrap();
     let server = start(Config::default_for_tests(dir.path())).await;
-    assert_eq!(server.slot.current().unwrap().version(), "bootstrap-1");
+    assert_eq!(server.slot.current().unwrap().version(), "bootstrap-2");
     server.stop().await.unwrap();
 }

@@ -86,7 +86,7 @@ async fn hot_swap_under_concurrent_load_never_fails_a_request() {
     for c in clients {
         seen.extend(c.await.expect("client task"));
     }
-    let allowed: HashSet<String> = ["bootstrap-1", "swap-a", "swap-b"].map(String::from).into();
+    let allowed: HashSet<String> = ["bootstrap-2", "swap-a", "swap-b"].map(String::from).into();
     assert!(seen.is_subset(&allowed), "{seen:?}");
     assert!(
         seen.contains("swap-a") && seen.contains("swap-b"),
@@ -187,7 +187,7 @@ async fn bad_models_are_refused_and_the_old_one_keeps_serving() {
         assert_eq!(err.reason(), *reason, "{name}: {err}");
         assert_eq!(
             version_of(&server).as_deref(),
-            Some("bootstrap-1"),
+            Some("bootstrap-2"),
             "{name}"
         );
         let resp = c
@@ -196,7 +196,7 @@ async fn bad_models_are_refused_and_the_old_one_keeps_serving() {
             .unwrap()
             .into_inner();
         assert_eq!(
-            resp.model_version, "bootstrap-1",
+            resp.model_version, "bootstrap-2",
             "{name}: old model keeps serving"
         );
     }

@@ -197,7 +197,11 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
     let g = live.first().context("a report for the trained version")?;
     eprintln!("trained version live: {g:?}");
     ensure!(g.rows == (LEARNERS * ROUNDS) as u64, "rows {}", g.rows);
-    ensure!(g.state == "active" && g.family == "linear");
+    ensure!(
+        g.state == "active" && ["linear", "mlp", "pretrained"].contains(&g.family.as_str()),
+        "a trained family ({}) is active",
+        g.family
+    );
     ensure!(
         g.holdout.get("auc") == holdout.get("auc"),
         "hold-out figures"

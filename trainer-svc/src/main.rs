@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use trainer_svc::data::csv::TsUnit;
 use trainer_svc::families::{Family, FitOptions};
+use trainer_svc::run::offline::PretrainPriors;
 use trainer_svc::run::pipeline::TrainSpec;
 
 /// Retrains Taskcast models from completed tasks, evaluates them on a
@@ -63,18 +64,22 @@ enum Command {
     Train {
         #[command(flatten)]
         common: Offline,
-        /// Model family: auto (fit linear and mlp, keep the better on the
-        /// inner validation slice), linear, mlp or pretrained.
+        /// Model family: auto (fit pretrained, linear and mlp, keep the first
+        /// no later one clearly beats on the inner validation slice), linear,
+        /// mlp or pretrained.
         #[arg(long, default_value = "auto")]
         family: Family,
         /// Where to write the model.
         #[arg(long)]
         out: PathBuf,
     },
-    /// Fit the pretrained model (what the `pretrained` family recalibrates
-    /// to an app's data) across CSV files and write its weights as
-    /// trainer-svc/src/families/pretrained_weights.rs, which the next build
-    /// of the trainer uses.
+    /// Fit the pretrained model (the bootstrap every new deployment serves,
+    /// and what the `pretrained` family recalibrates to an app's data)
+    /// across CSV files, check it over empty priors (right answers raise p,
+    /// a mastered topic ranks above a new one, slow answers raise the time)
+    /// and write its weights as contract/src/bootstrap_weights.rs; then
+    /// `cargo run -p taskcast-contract --example write_bootstrap` rewrites
+    /// models/bootstrap.onnx from them.
     #[command(after_help = TS_HELP)]
     Pretrain {
         /// The CSV files, plain or gzip (repeatable; their training rows are
@@ -82,12 +87,17 @@ enum Command {
         #[arg(long, required = true)]
         data: Vec<PathBuf>,
         /// Where to write the weights' Rust source.
-        #[arg(long, default_value = "trainer-svc/src/families/pretrained_weights.rs")]
+        #[arg(long, default_value = "contract/src/bootstrap_weights.rs")]
         out: PathBuf,
         /// Also write the model as an artifact over empty priors (as a fresh
         /// deployment would serve it), e.g. for `eval --model`.
         #[arg(long, value_name = "FILE")]
         onnx: Option<PathBuf>,
+        /// The priors each file's rows are featurised with: own (the file's,
+        /// as an app's trainer does), empty (as a new deployment serves) or
+        /// both (every row twice).
+        #[arg(long, value_enum, default_value_t = PretrainPriors::Both)]
+        priors: PretrainPriors,
         /// Attempts of history the features look back over.
         #[arg(long, default_value_t = taskcast_contract::features::DEFAULT_HISTORY_WINDOW)]
         history_window: u32,
@@ -302,6 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             onnx,
+            priors,
             history_window,
             max_training_rows,
             ts_unit,
@@ -312,8 +323,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_training_rows,
                 ..TrainSpec::default()
             };
-            trainer_svc::run::offline::pretrain(&data, ts_unit, &spec, &out, onnx.as_deref())
-                .await?;
+            trainer_svc::run::offline::pretrain(
+                &data,
+                ts_unit,
+                &spec,
+                priors,
+                &out,
+                onnx.as_deref(),
+            )
+            .await?;
         }
         Command::Eval {
             common,

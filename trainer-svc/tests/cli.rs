@@ -191,6 +191,129 @@ fn eval_scores_an_existing_model() {
     assert!(err.contains("junk.onnx"), "{err}");
 }
 
+/// The first `learners` learners (file order) of a shared dataset as CSV
+/// lines, header first, leaving out the few lines with quoted fields so that
+/// callers can split on commas. The shared data is read from `$TASKCAST_DATA_DIR`
+/// (default `/work/shared/data`, as the end-to-end data-shape test reads it).
+fn shared_learners(file: &str, learners: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = std::env::var("TASKCAST_DATA_DIR").unwrap_or_else(|_| "/work/shared/data".into());
+    let path = Path::new(&dir).join(file);
+    let gz = std::fs::File::open(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (set TASKCAST_DATA_DIR to the shared datasets' folder)",
+            path.display()
+        )
+    });
+    let mut lines = std::io::BufReader::new(flate2::read::GzDecoder::new(gz)).lines();
+    let header = lines.next().unwrap().unwrap();
+    let user = header.split(',').position(|c| c == "user_id").unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = vec![header];
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains('"') {
+            continue;
+        }
+        let id = line.split(',').nth(user).unwrap().to_owned();
+        if !seen.contains(&id) && seen.len() == learners {
+            continue;
+        }
+        seen.insert(id);
+        out.push(line);
+    }
+    out
+}
+
+/// `pretrain` as the README runs it, on real learners (two files of the
+/// shared assist2009_rt): weights written as Rust source whose every weight
+/// is named by a feature, the same bytes on a rerun, and beside them an
+/// artifact whose first contact with a learner goes the right way. Weights
+/// from data where practice makes learners worse fail those checks and are
+/// not written.
+#[test]
+fn pretrain_writes_checked_reproducible_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = shared_learners("assist2009_rt.csv.gz", 200);
+    let header = &lines[0];
+    let user = header.split(',').position(|c| c == "user_id").unwrap();
+    let mut learners = Vec::<String>::new();
+    let (mut a, mut b) = (vec![header.clone()], vec![header.clone()]);
+    for line in &lines[1..] {
+        let id = line.split(',').nth(user).unwrap();
+        if !learners.iter().any(|l| l == id) {
+            learners.push(id.to_owned());
+        }
+        let half = if learners.len() <= 100 {
+            &mut a
+        } else {
+            &mut b
+        };
+        half.push(line.clone());
+    }
+    let (a_csv, b_csv) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    std::fs::write(&a_csv, a.join("\n") + "\n").unwrap();
+    std::fs::write(&b_csv, b.join("\n") + "\n").unwrap();
+    let run = |name: &str| {
+        let (rs, onnx) = (
+            dir.path().join(format!("{name}.rs")),
+            dir.path().join(format!("{name}.onnx")),
+        );
+        let args = ["pretrain", "--data", s(&a_csv), "--data", s(&b_csv)];
+        let out = ok(&[&args[..], &["--out", s(&rs), "--onnx", s(&onnx)]].concat());
+        assert!(
+            stdout(&out).contains("--priors both on a.csv, b.csv"),
+            "{}",
+            stdout(&out)
+        );
+        (
+            std::fs::read_to_string(rs).unwrap(),
+            std::fs::read(onnx).unwrap(),
+        )
+    };
+    let (source, onnx) = run("first");
+    assert_eq!(run("again").0, source, "pretrain is not reproducible");
+    let weights: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("(\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(weights.len() > 10, "{source}");
+    for name in weights {
+        assert!(
+            taskcast_contract::features::feature_index(name).is_some(),
+            "{name} is not a feature"
+        );
+    }
+    let model = taskcast_contract::linear::LinearModel::from_onnx(&onnx).expect("linear artifact");
+    let failures = taskcast_contract::first_contact::check(|row| model.predict(row));
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // The same learners, right for their first 20 attempts and wrong after:
+    // the fit learns that practice lowers p, and the checks refuse it.
+    let correct = header.split(',').position(|c| c == "correct").unwrap();
+    let mut attempts = std::collections::HashMap::<String, usize>::new();
+    let mut flipped = vec![header.clone()];
+    for line in &a[1..] {
+        let mut f: Vec<&str> = line.split(',').collect();
+        let n = attempts.entry(f[user].to_owned()).or_default();
+        *n += 1;
+        f[correct] = if *n <= 20 { "1" } else { "0" };
+        flipped.push(f.join(","));
+    }
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, flipped.join("\n") + "\n").unwrap();
+    let rs = dir.path().join("bad.rs");
+    let out = trainer(&["pretrain", "--data", s(&bad), "--out", s(&rs)]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("first-contact checks"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!rs.exists(), "refused weights were written");
+}
+
 #[tokio::test]
 async fn import_with_malformed_line_7_imports_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,37 +1,48 @@
 //! The learning curve over disjoint groups of learners (EVALUATION.md,
-//! "Learning curve"), release only:
+//! "Learning curve" and "Pretrained starting model"), release only:
 //!
 //! ```sh
 //! TASKCAST_LC_DATA=$PWD/../shared/data/assist2009_rt.csv.gz TASKCAST_LC_SIZE=4 TASKCAST_LC_GROUPS=25 \
 //!   cargo test --release -p trainer-svc --test learning_groups -- --ignored --nocapture
 //! ```
 //!
-//! (The test runs in `trainer-svc/`: give the file as an absolute path.)
+//! (The test runs in `trainer-svc/`: give files as absolute paths.)
 //! The learners with at least 20 attempts, in file order, cut into groups of
 //! `TASKCAST_LC_SIZE` (at most `TASKCAST_LC_GROUPS` of them); every group is
-//! loaded on its own (`TASKCAST_LC_ITEMS=0` blanks its item ids) and both
-//! families are fitted as `eval` fits them, once as before issue 13 (linfa's
-//! `alpha` fixed at 1, no calibration) and once as shipped. Prints means over
-//! the groups.
+//! loaded on its own (`TASKCAST_LC_ITEMS=0` blanks its item ids) and every
+//! family is fitted as `eval` fits it, `auto` choosing among those fits
+//! (a row per family it chose). Prints means over the groups.
+//!
+//! - `TASKCAST_LC_PRETRAINED=FILE`: the `pretrained` family starts from the
+//!   weights of this linear artifact (`trainer-svc pretrain --onnx`) instead
+//!   of the shipped ones, so candidate weights are measured without a rebuild.
+//! - `TASKCAST_LC_SERVED=NAME=FILE,…`: artifacts scored as they would serve
+//!   (their own priors) on each group's hold-out, e.g. the bootstrap.
+//! - `TASKCAST_LC_BEFORE=1`: also the fit before issue 13 (linfa's `alpha`
+//!   fixed at 1, no calibration).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use taskcast_contract::TaskRow;
+use taskcast_contract::linear::LinearModel;
 use trainer_svc::data::csv::TsUnit;
 use trainer_svc::data::dataset;
 use trainer_svc::data::source::{MemorySource, load_csv_with};
 use trainer_svc::families::linear::LinearOptions;
-use trainer_svc::families::{Family, FitOptions, Fitted};
+use trainer_svc::families::{Family, FitOptions, Fitted, auto, pretrained};
 use trainer_svc::judge::evaluate;
+use trainer_svc::judge::incumbent::Incumbent;
+use trainer_svc::judge::metrics::MetricSet;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
 fn mean(v: &[f64]) -> f64 {
+    // NaN (printed as such) when no group has the metric, e.g. times.
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    f.iter().sum::<f64>() / f.len().max(1) as f64
+    f.iter().sum::<f64>() / f.len() as f64
 }
 
 #[test]
@@ -62,11 +73,31 @@ fn learning_curve_over_disjoint_groups() {
         },
         ..FitOptions::default()
     };
-    let variants = [("before", before), ("after", FitOptions::default())];
+    let mut variants = vec![("after", FitOptions::default())];
+    if var("TASKCAST_LC_BEFORE").as_deref() == Some("1") {
+        variants.insert(0, ("before", before));
+    }
+    let start_weights = var("TASKCAST_LC_PRETRAINED").map(|f| {
+        let bytes = std::fs::read(&f).expect("TASKCAST_LC_PRETRAINED");
+        LinearModel::from_onnx(&bytes).expect("a linear artifact")
+    });
+    let served: Vec<(String, Vec<u8>)> = var("TASKCAST_LC_SERVED")
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .map(|pair| {
+            let (name, file) = pair.split_once('=').expect("NAME=FILE");
+            (name.to_owned(), std::fs::read(file).expect("served model"))
+        })
+        .collect();
+    if !served.is_empty() {
+        use taskcast_contract::runtime;
+        runtime::init(&runtime::library_path(None)).expect("ONNX Runtime");
+    }
     // (variant, family) → per group: log loss − best baseline's, ECE, AUC,
-    // beats every baseline, MAE s, median AE s, MAE ln s, coverage.
-    let mut acc: BTreeMap<(&str, &str), Vec<[f64; 8]>> = BTreeMap::new();
+    // beats every baseline, MAE s, median AE s, MAE ln s, coverage, log loss.
+    let mut acc: BTreeMap<(&str, String), Vec<[f64; 9]>> = BTreeMap::new();
     let mut holdout = Vec::new();
+    let mut choices: BTreeMap<&str, usize> = BTreeMap::new();
     for g in learners
         .chunks(size)
         .take(groups)
@@ -76,7 +107,7 @@ fn learning_curve_over_disjoint_groups() {
         if !items {
             rows.iter_mut().for_each(|r| r.item_id = None);
         }
-        let mut src = MemorySource::new(rows);
+        let mut src = MemorySource::new(rows.clone());
         let ds = futures::executor::block_on(dataset::load(&mut src, None, None, &mut |_| {}))
             .expect("dataset");
         holdout.push(ds.holdout.len() as f64);
@@ -89,24 +120,56 @@ fn learning_curve_over_disjoint_groups() {
                 .fold(f64::INFINITY, f64::min)
         };
         let (best_ll, best_mae) = (best(|m| m.logloss), best(|m| m.mae_log_seconds));
+        let mut record = |variant: &'static str, family: String, m: MetricSet| {
+            let ll = m.logloss.unwrap_or(f64::NAN);
+            let beats = ll < best_ll && (!timed || m.mae_log_seconds.unwrap_or(9.0) < best_mae);
+            let nan = f64::NAN;
+            acc.entry((variant, family)).or_default().push([
+                ll - best_ll,
+                m.ece.unwrap_or(nan),
+                m.auc.unwrap_or(nan),
+                f64::from(u8::from(beats)),
+                m.mae_seconds.unwrap_or(nan),
+                m.median_ae_seconds.unwrap_or(nan),
+                m.mae_log_seconds.unwrap_or(nan),
+                m.interval_coverage.unwrap_or(nan),
+                ll,
+            ]);
+        };
         for (name, opts) in &variants {
+            let mut fits = HashMap::new();
             for family in Family::ALL {
-                let fitted = Fitted::fit(family, &ds, opts).expect("fit");
+                let fitted = match (family, &start_weights) {
+                    (Family::Pretrained, Some(w)) => Fitted::Pretrained(
+                        pretrained::fit_from(w.clone(), &ds.train, opts.linear.calibrate, timed)
+                            .expect("fit"),
+                    ),
+                    _ => Fitted::fit(family, &ds, opts).expect("fit"),
+                };
                 let m = evaluate::score(&ds.holdout, &fitted.predict(&ds.holdout), timed).metrics;
-                let ll = m.logloss.unwrap_or(f64::NAN);
-                let beats = ll < best_ll && (!timed || m.mae_log_seconds.unwrap_or(9.0) < best_mae);
-                let nan = f64::NAN;
-                acc.entry((name, family.name())).or_default().push([
-                    ll - best_ll,
-                    m.ece.unwrap_or(nan),
-                    m.auc.unwrap_or(nan),
-                    f64::from(u8::from(beats)),
-                    m.mae_seconds.unwrap_or(nan),
-                    m.median_ae_seconds.unwrap_or(nan),
-                    m.mae_log_seconds.unwrap_or(nan),
-                    m.interval_coverage.unwrap_or(nan),
-                ]);
+                record(name, family.name().to_string(), m);
+                fits.insert(family, fitted);
             }
+            let (chosen, _) =
+                auto::choose_with(&auto::ORDER, |f| Ok(fits[&f].clone())).expect("auto");
+            let m = evaluate::score(&ds.holdout, &chosen.predict(&ds.holdout), timed).metrics;
+            record(name, "auto".into(), m);
+            if *name == "after" {
+                *choices.entry(chosen.family().name()).or_insert(0) += 1;
+            }
+        }
+        for (name, bytes) in &served {
+            let mut inc = Incumbent::try_load(bytes).expect("served model loads");
+            let mut src = MemorySource::new(rows.clone());
+            let ds = futures::executor::block_on(dataset::load(
+                &mut src,
+                None,
+                Some(inc.view_mut()),
+                &mut |_| {},
+            ))
+            .expect("dataset");
+            let m = inc.score(&ds.holdout, timed).expect("score").metrics;
+            record("served", name.clone(), m);
         }
     }
     println!(
@@ -114,11 +177,13 @@ fn learning_curve_over_disjoint_groups() {
         holdout.len(),
         mean(&holdout)
     );
+    println!("  auto chose {choices:?}");
     for ((name, family), rows) in acc {
         let col = |k: usize| mean(&rows.iter().map(|r| r[k]).collect::<Vec<_>>());
         println!(
-            "  {name:<6} {family:<6} log loss − best baseline {:+.4}  ECE {:.4}  AUC {:.4}  beats all in \
+            "  {name:<6} {family:<10} log loss {:.4}, − best baseline {:+.4}  ECE {:.4}  AUC {:.4}  beats all in \
              {:.0}/{}  MAE s {:.2}  median AE s {:.2}  MAE ln s {:.4}  cover {:.3}",
+            col(8),
             col(0),
             col(1),
             col(2),

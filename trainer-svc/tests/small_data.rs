@@ -133,7 +133,7 @@ async fn auto_records_the_family_it_chose_and_why() {
     );
 }
 
-/// The pretrained family starts from the shipped weights: without
+/// The pretrained family starts from the bootstrap's weights: without
 /// calibration and times to re-pace, its model is exactly them.
 #[tokio::test]
 async fn pretrained_starts_from_the_shipped_weights() {
@@ -142,10 +142,10 @@ async fn pretrained_starts_from_the_shipped_weights() {
     let trained = run(&ds, Family::Pretrained);
     assert_eq!(trained.metadata.family, "pretrained");
     assert_eq!(
-        trainer_svc::families::pretrained::unknown_names(),
+        taskcast_contract::bootstrap::unknown_weight_names(),
         Vec::<&str>::new()
     );
-    let boot = trainer_svc::families::pretrained::weights();
+    let boot = taskcast_contract::bootstrap::bootstrap_linear();
     let fitted = trainer_svc::families::pretrained::fit(&ds.train, false, false).expect("fit");
     assert_eq!(fitted.model, boot);
     assert!(!fitted.info.validation_losses.is_empty());

@@ -8,7 +8,8 @@
 //! there, as it judges any family).
 //!
 //! The families are tried from the fewest parameters fitted on the app's
-//! data to the most ([`ORDER`]: `linear`'s two dozen, `mlp`'s thousands),
+//! data to the most ([`ORDER`]: `pretrained`'s two, `linear`'s two dozen,
+//! `mlp`'s thousands),
 //! and a family displaces the current choice only when
 //! its mean slice log loss is lower by more than one standard error of the
 //! row-wise difference, and only on a slice of at least
@@ -29,12 +30,8 @@ use super::{Family, FitError, FitOptions, Fitted};
 use crate::data::dataset::Dataset;
 
 /// The order families are tried in: fewest parameters fitted on the app's
-/// data first. `pretrained` would come first, and measured best at 4
-/// learners, but it is left out until its weights pass the end-to-end check
-/// that six correct answers in a topic raise the learner's p there: its
-/// weights, fitted on two public files, lowered it (0.860 → 0.852), which
-/// is the original app's first complaint.
-pub const ORDER: [Family; 2] = [Family::Linear, Family::Mlp];
+/// data first (`pretrained` two, `linear` two dozen, `mlp` thousands).
+pub const ORDER: [Family; 3] = [Family::Pretrained, Family::Linear, Family::Mlp];
 
 /// Why `auto` chose what it chose: every family's mean slice log loss
 /// (`None` without a slice) or why its fit failed.
@@ -104,19 +101,20 @@ pub fn beats(challenger: &[f64], current: &[f64]) -> bool {
 /// only when every family fails (with the first family's error: the data,
 /// not the family, is then the problem).
 pub fn choose(ds: &Dataset, opts: &FitOptions) -> Result<(Fitted, Choice), FitError> {
-    choose_with(|family| Fitted::fit(family, ds, opts))
+    choose_with(&ORDER, |family| Fitted::fit(family, ds, opts))
 }
 
-/// [`choose`] among the fits `fit` returns for each family of [`ORDER`], so
-/// that a caller which fits those families anyway (`eval`'s table) fits
-/// each of them once.
+/// [`choose`] among the fits `fit` returns for each family of `order`
+/// ([`ORDER`] but to measure another), so that a caller which fits those
+/// families anyway (`eval`'s table) fits each of them once.
 pub fn choose_with(
+    order: &[Family],
     mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
 ) -> Result<(Fitted, Choice), FitError> {
     let mut best: Option<Fitted> = None;
     let mut first_error = None;
-    let mut tried = Vec::with_capacity(ORDER.len());
-    for family in ORDER {
+    let mut tried = Vec::with_capacity(order.len());
+    for &family in order {
         match fit(family) {
             Ok(fitted) => {
                 tried.push((family, Ok(mean_loss(fitted.validation_losses()))));

@@ -61,6 +61,22 @@ pub const L2_GRID: [f64; 7] = [1.0, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4];
 /// strengths, and it is only 10 % of a few learners' recent attempts.
 pub const MIN_SELECTION_ROWS: usize = 300;
 
+/// The features that summarise the learner's own answer times. The
+/// pretrained model's correctness head leaves them out: on the public data a
+/// fast answer goes with a wrong one (guesses), so weights learned there
+/// lowered p for a learner answering right and fast (six right answers in 15 s
+/// each took a promoted `pretrained` model from 0.861 to 0.855 in the
+/// end-to-end loop). An app's own fits keep them: they learn what times mean
+/// in that app.
+pub const LEARNER_TIME_FEATURES: [&str; 6] = [
+    "overall_log_time",
+    "topic_log_time",
+    "difficulty_log_time",
+    "recent_log_time",
+    "speed",
+    "topic_speed",
+];
+
 /// linfa's `alpha` when the slice cannot choose the strength: a fixed pull
 /// on the summed loss, so the per-row strength falls as rows come in (λ = 0.3
 /// at 300 rows, 0.03 at 3 000). Its curvature is that of about 500 rows'
@@ -93,6 +109,10 @@ pub struct LinearOptions {
     /// one width for every row, as [`LinearModel`] alone can carry (the
     /// pretrained starting model is one).
     pub per_row_scale: bool,
+    /// Feature indices the correctness head leaves out (weight 0); the time
+    /// head keeps them. `pretrain` leaves out the learner's own times
+    /// ([`LEARNER_TIME_FEATURES`]).
+    pub p_excluded: Vec<usize>,
 }
 
 impl Default for LinearOptions {
@@ -101,6 +121,7 @@ impl Default for LinearOptions {
             alpha: None,
             calibrate: true,
             per_row_scale: true,
+            p_excluded: Vec::new(),
         }
     }
 }
@@ -545,7 +566,8 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     let n = all.len() as f64;
     // Standardisation uses features only, of training rows only; one for
     // every fit below, so that they are fits of the same parameters.
-    let scaling = Scaling::fit(rows, &all);
+    let mut scaling = Scaling::fit(rows, &all);
+    scaling.used.retain(|j| !opts.p_excluded.contains(j));
     let slice_usable = val_idx.len() >= MIN_SELECTION_ROWS
         && both_outcomes(rows, &val_idx)
         && both_outcomes(rows, &fit_idx);
@@ -709,13 +731,13 @@ const TIME_RIDGE: f64 = 1e-6;
 const Z90: f64 = 1.2816;
 
 /// The fitted time head, on raw rows.
-struct TimeHead {
-    weights: [f32; FEATURE_COUNT],
-    bias: f32,
+pub(crate) struct TimeHead {
+    pub(crate) weights: [f32; FEATURE_COUNT],
+    pub(crate) bias: f32,
     /// `[q10, q50, q90]` of the standardised residual (multiples of the
     /// row's scale with `scale`, else log-seconds).
-    offsets: [f32; 3],
-    scale: Option<TimeScale>,
+    pub(crate) offsets: [f32; 3],
+    pub(crate) scale: Option<TimeScale>,
 }
 
 /// The median of log-seconds by least absolute deviations: iteratively
@@ -833,7 +855,11 @@ pub(crate) fn interval(mut u: Vec<f64>) -> [f32; 3] {
 /// `ln(|residual| + 0.01)`, kept within the range it takes on those rows;
 /// and the interval of the residuals divided by their row's scale
 /// ([`interval`]).
-fn fit_time(rows: &Rows, idx: &[usize], per_row_scale: bool) -> Result<TimeHead, FitError> {
+pub(crate) fn fit_time(
+    rows: &Rows,
+    idx: &[usize],
+    per_row_scale: bool,
+) -> Result<TimeHead, FitError> {
     let singular = || FitError::Linfa("time regression: singular design".into());
     let ts = Scaling::fit(rows, idx);
     let x = ts.matrix(rows, idx);

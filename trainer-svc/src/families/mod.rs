@@ -6,7 +6,6 @@ pub mod calibration;
 pub mod linear;
 pub mod mlp;
 pub mod pretrained;
-pub mod pretrained_weights;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,8 +95,8 @@ pub enum Family {
     Linear,
     /// Embeddings + three-layer network with correctness and log-time heads.
     Mlp,
-    /// The shipped pretrained linear model, recalibrated to the app's data
-    /// ([`pretrained`]).
+    /// The pretrained linear model the bootstrap serves, recalibrated to the
+    /// app's data ([`pretrained`]).
     Pretrained,
 }
 

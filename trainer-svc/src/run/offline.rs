@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::data::csv::{RowSummary, TsUnit};
-use crate::data::dataset::{Dataset, Rows};
+use crate::data::dataset::{Dataset, PriorSet, Rows};
 use crate::data::source::MemorySource;
 use crate::data::source::load_csv_with;
 use crate::families::linear::{self, LinearOptions};
@@ -64,6 +64,14 @@ pub enum OfflineError {
         path: String,
         /// Why (unreadable, corrupt, another feature schema).
         error: String,
+    },
+    /// `pretrain`'s weights fail the checks a bootstrap must pass.
+    #[error(
+        "the pretrained weights fail the first-contact checks (weights not written):\n  {failures}"
+    )]
+    FirstContact {
+        /// Each failed check, one per line.
+        failures: String,
     },
     /// A plot could not be written.
     #[error(transparent)]
@@ -174,10 +182,7 @@ pub async fn train(
     let mut progress = on_phase(&pb);
     let trained = pipeline::fit_and_judge(&ds, spec, None, &mut progress)?;
     drop(progress);
-    std::fs::write(out, &trained.onnx).map_err(|error| OfflineError::Io {
-        path: out.display().to_string(),
-        error,
-    })?;
+    write_file(out, &trained.onnx)?;
     pb.finish_and_clear();
     let mut models = trained.baselines.clone();
     models.insert(
@@ -198,29 +203,71 @@ pub async fn train(
     Ok(trained)
 }
 
+/// The priors `pretrain` featurises each file's rows with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PretrainPriors {
+    /// The file's own (out-of-fold) priors, as the trainer featurises an app's rows.
+    Own,
+    /// Empty priors, as a new deployment serves the bootstrap: the weights
+    /// learn from the learner's history alone.
+    Empty,
+    /// Every row twice, once each way: weights that hold up in both conditions.
+    Both,
+}
+
 /// `trainer-svc pretrain`: fits the linear family across several CSV files
-/// (their training rows pooled, each featurised with its own priors, as the
-/// trainer featurises an app's rows) with one interval width for all rows,
-/// as the contract's linear graph carries, and writes the weights as the
-/// Rust source of [`crate::families::pretrained_weights`]; with `onnx`, also the
-/// model as an artifact over empty priors, for `eval --model`.
+/// (their training rows pooled, featurised with `priors`) with one interval
+/// width for all rows, as the contract's linear graph carries, and the
+/// learner's own times out of the correctness head
+/// ([`linear::LEARNER_TIME_FEATURES`]); checks the fit
+/// over empty priors ([`taskcast_contract::first_contact`]) and writes the
+/// weights as the Rust source of `taskcast_contract::bootstrap_weights`.
+/// With `onnx`, also the model as an artifact over empty priors (as the
+/// bootstrap is served), for `eval --model`, written even when the checks fail
+/// so the failure can be looked at.
 pub async fn pretrain(
     paths: &[std::path::PathBuf],
     ts_unit: TsUnit,
     spec: &TrainSpec,
+    priors: PretrainPriors,
     out: &Path,
     onnx: Option<&Path>,
 ) -> Result<(), OfflineError> {
     let pb = bar();
-    let mut sets = Vec::with_capacity(paths.len());
+    let mut sets = Vec::with_capacity(paths.len() * 2);
     for path in paths {
-        sets.push(dataset(path, ts_unit, spec, &pb, false, None).await?.0);
+        let (own, _, mut source) = dataset(path, ts_unit, spec, &pb, false, None).await?;
+        if priors != PretrainPriors::Own {
+            let mut progress = |_: f64| {};
+            let census = crate::data::dataset::census(&mut source)
+                .await
+                .map_err(TrainError::from)?;
+            let empty = PriorSet::uniform(taskcast_contract::Priors::default());
+            let ds = crate::data::dataset::build_with(
+                &mut source,
+                census,
+                empty,
+                spec.history_window,
+                None,
+                &mut progress,
+            )
+            .await
+            .map_err(TrainError::from)?;
+            sets.push(ds);
+        }
+        if priors != PretrainPriors::Empty {
+            sets.push(own);
+        }
     }
     pb.set_message("fitting");
     let rows = Rows::pooled(sets.iter().map(|d| &d.train));
     let learn_time = sets.iter().any(Dataset::time_modeled);
     let opts = LinearOptions {
         per_row_scale: false,
+        p_excluded: linear::LEARNER_TIME_FEATURES
+            .iter()
+            .filter_map(|n| taskcast_contract::features::feature_index(n))
+            .collect(),
         ..spec.fit.linear.clone()
     };
     let fitted = linear::fit(&rows, &opts, learn_time).map_err(|error| TrainError::Fit {
@@ -228,26 +275,6 @@ pub async fn pretrain(
         error,
     })?;
     pb.finish_and_clear();
-    let names: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into())
-        })
-        .collect();
-    let provenance = format!(
-        "trainer-svc pretrain on {} ({} training rows, L2 per row {:e}, history window {})",
-        names.join(", "),
-        rows.len(),
-        fitted.info.l2_per_row,
-        spec.history_window
-    );
-    let source = pretrained_source(&fitted.model, &provenance);
-    std::fs::write(out, source).map_err(|error| OfflineError::Io {
-        path: out.display().to_string(),
-        error,
-    })?;
-    println!("wrote {} ({provenance})", out.display());
     if let Some(file) = onnx {
         let metadata = taskcast_contract::bootstrap::linear_metadata(
             "pretrained",
@@ -256,17 +283,49 @@ pub async fn pretrain(
         );
         let bytes = taskcast_contract::Artifact::write(fitted.model.graph(), &metadata)
             .map_err(TrainError::from)?;
-        std::fs::write(file, bytes).map_err(|error| OfflineError::Io {
-            path: file.display().to_string(),
-            error,
-        })?;
+        write_file(file, &bytes)?;
         println!("wrote {}", file.display());
     }
+    let failures = taskcast_contract::first_contact::check(|row| fitted.model.predict(row));
+    if !failures.is_empty() {
+        return Err(OfflineError::FirstContact {
+            failures: failures.join("\n  "),
+        });
+    }
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into())
+        })
+        .collect();
+    let provenance = format!(
+        "trainer-svc pretrain --priors {} on {} ({} training rows, L2 per row {:e}, history window {})",
+        clap::ValueEnum::to_possible_value(&priors)
+            .map_or("?".into(), |v| v.get_name().to_string()),
+        names.join(", "),
+        rows.len(),
+        fitted.info.l2_per_row,
+        spec.history_window
+    );
+    write_file(
+        out,
+        pretrained_source(&fitted.model, &provenance).as_bytes(),
+    )?;
+    println!("wrote {} ({provenance})", out.display());
     Ok(())
 }
 
-/// [`crate::families::pretrained_weights`]' source for `model`: weights by feature
-/// name (zeros left out), printed so they read back bit for bit.
+/// Writes an output file, naming it in the error.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OfflineError> {
+    std::fs::write(path, bytes).map_err(|error| OfflineError::Io {
+        path: path.display().to_string(),
+        error,
+    })
+}
+
+/// `taskcast_contract::bootstrap_weights`' source for `model`: weights by
+/// feature name (zeros left out), printed so they read back bit for bit.
 fn pretrained_source(model: &LinearModel, provenance: &str) -> String {
     let pairs = |w: &[f32]| -> String {
         FEATURE_NAMES
@@ -277,9 +336,11 @@ fn pretrained_source(model: &LinearModel, provenance: &str) -> String {
             .collect()
     };
     format!(
-        "//! Weights of the pretrained model, by feature name. Generated by\n\
-         //! `trainer-svc pretrain` (see EVALUATION.md, \"Pretrained starting model\");\n\
-         //! regenerate them with that command, do not edit them.\n\n\
+        "//! Weights of the pretrained model (the bootstrap, and where the trainer's\n\
+         //! `pretrained` family starts), by feature name. Generated by `trainer-svc\n\
+         //! pretrain` (README, \"Pretrained starting model\"); regenerate them with\n\
+         //! that command, then `models/bootstrap.onnx` with\n\
+         //! `cargo run -p taskcast-contract --example write_bootstrap`; do not edit them.\n\n\
          /// Where the weights came from.\n\
          pub const PROVENANCE: &str = {provenance:?};\n\n\
          /// Logit weights on raw features (calibration folded in).\n\

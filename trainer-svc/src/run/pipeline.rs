@@ -243,7 +243,7 @@ pub fn fit_with(
     };
     match spec.family {
         Family::Auto => {
-            let (fitted, choice) = auto::choose_with(fit).map_err(fit_error)?;
+            let (fitted, choice) = auto::choose_with(&auto::ORDER, fit).map_err(fit_error)?;
             Ok((fitted, Some(choice)))
         }
         family => Ok((fit(family).map_err(fit_error)?, None)),

@@ -54,9 +54,10 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKCAST_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
     /// Model family trained by automatic runs and by Train without a family:
-    /// auto fits linear and mlp and keeps mlp only when it is clearly better
-    /// on the inner validation slice (the gate then judges the choice on the
-    /// hold-out as any other); or linear, mlp or pretrained by name.
+    /// auto fits pretrained, linear and mlp and keeps the first no later one
+    /// clearly beats on the inner validation slice (the gate then judges the
+    /// choice on the hold-out as any other); or linear, mlp or pretrained by
+    /// name.
     #[arg(long, env = "TASKCAST_FAMILY", default_value = "auto")]
     pub family: Family,
     /// Attempts of history the features look back over.

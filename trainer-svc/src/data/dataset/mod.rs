@@ -265,12 +265,24 @@ pub type Progress<'a> = &'a mut (dyn FnMut(f64) + Send);
 /// would see it.
 pub async fn build(
     source: &mut impl LearnerSource,
+    census: Census,
+    history_window: u32,
+    view: Option<&mut HoldoutView>,
+    progress: Progress<'_>,
+) -> Result<Dataset, SourceError> {
+    let priors = PriorSet::new(&census);
+    build_with(source, census, priors, history_window, view, progress).await
+}
+
+/// As [`build`], with the priors given instead of counted from `census`.
+pub async fn build_with(
+    source: &mut impl LearnerSource,
     mut census: Census,
+    priors: PriorSet,
     history_window: u32,
     mut view: Option<&mut HoldoutView>,
     progress: Progress<'_>,
 ) -> Result<Dataset, SourceError> {
-    let priors = PriorSet::new(&census);
     let pass = RowPass::new(&priors, &mut census, history_window);
     let mut ds = Dataset::empty(&census, priors.serving, history_window);
     if let Some(view) = view.as_deref_mut() {

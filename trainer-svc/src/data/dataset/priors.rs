@@ -8,6 +8,7 @@ use taskcast_contract::features::label_key;
 use taskcast_contract::priors::{DERIVED_DIFFICULTIES, derived_index};
 use taskcast_contract::{PriorTable, Priors};
 
+use super::FOLDS;
 use super::census::{Census, FoldCounts};
 
 /// Priors for serving (all training rows) and for each fold (all but that fold).
@@ -20,6 +21,16 @@ pub struct PriorSet {
 }
 
 impl PriorSet {
+    /// The same `priors` for serving and every fold: rows featurised as a
+    /// deployment serving `priors` would see them, whatever the data knows
+    /// (`trainer-svc pretrain` uses empty priors, a new app's condition).
+    pub fn uniform(priors: Priors) -> Self {
+        PriorSet {
+            folds: vec![priors.clone(); FOLDS],
+            serving: priors,
+        }
+    }
+
     /// Builds every prior from the census.
     pub fn new(census: &Census) -> Self {
         let mut total = FoldCounts::default();
