@@ -95,10 +95,13 @@ pub fn fit_from(
         // (`auto`'s rule, on absolute errors): an app's tasks can take a
         // different time for reasons no public feature carries, but on a few
         // dozen timed rows a closer fit is mostly noise.
-        time_from_app = match (moved(&model, rows, &fit_t), own(rows, &fit_t)) {
-            (Some(m), Some(o)) => beats(&o.errors(rows, &val_t), &m.errors(rows, &val_t)),
-            _ => false,
-        };
+        // Without a timed slice there is nothing to compare on, so the
+        // app's own head (a median regression) is not fitted for nothing.
+        time_from_app = !val_t.is_empty()
+            && moved(&model, rows, &fit_t).is_some_and(|m| {
+                own(rows, &fit_t)
+                    .is_some_and(|o| beats(&o.errors(rows, &val_t), &m.errors(rows, &val_t)))
+            });
         let head = if time_from_app {
             own(rows, &all_t).or_else(|| moved(&model, rows, &all_t))
         } else {

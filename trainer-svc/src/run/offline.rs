@@ -124,6 +124,21 @@ async fn dataset(
     summary_to_stderr: bool,
     incumbent: Option<&mut Incumbent>,
 ) -> Result<(Dataset, RowSummary, MemorySource), OfflineError> {
+    let (summary, mut source) = source(path, ts_unit, spec, pb, summary_to_stderr)?;
+    let mut progress = on_phase(pb);
+    let ds = pipeline::prepare(&mut source, spec.history_window, incumbent, &mut progress).await?;
+    Ok((ds, summary, source))
+}
+
+/// Reads a CSV into the rows training would use (within the training
+/// budget), after printing what was read, used and rejected.
+fn source(
+    path: &Path,
+    ts_unit: TsUnit,
+    spec: &TrainSpec,
+    pb: &ProgressBar,
+    summary_to_stderr: bool,
+) -> Result<(RowSummary, MemorySource), OfflineError> {
     pb.set_message("loading");
     let display = path.display().to_string();
     let csv = load_csv_with(path, ts_unit).map_err(|error| OfflineError::Csv {
@@ -149,7 +164,7 @@ async fn dataset(
             read: summary.read,
         });
     }
-    let mut source = csv.source.with_budget(spec.max_training_rows);
+    let source = csv.source.with_budget(spec.max_training_rows);
     let kept = source.rows().len() as u64;
     if kept < summary.accepted {
         let text = format!(
@@ -164,9 +179,7 @@ async fn dataset(
             }
         });
     }
-    let mut progress = on_phase(pb);
-    let ds = pipeline::prepare(&mut source, spec.history_window, incumbent, &mut progress).await?;
-    Ok((ds, summary, source))
+    Ok((summary, source))
 }
 
 /// `trainer-svc train`: fits `spec.family` on a CSV and writes the ONNX file.
@@ -236,9 +249,10 @@ pub async fn pretrain(
     let pb = bar();
     let mut sets = Vec::with_capacity(paths.len() * 2);
     for path in paths {
-        let (own, _, mut source) = dataset(path, ts_unit, spec, &pb, false, None).await?;
+        let (_, mut source) = source(path, ts_unit, spec, &pb, false)?;
+        // Empty priors' rows first, then the file's own: the pooled order
+        // the shipped weights were fitted in.
         if priors != PretrainPriors::Own {
-            let mut progress = |_: f64| {};
             let census = crate::data::dataset::census(&mut source)
                 .await
                 .map_err(TrainError::from)?;
@@ -249,14 +263,17 @@ pub async fn pretrain(
                 empty,
                 spec.history_window,
                 None,
-                &mut progress,
+                &mut |_| {},
             )
             .await
             .map_err(TrainError::from)?;
             sets.push(ds);
         }
         if priors != PretrainPriors::Empty {
-            sets.push(own);
+            let mut progress = on_phase(&pb);
+            sets.push(
+                pipeline::prepare(&mut source, spec.history_window, None, &mut progress).await?,
+            );
         }
     }
     pb.set_message("fitting");
