@@ -81,7 +81,7 @@ Predict (Rust example client; the Python one is examples/python/client.py):
   $BIN/taskcast-client --inference http://$INFERENCE_ADDR predict --user learner-0001 \\
       --candidate t1:fractions:easy --candidate t2:algebra:hard --explain
 Train now (admin; token in $RUN/admin-token):
-  $BIN/taskcast-client --trainer http://$TRAINER_ADDR train --token-file $RUN/admin-token
+  $BIN/taskcast-client --trainer http://$TRAINER_ADDR train --admin-token-file $RUN/admin-token
 
 Ctrl-C stops both services.
 MSG

@@ -42,6 +42,8 @@ else
 fi
 
 echo "== python tests"
+# Among them deploy/tests/test_alerts.py: `promtool check rules` and
+# `promtool test rules` on the monitoring component's alerts (about 10 s).
 rc=0
 .venv/bin/pytest -q deploy/tests examples/python || rc=$?
 # pytest exits 5 only when it collected no test at all (all-skipped is 0):
@@ -55,6 +57,8 @@ fi
 # built from them (deploy/tests/run_manifests.py). Needs root: network
 # namespaces per pod, setpriv, podman. The base image and its debootstrap
 # root filesystem are cached in ~/.cache/taskcast (first run: about a minute).
+# On the dev process stack a real Prometheus (Debian's) scrapes the pods with
+# the monitoring component's settings and evaluates its alerts (under a minute).
 echo "== manifest run test (dev and prod overlays, processes and containers)"
 mrc=0
 if [[ $(id -u) != 0 ]]; then
@@ -66,4 +70,18 @@ else
     .venv/bin/pytest -q deploy/tests/run_manifests.py || mrc=$?
 fi
 ((rc == 0)) && rc=$mrc
+
+# inference-svc as a container with the manifest's memory limit, flooded for
+# 60 s with 64 concurrent worst-case 4 MB requests and made-up paths while a
+# normal client calls Predict (deploy/tests/flood_inference.py; about 90 s).
+echo "== flood test (inference container under the manifest's memory limit)"
+frc=0
+if [[ $(id -u) != 0 ]]; then
+  echo "the flood test needs root (podman)" >&2
+  frc=1
+else
+  TASKCAST_BIN_DIR=${TASKCAST_BIN_DIR:-$PWD/target/debug} \
+    .venv/bin/pytest -q -s deploy/tests/flood_inference.py || frc=$?
+fi
+((rc == 0)) && rc=$frc
 exit "$rc"

@@ -27,6 +27,8 @@ pub mod onnx;
 pub mod priors;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "runtime")]
+pub mod servable;
 pub mod task;
 
 pub use artifact::{Artifact, ArtifactError, IndexField, IndexInput, ModelMetadata};

@@ -13,7 +13,7 @@
 # registry can point them at images it has (e.g. a debootstrapped Debian 12
 # imported with `podman import`). Without any registry at all, use
 # inference.runtime.Dockerfile: the same runtime stage around binaries built on
-# the host (scripts/build-images.sh; deploy/tests/run_manifests.py builds and
+# the host (deploy/build-images.sh; deploy/tests/run_manifests.py builds and
 # runs it). deploy/tests/test_dockerfiles.py keeps the two runtime stages equal.
 
 ARG RUST_VERSION=1.95

@@ -2,10 +2,10 @@
 # inference.Dockerfile, instruction for instruction apart from where the files come from
 # (deploy/tests/test_dockerfiles.py checks that). For machines without a
 # registry or a Docker engine; no RUN step, so `podman build` needs no runtime.
-# The context is a staging folder (scripts/build-images.sh makes it):
+# The context is a staging folder (deploy/build-images.sh makes it):
 #   bin/inference-svc  lib/libonnxruntime.so  models/bootstrap.onnx
 #
-#   scripts/build-images.sh          # or by hand:
+#   deploy/build-images.sh          # or by hand:
 #   podman build -f deploy/docker/inference.runtime.Dockerfile \
 #     --build-arg RUNTIME_IMAGE=localhost/taskcast-base:bookworm -t taskcast/inference-svc:dev STAGE
 

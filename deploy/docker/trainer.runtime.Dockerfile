@@ -1,7 +1,7 @@
 # trainer-svc image from binaries built on the host: the runtime stage of
 # trainer.Dockerfile apart from where the files come from (checked by
 # deploy/tests/test_dockerfiles.py). The context is a staging folder
-# (scripts/build-images.sh makes it):
+# (deploy/build-images.sh makes it):
 #   bin/trainer-svc  lib/libonnxruntime.so  data/ (empty)
 
 # Pin by digest (@sha256:...) in the release pipeline for reproducible images.

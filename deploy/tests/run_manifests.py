@@ -437,7 +437,9 @@ def test_ports_match_what_the_processes_listen_on(stack):
 
 def test_inference_follows_the_trainer_it_is_configured_with(stack):
     trainer = stack.pod("trainer-svc")
-    url = stack.objects.config_maps["taskcast-config"]["TASKCAST_TRAINER_URL"]
+    # Generated with a content hash: taskcast-config-<hash>.
+    (config,) = [v for k, v in stack.objects.config_maps.items() if k.startswith("taskcast-config-")]
+    url = config["TASKCAST_TRAINER_URL"]
     host = re.match(r"https?://([^:/]+)", url).group(1)
     assert stack.dns()[host] == [trainer.ip], f"{url} does not lead to the trainer pod"
     for p in stack.inference_pods():
@@ -534,6 +536,285 @@ def test_metrics_scraped(stack):
             out.write_text(text)
     for p in stack.pods:
         assert "taskcast_" in SCRAPES[stack.id][p.name], p.name
+
+
+# ----------------------------------------------------------------- a real Prometheus
+
+PROMETHEUS_STACK = os.environ.get("TASKCAST_PROMETHEUS_STACK", "dev-process")  # one is enough; processes start fastest
+# The component scrapes every 30 s and evaluates with Prometheus's default; the
+# test keeps its port, path and job labels but scrapes every 2 s, so a few
+# seconds hold the samples rate() and the alerts need.
+PROM_INTERVAL = "2s"
+
+
+def prom_get(port: int, path: str, **params) -> dict:
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}{path}" + (("?" + urllib.parse.urlencode(params)) if params else "")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.loads(r.read())
+    assert body.get("status") == "success", body
+    return body["data"]
+
+
+def prom_alerts(port: int) -> dict[str, set[str]]:
+    """alertname -> states (pending / firing) of every active alert."""
+    out: dict[str, set[str]] = {}
+    for a in prom_get(port, "/api/v1/alerts")["alerts"]:
+        out.setdefault(a["labels"]["alertname"], set()).add(a["state"])
+    return out
+
+
+def wait_for(what: str, check, timeout: float = 60, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def prometheus_config(stack, docs: list[dict], rules_file: Path) -> dict:
+    """What the Prometheus Operator makes of the component's PodMonitor for these
+    pods: one scrape job per jobLabel value, the endpoint's port and path,
+    namespace / pod / container labels, and the PrometheusRule as a rule file."""
+    (pm,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    jobs: dict[str, list[dict]] = {}
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        for p in stack.pods:
+            if not _selects(_match(pm["spec"]["selector"]), p.labels):
+                continue
+            (c,) = p.containers
+            target = f"{p.ip}:{c.port(ep['port'])}"
+            job = p.labels[pm["spec"]["jobLabel"]]
+            jobs.setdefault(f"{job}|{ep.get('path', '/metrics')}", []).append(
+                {"targets": [target], "labels": {"namespace": stack.namespace, "pod": p.name, "container": c.name}})
+    return {
+        "global": {"scrape_interval": PROM_INTERVAL, "evaluation_interval": PROM_INTERVAL, "scrape_timeout": "1s"},
+        "rule_files": [str(rules_file)],
+        "scrape_configs": [{"job_name": key.split("|")[0], "metrics_path": key.split("|")[1], "static_configs": sc}
+                           for key, sc in jobs.items()],
+    }
+
+
+def _match(selector: dict) -> dict:
+    """matchExpressions `In` as matchLabels alternatives are not expressible; this
+    selector's one In-expression over app.kubernetes.io/name is checked directly."""
+    (expr,) = selector["matchExpressions"]
+    assert expr["operator"] == "In"
+    return {"__in__": (expr["key"], set(expr["values"]))}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    key, values = selector["__in__"]
+    return labels.get(key) in values
+
+
+def registry_sql(stack, statements: list[str], params: list[tuple] | None = None) -> None:
+    """Runs statements in one transaction on the trainer's registry: the prod
+    overlay's PostgreSQL database or the dev overlay's SQLite file."""
+    if stack.overlay == "prod":
+        stack.psql("BEGIN; " + "; ".join(statements) + "; COMMIT;", stack.database)
+        return
+    import sqlite3
+
+    db = stack.cluster.work / "claims" / "trainer-data" / "taskcast.db"
+    with sqlite3.connect(str(db), timeout=30) as conn:
+        for i, st in enumerate(statements):
+            conn.execute(st, (params or [()] * len(statements))[i])
+
+
+def refuse_a_model(stack) -> str:
+    """Makes the trainer announce a model no replica can load: a copy of the
+    active version's registry row whose bytes are not ONNX, made active in the
+    registry directly (as faults/bad_models.rs does through the trainer's Db,
+    since Promote refuses it); the trainer's registry poll publishes it.
+    Returns the bad version."""
+    import hashlib
+
+    bad = f"{stack.active_version}-corrupt"
+    garbage = bytes([0, 255]) * 2048
+    digest = hashlib.sha256(garbage).hexdigest()
+    if stack.overlay == "prod":
+        cols = stack.psql("SELECT column_name FROM information_schema.columns WHERE table_name = 'model_versions' "
+                          "ORDER BY ordinal_position", stack.database).split()
+        blob = f"decode('{garbage.hex()}', 'hex')"
+    else:
+        import sqlite3
+
+        db = stack.cluster.work / "claims" / "trainer-data" / "taskcast.db"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            cols = [r[1] for r in conn.execute("PRAGMA table_info(model_versions)")]
+        blob = f"X'{garbage.hex()}'"
+    special = {"version": f"'{bad}'", "onnx": blob, "sha256": f"'{digest}'", "size_bytes": str(len(garbage)),
+               "seq": "(SELECT coalesce(max(seq), 0) + 1 FROM model_versions)"}
+    values = ", ".join(special.get(c, c) for c in cols)
+    registry_sql(stack, [
+        "UPDATE model_versions SET state = 'retired' WHERE state = 'active'",
+        f"INSERT INTO model_versions ({', '.join(cols)}) SELECT {values} FROM model_versions "
+        f"WHERE version = '{stack.active_version}'",
+        f"UPDATE model_versions SET state = 'active' WHERE version = '{bad}'",
+    ])
+    return bad
+
+
+def restore_active(stack, bad: str) -> None:
+    registry_sql(stack, [
+        f"UPDATE model_versions SET state = 'retired' WHERE version = '{bad}'",
+        f"UPDATE model_versions SET state = 'active' WHERE version = '{stack.active_version}'",
+    ])
+
+
+def dashboard_queries(docs: list[dict], namespace: str) -> list[tuple[str, str]]:
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    out = []
+    for text in cm["data"].values():
+        for panel in json.loads(text)["panels"]:
+            for t in panel.get("targets", []):
+                # What Grafana sends: its variables filled in.
+                expr = t["expr"].replace("$namespace", namespace).replace("$__rate_interval", "1m")
+                out.append((panel["title"], expr))
+    return out
+
+
+def test_a_real_prometheus_scrapes_the_pods_and_evaluates_the_alerts(stack, tmp_path):
+    """Debian's Prometheus, configured from the monitoring component (PodMonitor
+    port, path and job label; the PrometheusRule as its rules), scrapes the
+    running pods: healthy, nothing is pending or firing; a model the replicas
+    refuse fires TaskcastInferenceModelRefused; every Grafana panel's query
+    returns data; the trainer stopped puts TaskcastInferenceTrainerUnreachable
+    in pending (its `for` is 5 minutes)."""
+    if stack.id != PROMETHEUS_STACK:
+        pytest.skip(f"the live-Prometheus checks run on {PROMETHEUS_STACK} only")
+    prom = shutil.which("prometheus")
+    assert prom, "prometheus not found: scripts/setup-system.sh installs Debian's `prometheus` package"
+    import threading
+
+    docs = _component_docs()
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    rules_file = tmp_path / "taskcast.rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    config = prometheus_config(stack, docs, rules_file)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    check = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = free_port()
+    log = open(tmp_path / "prometheus.log", "w")
+    proc = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    stop_traffic = threading.Event()
+
+    def traffic():
+        clients = [example.TaskcastClient(inference=f"{p.ip}:{p.containers[0].port('grpc')}") for p in stack.inference_pods()]
+        try:
+            while not stop_traffic.is_set():
+                for tc in clients:
+                    try:
+                        tc.predict("learner-prom", example.example_history(), example.example_candidates())
+                        tc.recommend("learner-prom", example.example_history(), example.example_candidates())
+                    except Exception:  # noqa: BLE001  (a stopping replica; the checks below say what matters)
+                        pass
+                    try:
+                        # A client's mistake (no candidates): the errors panel has a code to show.
+                        tc.predict("learner-prom", example.example_history(), [])
+                    except Exception:  # noqa: BLE001  (a stopping replica; the checks below say what matters)
+                        pass
+                time.sleep(0.2)
+        finally:
+            for tc in clients:
+                tc.close()
+
+    feeder = threading.Thread(target=traffic, daemon=True)
+    if stack.overlay == "dev":
+        # The dev seed holds no stored predictions, so the live report (and its
+        # panels) would stay empty: the backend's predictions, as in prod.
+        registry_sql(stack, ["UPDATE completed_tasks SET model_version = 'backend-v0', predicted_p_correct = "
+                             "CASE WHEN correct THEN 0.55 + 0.4 * (abs(random()) % 1000) / 1000.0 "
+                             "ELSE 0.05 + 0.6 * (abs(random()) % 1000) / 1000.0 END, predicted_seconds = 30"])
+    try:
+        wait_for("Prometheus ready", lambda: _ready(port), timeout=60, every=0.5)
+        feeder.start()
+        # Every pod is a target, and up.
+        def all_up():
+            active = prom_get(port, "/api/v1/targets")["activeTargets"]
+            return len(active) == len(stack.pods) and all(t["health"] == "up" for t in active)
+        wait_for("every pod scraped and up", all_up, timeout=60)
+        time.sleep(8)  # a few scrapes and rule evaluations
+        # Healthy: nothing pending, nothing firing.
+        pending = prom_get(port, "/api/v1/query", query="taskcast_trainer_pending_tasks")["result"]
+        assert prom_alerts(port) == {}, (prom_alerts(port), pending)
+
+        # A model every replica refuses.
+        bad = refuse_a_model(stack)
+        try:
+            fired = wait_for("TaskcastInferenceModelRefused firing",
+                             lambda: "firing" in prom_alerts(port).get("TaskcastInferenceModelRefused", set()), timeout=60)
+            assert fired
+            # Each replica refused it, and says so in its metric.
+            refused = prom_get(port, "/api/v1/query", query="sum by (pod) (taskcast_inference_model_refused_total)")["result"]
+            assert len(refused) == len(stack.inference_pods()), refused
+        finally:
+            restore_active(stack, bad)
+        stack.wait_swapped()
+
+        # Every Grafana panel's query, as Grafana would send it, returns data
+        # (the live report refreshes every --report-interval, 60 s).
+        def empty_panels():
+            return [f"{title}: {expr}" for title, expr in dashboard_queries(docs, stack.namespace)
+                    if not prom_get(port, "/api/v1/query", query=expr)["result"]]
+        deadline = time.monotonic() + 90
+        while (empty := empty_panels()) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+        # The trainer stopped: the replicas lose their model stream.
+        trainer = stack.pod("trainer-svc")
+        (r,) = stack.running(trainer)
+        assert stack.cluster.stop(r, trainer.grace) == 0
+        r.stopped = True
+        wait_for("TaskcastInferenceTrainerUnreachable pending",
+                 lambda: prom_alerts(port).get("TaskcastInferenceTrainerUnreachable"), timeout=60)
+        assert prom_alerts(port)["TaskcastInferenceTrainerUnreachable"] <= {"pending", "firing"}
+        # And its target is down (TaskcastTargetDown waits 5 minutes too).
+        wait_for("TaskcastTargetDown pending", lambda: "TaskcastTargetDown" in prom_alerts(port), timeout=30)
+        stack.start_and_probe(trainer)
+        for p in stack.inference_pods():
+            wait_for(f"{p.name} reconnected",
+                     lambda p=p: sum_samples(stack.metrics(p), "taskcast_inference_trainer_connected") == 1, timeout=60)
+    finally:
+        stop_traffic.set()
+        if feeder.is_alive():
+            feeder.join(timeout=10)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        keep = os.environ.get("TASKCAST_KEEP_LOGS")
+        if keep:
+            shutil.copy(tmp_path / "prometheus.log", Path(keep) / "prometheus.log")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def count_tasks(stack) -> int:

@@ -372,7 +372,7 @@ def test_network_policy_guards_trainer(overlay):
     docs = render(overlay)
     inf_labels = one(docs, "Deployment", INFERENCE)["spec"]["template"]["metadata"]["labels"]
     trn_labels = one(docs, "Deployment", TRAINER)["spec"]["template"]["metadata"]["labels"]
-    (np,) = find(docs, "NetworkPolicy")
+    np = one(docs, "NetworkPolicy", TRAINER)
     spec = np["spec"]
     assert selector_matches(spec["podSelector"], trn_labels)
     assert not selector_matches(spec["podSelector"], inf_labels)
@@ -397,6 +397,136 @@ def test_network_policy_guards_trainer(overlay):
 
     metrics_peers = by_port[9102]
     assert metrics_peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_guards_inference(overlay):
+    """gRPC from any pod of the cluster (the app's backends), never from outside
+    it; metrics only from the monitoring namespace, as for the trainer."""
+    docs = render(overlay)
+    inf_labels = one(docs, "Deployment", INFERENCE)["spec"]["template"]["metadata"]["labels"]
+    trn_labels = one(docs, "Deployment", TRAINER)["spec"]["template"]["metadata"]["labels"]
+    spec = one(docs, "NetworkPolicy", INFERENCE)["spec"]
+    assert selector_matches(spec["podSelector"], inf_labels)
+    assert not selector_matches(spec["podSelector"], trn_labels)
+    assert spec["policyTypes"] == ["Ingress"]
+    assert all(r.get("from") for r in spec["ingress"]), "an ingress rule without `from` allows everyone"
+    by_port = {}
+    for r in spec["ingress"]:
+        for p in r["ports"]:
+            by_port.setdefault(p["port"], []).extend(r["from"])
+    assert set(by_port) == {50051, 9101}
+    # Every namespace's pods, and no ipBlock (which would admit outside traffic).
+    assert by_port[50051] == [{"namespaceSelector": {}}]
+    assert by_port[9101] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_problems(docs) -> list[str]:
+    """The Pod Security Standards' `restricted` profile (baseline included), as
+    Pod Security Admission checks a pod template, for every workload."""
+    bad = []
+    for w in workloads(docs):
+        name = w["metadata"]["name"]
+        ps = pod_spec(w)
+        psc = ps.get("securityContext", {})
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            if ps.get(host):
+                bad.append(f"{name}: {host}")
+        for v in ps.get("volumes", []):
+            kinds = set(v) - {"name"}
+            if not kinds <= RESTRICTED_VOLUMES:
+                bad.append(f"{name}: volume {v['name']} of type {sorted(kinds)}")
+        if psc.get("runAsUser") == 0:
+            bad.append(f"{name}: pod runAsUser 0")
+        for c in containers(ps):
+            cn = f"{name}/{c['name']}"
+            sc = c.get("securityContext", {})
+            if sc.get("privileged"):
+                bad.append(f"{cn}: privileged")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                bad.append(f"{cn}: allowPrivilegeEscalation must be false")
+            if not (sc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is not False)):
+                bad.append(f"{cn}: runAsNonRoot must be true")
+            if sc.get("runAsUser") == 0:
+                bad.append(f"{cn}: runAsUser 0")
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                bad.append(f"{cn}: seccompProfile {seccomp}")
+            caps = sc.get("capabilities", {})
+            if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+                bad.append(f"{cn}: capabilities must drop ALL (and add at most NET_BIND_SERVICE)")
+            if any("hostPort" in p for p in c.get("ports", [])):
+                bad.append(f"{cn}: hostPort")
+    return bad
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespace_enforces_restricted_pod_security(overlay):
+    docs = render(overlay)
+    (ns,) = find(docs, "Namespace")
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", (mode, labels)
+    # ...and what the Namespace enforces, every pod meets.
+    assert restricted_problems(docs) == []
+
+
+def test_restricted_check_catches_violations():
+    docs = render("dev")
+    dep = one(docs, "Deployment", TRAINER)
+    dep["spec"]["template"]["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    init = pod_spec(dep)["initContainers"][0]
+    init["securityContext"]["allowPrivilegeEscalation"] = True
+    container(one(docs, "Deployment", INFERENCE))["securityContext"]["capabilities"] = {"add": ["NET_ADMIN"]}
+    problems = "\n".join(restricted_problems(docs))
+    assert "hostPath" in problems and "allowPrivilegeEscalation" in problems and "capabilities" in problems, problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_config_map_is_generated_and_a_change_rolls_the_pods(overlay, tmp_path):
+    docs = render(overlay)
+    (cm,) = find(docs, "ConfigMap")
+    name = cm["metadata"]["name"]
+    assert re.fullmatch(r"taskcast-config-[a-z0-9]{10}", name), f"no content hash in {name}"
+    for dep in find(docs, "Deployment"):
+        assert {"configMapRef": {"name": name}} in container(dep)["envFrom"], dep["metadata"]["name"]
+    # The same overlay with one setting changed renders another name, so an
+    # apply changes every pod template: both Deployments roll.
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_root)
+    env = copy_root / "base" / "taskcast.env"
+    env.write_text(env.read_text().replace("TASKCAST_RETRAIN_EVERY=5", "TASKCAST_RETRAIN_EVERY=50"))
+    changed = _render(str(copy_root / "overlays" / overlay))
+    (cm2,) = [d for d in changed if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("taskcast-config")]
+    assert cm2["metadata"]["name"] != name and cm2["data"]["TASKCAST_RETRAIN_EVERY"] == "50"
+    for dep in [d for d in changed if d["kind"] == "Deployment"]:
+        assert {"configMapRef": {"name": cm2["metadata"]["name"]}} in container(dep)["envFrom"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_spreads_over_zones_and_nodes(overlay):
+    dep = one(render(overlay), "Deployment", INFERENCE)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    spread = {c["topologyKey"]: c for c in pod_spec(dep)["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for c in spread.values():
+        assert c["maxSkew"] == 1 and c["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert selector_matches(c["labelSelector"], labels)
+        assert c.get("matchLabelKeys") == ["pod-template-hash"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_closes_connections_for_the_hpa(overlay):
+    """Long-lived clients must reconnect within a few HPA periods to reach new
+    replicas; the grace covers a call (deadline 2 s) many times over."""
+    args = container(one(render(overlay), "Deployment", INFERENCE))["args"]
+    age = int(next(a.split("=", 1)[1] for a in args if a.startswith("--max-connection-age-seconds=")))
+    grace = int(next(a.split("=", 1)[1] for a in args if a.startswith("--max-connection-age-grace-seconds=")))
+    assert 60 <= age <= 600 and 5 <= grace < age
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -626,8 +756,9 @@ def test_inference_service_is_headless(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_images_match_the_build_commands(overlay):
-    """README and deploy/build-images.sh build exactly the names the overlay runs."""
-    readme = (ROOT / "README.md").read_text()
+    """README (and docs/deploying.md, its details) and deploy/build-images.sh build
+    exactly the names the overlay runs."""
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "deploying.md").read_text()
     build = (ROOT / "deploy" / "build-images.sh").read_text()
     for dep in find(render(overlay), "Deployment"):
         for c in containers(pod_spec(dep)):
@@ -641,3 +772,34 @@ def test_images_match_the_build_commands(overlay):
                 # The release tag is the workspace version the binaries report.
                 version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
                 assert tag == version, (c["image"], version)
+
+
+def test_readme_monitoring_patches_fit_kube_prometheus_stack(tmp_path):
+    """The kustomize block README "Monitoring" shows, added to a copy of the prod
+    overlay, renders: the PodMonitor and PrometheusRule carry kube-prometheus-stack's
+    `release` label, and both NetworkPolicies admit metrics from the namespace named."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- monitoring-patches:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    extra = yaml.safe_load(block)
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_root)
+    kfile = copy_root / "overlays" / "prod" / "kustomization.yaml"
+    k = yaml.safe_load(kfile.read_text())
+    k["components"] = extra["components"]
+    k["patches"] = k.get("patches", []) + extra["patches"]
+    kfile.write_text(yaml.safe_dump(k))
+    docs = _render(str(copy_root / "overlays" / "prod"))
+    monitoring = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com")]
+    assert {d["kind"] for d in monitoring} == {"PodMonitor", "PrometheusRule"}
+    for d in monitoring:
+        assert d["metadata"]["labels"]["release"] == "kube-prometheus-stack", d["kind"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert len(policies) == 2
+    for np in policies:
+        metrics_rule = np["spec"]["ingress"][1]
+        assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prometheus"}}}]
+        assert metrics_rule["ports"][0]["port"] in (9101, 9102)
+    # Nothing else changed: the gRPC rules are the overlay's own.
+    base = {d["metadata"]["name"]: d for d in render("prod") if d["kind"] == "NetworkPolicy"}
+    for np in policies:
+        assert np["spec"]["ingress"][0] == base[np["metadata"]["name"]]["spec"]["ingress"][0]

@@ -158,9 +158,43 @@ ROLE: dict[str, str | None] = {
     "Inference.Predict": None, "Inference.Recommend": None, "Inference.GetModel": None,
     "Trainer.Train": ADMIN, "Trainer.Promote": ADMIN, "Trainer.Rollback": ADMIN,
     "Trainer.ListModels": READER, "Trainer.GetTrainingRun": READER,
-    "Trainer.WatchTrainingRun": READER, "Trainer.ModelReport": READER,
-    "Trainer.WatchModels": REPLICA,
+    "Trainer.WatchTrainingRun": READER, "Trainer.ModelReport": READER, "Trainer.GetFleet": READER,
+    "Trainer.WatchModels": REPLICA, "Trainer.ReportReplica": REPLICA,
 }
+
+
+# Calls that change nothing, so running one twice is harmless: retried on
+# UNAVAILABLE (a replica stopping, a connection closed by the server's maximum
+# connection age, a trainer restarting). Train, Promote and Rollback are
+# never retried: a Train that reached the trainer before the connection
+# dropped would start a second run. Read-only streams are retried only until
+# their first message (gRPC's rule: once a response has begun, no retry).
+SAFE_METHODS: dict[str, list[str]] = {
+    "taskcast.v1.Inference": ["Predict", "Recommend", "GetModel"],
+    "taskcast.v1.Trainer": ["ListModels", "GetTrainingRun", "WatchTrainingRun", "ModelReport", "WatchModels",
+                            "GetFleet", "ReportReplica"],
+    "grpc.health.v1.Health": ["Check"],
+}
+# Up to 4 attempts, 0.1 s, 0.2 s, 0.4 s (at most 1 s) apart, randomised by gRPC,
+# all inside the call's one deadline. The budget (retryThrottling): each
+# failed attempt costs a token, each success earns back 0.1, and retries stop
+# while fewer than half of the 10 tokens are left, so a server that is down
+# gets about one call per call made, not four.
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+RETRY_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": svc, "method": m} for svc, methods in SAFE_METHODS.items() for m in methods],
+        "retryPolicy": RETRY_POLICY,
+    }],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+})
 
 
 def parse_address(addr: str) -> tuple[str, bool | None]:
@@ -295,7 +329,14 @@ class TaskcastClient:
             # call on the next. With `dns:///inference.<namespace>.svc.cluster.local:50051`
             # (a headless Service: one address per ready replica) calls spread over
             # every replica; with a single address it is the same as the default.
-            options: list[tuple[str, object]] = [("grpc.lb_policy_name", "round_robin")]
+            options: list[tuple[str, object]] = [
+                ("grpc.lb_policy_name", "round_robin"),
+                # Safe calls are retried on UNAVAILABLE (RETRY_SERVICE_CONFIG); the
+                # config is ours, not one a DNS TXT record could replace.
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", RETRY_SERVICE_CONFIG),
+                ("grpc.service_config_disable_resolution", 1),
+            ]
             if which == "trainer":
                 options.append(("grpc.max_receive_message_length", self.max_receive_bytes))
             if use_tls:
@@ -389,7 +430,18 @@ class TaskcastClient:
             version=version, last_days=last_days, last_rows=last_rows, stuck_window=stuck_window),
             **self._kw("Trainer.ModelReport"))
 
+    def get_fleet(self) -> trn.Fleet:
+        """The inference replicas as the trainers last heard of them: version, state, last refusal."""
+        return self.trainer.GetFleet(trn.GetFleetRequest(), **self._kw("Trainer.GetFleet"))
+
     # --- Trainer: replica
+    def report_replica(self, replica: str, version: str = "", sha256: str = "", refused_version: str = "",
+                       refused_reason: str = "") -> trn.ReplicaReportAck:
+        """What a replica serves and its last refusal (replicas send this themselves; for tools and tests)."""
+        return self.trainer.ReportReplica(trn.ReplicaReport(
+            replica=replica, version=version, sha256=sha256, refused_version=refused_version,
+            refused_reason=refused_reason), **self._kw("Trainer.ReportReplica"))
+
     def watch_models_first(self, subscriber: str = "python-example",
                            timeout: float = DEFAULT_FIRST_ARTIFACT_TIMEOUT) -> trn.ModelArtifact:
         """The first WatchModels message (the active model), then the stream is
@@ -451,15 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
                                        "http://host:port and host:port are plaintext.")
     p.add_argument("--inference", default=os.environ.get("TASKCAST_INFERENCE_ADDR", DEFAULT_INFERENCE))
     p.add_argument("--trainer", default=os.environ.get("TASKCAST_TRAINER_ADDR", DEFAULT_TRAINER))
-    for role, flag, rpcs in ((ADMIN, "--token", "Train, Promote, Rollback"),
-                             (READER, "--reader-token", "ListModels, GetTrainingRun, WatchTrainingRun, ModelReport"),
-                             (REPLICA, "--replica-token", "WatchModels")):
-        env = f"TASKCAST_{role.upper()}_TOKEN"
+    for role, rpcs in ((ADMIN, "Train, Promote, Rollback"),
+                       (READER, "ListModels, GetTrainingRun, WatchTrainingRun, ModelReport"),
+                       (REPLICA, "WatchModels")):
+        # The same names as the Rust client's and the trainer's own flags.
+        flag, env = f"--{role}-token", f"TASKCAST_{role.upper()}_TOKEN"
         p.add_argument(flag, dest=f"{role}_token",
                        help=f"{role} bearer token, sent on {rpcs} only (default ${env}; "
                             "a command-line value is visible to other local users, prefer the file)")
         p.add_argument(f"{flag}-file", dest=f"{role}_token_file",
                        help=f"read the {role} token from this file (default ${env}_FILE)")
+    # The admin flags' old names, kept working for existing scripts but no longer shown.
+    p.add_argument("--token", dest="admin_token", help=argparse.SUPPRESS)
+    p.add_argument("--token-file", dest="admin_token_file", help=argparse.SUPPRESS)
     p.add_argument("--tls", action="store_true",
                    help="TLS for addresses without a scheme (host:port, dns:///...); https:// always is")
     p.add_argument("--ca-file", help="PEM roots to verify the servers with, instead of the system roots")
@@ -497,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--last-days", type=int, default=0)
     s.add_argument("--last-rows", type=int, default=0)
     s.add_argument("--stuck-window", type=int, default=0)
+    sub.add_parser("fleet", help="GetFleet: each inference replica's version and state")
     s = sub.add_parser("promote", help="Promote (admin token)")
     s.add_argument("version")
     sub.add_parser("rollback", help="Rollback (admin token)")
@@ -594,6 +651,8 @@ def _run(tc: TaskcastClient, a: argparse.Namespace):
         return tc.get_training_run(a.id)
     if a.cmd == "models":
         return tc.list_models(a.limit)
+    if a.cmd == "fleet":
+        return tc.get_fleet()
     if a.cmd == "report":
         return tc.model_report(a.version, a.last_days, a.last_rows, a.stuck_window)
     if a.cmd == "promote":

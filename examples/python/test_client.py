@@ -45,7 +45,8 @@ CLIENT_METHOD = {
     "Trainer.Train": "train", "Trainer.GetTrainingRun": "get_training_run",
     "Trainer.WatchTrainingRun": "watch_training_run", "Trainer.ListModels": "list_models",
     "Trainer.Promote": "promote", "Trainer.Rollback": "rollback", "Trainer.WatchModels": "watch_models_first",
-    "Trainer.ModelReport": "model_report",
+    "Trainer.ModelReport": "model_report", "Trainer.GetFleet": "get_fleet",
+    "Trainer.ReportReplica": "report_replica",
 }
 
 

@@ -106,7 +106,9 @@ def call_everything(tc: client.TaskcastClient) -> None:
     list(tc.watch_training_run("r1"))
     tc.list_models()
     tc.model_report()
+    tc.get_fleet()
     tc.watch_models_first()
+    tc.report_replica("r1", "v1")
     tc.health("inference")
     tc.health("trainer")
 
@@ -137,9 +139,10 @@ def test_each_token_goes_only_on_its_roles_calls():
     # Admin calls: the admin token only.
     for rpc in ("Trainer.Train", "Trainer.Promote", "Trainer.Rollback"):
         assert auth[rpc] == {"Bearer adm"}, rpc
-    for rpc in ("Trainer.ListModels", "Trainer.GetTrainingRun", "Trainer.WatchTrainingRun", "Trainer.ModelReport"):
+    for rpc in ("Trainer.ListModels", "Trainer.GetTrainingRun", "Trainer.WatchTrainingRun", "Trainer.ModelReport",
+                "Trainer.GetFleet"):
         assert auth[rpc] == {"Bearer rd"}, rpc
-    assert auth["Trainer.WatchModels"] == {"Bearer rep"}
+    assert auth["Trainer.WatchModels"] == auth["Trainer.ReportReplica"] == {"Bearer rep"}
     # The admin token appears nowhere else.
     assert {rpc for rpc, a, _ in rec.calls if a == "Bearer adm"} == {"Trainer.Train", "Trainer.Promote",
                                                                      "Trainer.Rollback"}
@@ -174,7 +177,7 @@ def test_cli_tokens_from_files_flags_and_env(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TASKCAST_ADMIN_TOKEN", "admin-from-env")  # the file flag wins over it
     with serve() as (port, rec):
         base = ["--inference", f"127.0.0.1:{port}", "--trainer", f"http://127.0.0.1:{port}",
-                "--token-file", str(tmp_path / "admin"), "--replica-token", "rep-flag"]
+                "--admin-token-file", str(tmp_path / "admin"), "--replica-token", "rep-flag"]
         for cmd in (["train"], ["models"], ["run", "r1"], ["watch-models"], ["model"],
                     ["predict", "--user", "u"], ["health", "trainer"], ["health", "inference"]):
             assert client.main(base + cmd) == 0, cmd

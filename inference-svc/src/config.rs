@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use taskcast_serving::grpc::ConnectionAgeArgs;
 use taskcast_serving::logging::LogFormat;
 use taskcast_serving::tls::{self, TlsFileError};
 use taskcast_serving::tls_reload::{ReloadingServerTls, ServerTlsError};
@@ -47,8 +48,11 @@ pub struct Config {
     )]
     pub model: PathBuf,
 
-    /// Trainer gRPC URL (e.g. http://trainer:50052). When set, the replica
-    /// subscribes to Trainer.WatchModels and hot-swaps each promoted model.
+    /// Trainer gRPC URL (e.g. http://trainer:50052), or several separated
+    /// by commas (one per trainer replica): the replica follows one, and on
+    /// losing it reconnects to the next. When set, the replica subscribes to
+    /// Trainer.WatchModels, hot-swaps each promoted model, and is ready only
+    /// once it holds the version the trainer says is active.
     #[arg(long = "trainer", env = "TASKCAST_TRAINER_URL")]
     pub trainer: Option<String>,
 
@@ -85,6 +89,30 @@ pub struct Config {
     /// Largest request message accepted, in bytes.
     #[arg(long = "max-message-bytes", env = "TASKCAST_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Request bytes this replica holds at once, over all connections
+    /// (Predict and Recommend messages, counted from their declared size
+    /// before they are read). A quarter is kept for messages up to 64 KiB
+    /// (an app's requests), which wait for room within their deadline;
+    /// larger ones that do not fit are refused with RESOURCE_EXHAUSTED, so
+    /// a flood of big requests neither exhausts the pod's memory nor delays
+    /// the ordinary ones. The default (64 MiB: twelve 4 MiB messages beside
+    /// 16 MiB of small ones) sits well inside the manifest's 512 MiB limit.
+    #[arg(
+        long = "max-inflight-request-bytes",
+        env = "TASKCAST_MAX_INFLIGHT_REQUEST_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub max_inflight_request_bytes: usize,
+
+    /// Longest id or label a request may carry (user_id, topic, difficulty,
+    /// item_id, task_id), in bytes; longer is INVALID_ARGUMENT naming the field.
+    #[arg(
+        long = "max-label-bytes",
+        env = "TASKCAST_MAX_LABEL_BYTES",
+        default_value_t = 4096
+    )]
+    pub max_label_bytes: usize,
 
     /// On SIGTERM, how long in-flight requests may take before the server exits anyway.
     #[arg(
@@ -151,6 +179,10 @@ pub struct Config {
     /// so a rotated Secret is picked up without a restart.
     #[arg(long = "trainer-token-file", env = "TASKCAST_TRAINER_TOKEN_FILE")]
     pub trainer_token_file: Option<PathBuf>,
+
+    /// --max-connection-age-seconds / --max-connection-age-grace-seconds.
+    #[command(flatten)]
+    pub connection_age: ConnectionAgeArgs,
 }
 
 /// Why the TLS settings cannot be used.
@@ -169,6 +201,20 @@ pub enum TlsError {
 }
 
 impl Config {
+    /// The trainer URLs of --trainer, in order (empty without one).
+    pub fn trainer_urls(&self) -> Vec<String> {
+        self.trainer
+            .as_deref()
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Defaults as the binary would have them, but with `model` as given and
     /// without reading any `TASKCAST_*` variable; for tests.
     pub fn default_for_tests(model: impl Into<PathBuf>) -> Self {
@@ -182,6 +228,8 @@ impl Config {
             request_timeout_ms: 2000,
             concurrency_limit_per_connection: 256,
             max_message_bytes: 4 * 1024 * 1024,
+            max_inflight_request_bytes: 64 * 1024 * 1024,
+            max_label_bytes: 4096,
             shutdown_grace_seconds: 20,
             replica_name: Some("test".into()),
             log_format: LogFormat::Text,
@@ -192,6 +240,10 @@ impl Config {
             trainer_cert: None,
             trainer_key: None,
             trainer_token_file: None,
+            connection_age: ConnectionAgeArgs {
+                max_connection_age_seconds: 300,
+                max_connection_age_grace_seconds: 30,
+            },
         }
     }
 
@@ -208,12 +260,17 @@ impl Config {
     /// `None` for plaintext http://. The files are read and parsed here so a
     /// bad one stops the replica at start, and again on every reconnect.
     pub fn trainer_tls(&self) -> Result<Option<TrainerTls>, TlsError> {
-        let Some(url) = self.trainer.as_deref() else {
+        let urls = self.trainer_urls();
+        let Some(first) = urls.first() else {
             return Ok(None);
         };
-        let https = url
-            .get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        // With several trainers, any https:// one needs the TLS files.
+        let https_url = urls.iter().find(|u| {
+            u.get(..8)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        });
+        let https = https_url.is_some();
+        let url = https_url.unwrap_or(first).as_str();
         if !https {
             if self.trainer_ca.is_some() || self.trainer_cert.is_some() {
                 tracing::warn!(
@@ -321,6 +378,8 @@ mod tests {
             "0.0.0.0:1",
             "--max-history",
             "5",
+            "--max-inflight-request-bytes",
+            "1000000",
             "--log-format",
             "json",
             "--trainer",
@@ -329,9 +388,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.max_history, 5);
+        assert_eq!(c.max_inflight_request_bytes, 1_000_000);
+        assert_eq!(c.max_label_bytes, 4096);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.trainer.as_deref(), Some("http://t:1"));
         assert!(Config::try_parse_from(["inference-svc", "--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn connection_age_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let c = Config::try_parse_from(["inference-svc"]).unwrap();
+        let age = c.connection_age.connection_age().unwrap();
+        assert_eq!(age.max, Duration::from_secs(300));
+        assert_eq!(age.grace, Duration::from_secs(30));
+        let c =
+            Config::try_parse_from(["inference-svc", "--max-connection-age-seconds", "0"]).unwrap();
+        assert_eq!(c.connection_age.connection_age(), None);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! - [`predict`]: the Predict path, validation to predictions;
 //! - [`recommend`]: ranking and budgeting on top of Predict;
 //! - [`service`]: the tonic service and the error → status mapping;
-//! - [`wire`]: Predict's request read in place and its response written
-//!   directly, without the generated message types;
+//! - [`fields`]: what the Predict path reads from an attempt or a
+//!   candidate, whichever form it came in;
+//! - [`wire`]: Predict's and Recommend's requests read in place, in bounded
+//!   memory, and Predict's response written directly, without the
+//!   generated message types;
 //! - [`subscribe`]: following the trainer's model stream, and
 //!   [`trainer_tls`]: the TLS files it connects with;
 //! - [`telemetry`]: the Prometheus metrics (as in the trainer);
@@ -23,6 +26,7 @@
 //! marked there).
 
 pub mod config;
+pub mod fields;
 pub mod model;
 pub mod predict;
 pub mod recommend;
@@ -40,6 +44,7 @@ use std::time::Duration;
 use taskcast_proto::inference_server::InferenceServer;
 use taskcast_serving::auth::{Role, Token};
 use taskcast_serving::grpc::{GrpcOptions, RawUnary};
+use taskcast_serving::request_bytes::{RequestBytes, SMALL_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -86,6 +91,9 @@ pub fn init_runtime(config: &Config) -> Result<(), Error> {
 /// [`App::metrics`] to reach inside; the binary just calls [`run`].
 pub struct App {
     config: Config,
+    /// The startup model's bytes, checked, held back while a trainer is
+    /// configured: served only when the trainer says nothing is active yet.
+    standby: Option<Vec<u8>>,
     metrics: Arc<Metrics>,
     slot: Arc<ModelSlot>,
     health: tonic_health::server::HealthReporter,
@@ -113,6 +121,7 @@ impl App {
         ));
         Ok(App {
             config,
+            standby: None,
             metrics,
             slot,
             health,
@@ -130,13 +139,43 @@ impl App {
         &self.metrics
     }
 
-    /// Loads `--model`. Failure is fatal without `--trainer` (a replica that
-    /// can never serve should crash loudly, not idle NOT_SERVING); with a
-    /// trainer it is a warning and the trainer's model is awaited.
-    pub async fn load_startup_model(&self) -> Result<(), Error> {
+    /// Loads `--model`. Without `--trainer` it serves at once, and failure
+    /// is fatal (a replica that can never serve should crash loudly, not
+    /// idle NOT_SERVING). With a trainer it is checked and held back: the
+    /// replica is ready only once it holds what the trainer says is active,
+    /// and serves the startup model only when the trainer answers that no
+    /// version is active yet (a fresh install) — never because the trainer
+    /// is unreachable, which would split a fleet between the bootstrap and
+    /// the trained model. A startup model that fails to load is then only a
+    /// warning.
+    pub async fn load_startup_model(&mut self) -> Result<(), Error> {
         let path = &self.config.model;
+        let held_back = self.config.trainer.is_some();
+        let pool = self.config.session_pool();
         let result = match config::resolve_model_path(path) {
             Ok(file) => match tokio::fs::read(&file).await {
+                Ok(bytes) if held_back => {
+                    let check = bytes.clone();
+                    let checked = tokio::task::spawn_blocking(move || {
+                        LoadedModel::load(&check, None, pool).map(|_| ())
+                    })
+                    .await
+                    .unwrap_or_else(|join| {
+                        Err(ModelError::Runtime(format!(
+                            "model load task failed: {join}"
+                        )))
+                    });
+                    match &checked {
+                        Ok(()) => self.standby = Some(bytes),
+                        Err(e) => {
+                            self.metrics
+                                .model_refused
+                                .with_label_values(&[e.reason()])
+                                .inc();
+                        }
+                    }
+                    checked
+                }
                 Ok(bytes) => self.slot.try_swap(bytes, None).await.map(|_| ()),
                 Err(source) => {
                     let e = ModelError::Read {
@@ -181,6 +220,7 @@ impl App {
     ) -> Result<(), Error> {
         let App {
             config,
+            standby,
             metrics,
             slot,
             health,
@@ -193,6 +233,11 @@ impl App {
         let trainer_tls = config.trainer_tls()?;
         if let Some(path) = &config.trainer_token_file {
             Token::from_file(Role::Replica, path)?;
+            for url in config.trainer_urls() {
+                if taskcast_serving::cleartext::cleartext_to_remote(&url) {
+                    tracing::warn!(trainer = %url, "the replica token goes to the trainer in cleartext: use an https:// trainer URL (--trainer-ca) off this machine");
+                }
+            }
         }
         let (stop, stopping) = taskcast_serving::shutdown::channel();
 
@@ -208,12 +253,16 @@ impl App {
                 }
             }));
         }
-        if let Some(url) = config.trainer.clone() {
+        let urls = config.trainer_urls();
+        if !urls.is_empty() {
             background.push(tokio::spawn(subscribe::follow_trainer(
-                url,
-                trainer_tls,
-                config.trainer_token_file.clone(),
-                config.replica(),
+                subscribe::Follow {
+                    urls,
+                    tls: trainer_tls,
+                    token_file: config.trainer_token_file.clone(),
+                    replica: config.replica(),
+                    standby,
+                },
                 Arc::clone(&slot),
                 Arc::clone(&metrics),
                 stopping.clone(),
@@ -225,20 +274,29 @@ impl App {
             Arc::clone(&metrics),
             Limits {
                 max_history: config.max_history,
+                max_label_bytes: config.max_label_bytes,
             },
         );
-        let predict = {
-            let service = service.clone();
+        // Predict and Recommend, the methods that carry histories, read
+        // their bytes themselves: in place, in bounded memory, each message
+        // taking its size from one budget of in-flight request bytes.
+        let raw = {
+            let (p, r) = (service.clone(), service.clone());
             RawUnary::new(
                 service::PREDICT_PATH,
                 config.max_message_bytes,
-                Arc::new(move |request: &[u8], out: &mut Vec<u8>| {
-                    service.predict_into(request, out)
-                }),
+                Arc::new(move |request: &[u8], out: &mut Vec<u8>| p.predict_into(request, out)),
             )
+            .route(
+                service::RECOMMEND_PATH,
+                Arc::new(move |request: &[u8], out: &mut Vec<u8>| r.recommend_into(request, out)),
+            )
+            .with_budget(RequestBytes::new(config.max_inflight_request_bytes))
         };
+        // Over the network only GetModel (an empty message) reaches the
+        // generated service; Predict and Recommend are answered above.
         let inference =
-            InferenceServer::new(service).max_decoding_message_size(config.max_message_bytes);
+            InferenceServer::new(service).max_decoding_message_size(SMALL_MESSAGE_BYTES);
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, replica = %config.replica(), tls = server_tls.is_some(), "inference serving gRPC");
         let options = GrpcOptions {
@@ -249,8 +307,11 @@ impl App {
             tcp_keepalive: Some(Duration::from_secs(60)),
             // An RPC that needs a role is guarded here.
             auth: None,
-            // Predict, the hot path, from bytes to bytes (service::predict_into).
-            raw_unary: Some(predict),
+            // Predict, the hot path, and Recommend from bytes to bytes
+            // (service::predict_into, recommend_into).
+            raw_unary: Some(raw),
+            // So clients connected before the HPA added a replica reach it.
+            max_connection_age: config.connection_age.connection_age(),
         };
         let server = taskcast_serving::grpc::serve(
             listener,
@@ -292,7 +353,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let app = App::new(config).await?;
+    let mut app = App::new(config).await?;
     app.load_startup_model().await?;
     app.serve(listener, metrics_listener, shutdown).await
 }

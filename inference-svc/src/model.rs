@@ -12,14 +12,11 @@
 use std::time::SystemTime;
 
 use taskcast_contract::artifact::sha256_hex;
-use taskcast_contract::features::RowKeys;
-use taskcast_contract::features::{CandidateKey, Event, FeatureContext, FeatureRow, label_key};
 use taskcast_contract::runtime::{OnnxModel, RuntimeError};
-use taskcast_contract::{ArtifactError, FEATURE_COUNT, ModelMetadata, PriorTable};
+use taskcast_contract::servable::{self, ServableError};
+use taskcast_contract::{ArtifactError, ModelMetadata, PriorTable};
 
-/// Largest tolerated inversion between adjacent log-seconds quantiles in
-/// warm-up (float noise; a real crossing is a broken model).
-pub const QUANTILE_TOLERANCE: f32 = 1e-3;
+pub use taskcast_contract::servable::QUANTILE_TOLERANCE;
 
 /// Why a model was refused.
 #[derive(Debug, thiserror::Error)]
@@ -164,85 +161,13 @@ impl LoadedModel {
         &self.onnx.priors
     }
 
-    /// Runs probe rows through every session and checks the outputs.
-    ///
-    /// Probes: an empty-history learner on an unknown candidate (the cold
-    /// path), the artifact's own baseline row, a learner with a long perfect
-    /// and fast history, one with a long failing and slow one, and one with
-    /// unrecorded and absurd times. Every row is one the feature code can
-    /// really produce: a model is judged on inputs it can meet, not on
-    /// out-of-range vectors where even a sound MLP may cross its quantiles.
-    /// Every session gets the batch, since each is a separate compiled graph.
+    /// Runs the contract's probe rows through every session
+    /// ([`taskcast_contract::servable`]): the same check the trainer makes
+    /// before a version becomes active.
     fn warm_up(&self) -> Result<(), ModelError> {
-        let rows = self.probe_rows();
-        let keys: Vec<RowKeys> = (0..rows.len())
-            .map(|i| RowKeys {
-                user: label_key("warmup"),
-                topic: label_key(&format!("probe-{i}")),
-                difficulty: 0,
-                item: 0,
-            })
-            .collect();
-        let x: Vec<f32> = rows.iter().flatten().copied().collect();
-        // `run` tries sessions round-robin from a rotating start, so `pool`
-        // sequential runs touch every session once.
-        for _ in 0..self.pool {
-            let out = self.onnx.run(&x, &keys)?;
-            for (i, o) in out.iter().enumerate() {
-                let [q10, q50, q90] = o.log_seconds;
-                if !o.p_correct.is_finite() || !(0.0..=1.0).contains(&o.p_correct) {
-                    return Err(ModelError::WarmUp(format!(
-                        "probe {i}: p_correct {} is not a probability",
-                        o.p_correct
-                    )));
-                }
-                if q10 > q50 + QUANTILE_TOLERANCE || q50 > q90 + QUANTILE_TOLERANCE {
-                    return Err(ModelError::WarmUp(format!(
-                        "probe {i}: log_seconds quantiles out of order: {q10} {q50} {q90}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn probe_rows(&self) -> Vec<FeatureRow> {
-        let t = self.table();
-        let cand = CandidateKey::new("warmup-topic", "", "", t);
-        let empty = FeatureContext::new(&[], t).row(&cand, t).row;
-        let mut baseline = [0f32; FEATURE_COUNT];
-        for (b, v) in baseline.iter_mut().zip(&self.metadata().feature_baseline) {
-            *b = *v;
-        }
-        let history = |correct: bool, seconds: f64| -> Vec<Event> {
-            (0..256)
-                .map(|i| {
-                    Event::resolve(
-                        "warmup-topic",
-                        "",
-                        &format!("q{i}"),
-                        correct,
-                        Some(seconds),
-                        t,
-                    )
-                })
-                .collect()
-        };
-        let good = history(true, 1.0);
-        let bad = history(false, 1e6);
-        let mixed: Vec<Event> = (0..64)
-            .map(|i| {
-                let secs = [None, Some(1e-300), Some(f64::MAX), Some(30.0)][i % 4];
-                Event::resolve("warmup-topic", "hard", "q0", i % 3 == 0, secs, t)
-            })
-            .collect();
-        let item = CandidateKey::new("warmup-topic", "hard", "q0", t);
-        vec![
-            empty,
-            baseline,
-            FeatureContext::new(&good, t).row(&cand, t).row,
-            FeatureContext::new(&bad, t).row(&cand, t).row,
-            FeatureContext::new(&mixed, t).row(&item, t).row,
-        ]
+        servable::check(&self.onnx, self.pool).map_err(|e| match e {
+            ServableError::Runtime(r) => ModelError::from(r),
+            ServableError::Output(m) => ModelError::WarmUp(m),
+        })
     }
 }

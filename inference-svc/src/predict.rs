@@ -16,8 +16,8 @@ use taskcast_contract::runtime::Output;
 use taskcast_contract::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow};
 use taskcast_proto::{Attempt, Candidate, PredictRequest, Prediction, Reason, RecommendRequest};
 
+use crate::fields::{AttemptFields, CandidateFields};
 use crate::model::LoadedModel;
-use crate::wire::{AttemptFields, AttemptRef, CandidateFields, CandidateRef, PredictRequestRef};
 
 /// Most candidates one request may carry.
 pub const MAX_CANDIDATES: usize = 1000;
@@ -38,22 +38,32 @@ pub enum PredictError {
     Model(String),
 }
 
-/// Request-independent limits from the configuration.
+/// Request-independent limits from the configuration. The counts bound
+/// what a request may make the server allocate: the in-place reader
+/// ([`crate::wire`]) checks them on the raw bytes before it allocates.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Most history attempts per request.
     pub max_history: usize,
+    /// Longest string (an id or a label), in bytes. Labels are hashed on
+    /// every call, so this bounds per-call work; ids a client sends are
+    /// short, and the longest the tests send (multilingual topics) is
+    /// about 1 KB.
+    pub max_label_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_history: 1000 }
+        Limits {
+            max_history: 1000,
+            max_label_bytes: 4096,
+        }
     }
 }
 
 /// The fields Predict and Recommend share, borrowed from either request:
 /// the generated messages (`A` = [`Attempt`], `C` = [`Candidate`]) or the
-/// in-place view of the received bytes ([`crate::wire`]).
+/// in-place view of the received bytes (`crate::wire`, which builds one).
 #[derive(Clone, Copy, Debug)]
 pub struct PredictInput<'a, A = Attempt, C = Candidate> {
     /// The learner.
@@ -88,17 +98,6 @@ impl<'a> From<&'a RecommendRequest> for PredictInput<'a> {
     }
 }
 
-impl<'a> From<&'a PredictRequestRef<'a>> for PredictInput<'a, AttemptRef<'a>, CandidateRef<'a>> {
-    fn from(r: &'a PredictRequestRef<'a>) -> Self {
-        PredictInput {
-            user_id: r.user_id,
-            history: &r.history,
-            candidates: &r.candidates,
-            explain: r.explain,
-        }
-    }
-}
-
 /// One candidate's answer, without its task id (the caller has it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {
@@ -116,33 +115,110 @@ pub struct Scored {
     pub reasons: Vec<Reason>,
 }
 
+/// The first checks of every request: its entry counts. They come first,
+/// and their messages do not state the count, so the in-place reader can
+/// refuse a request as soon as it has counted one entry too many, without
+/// reading (or allocating for) the rest.
+pub fn check_counts(
+    candidates: usize,
+    history: usize,
+    limits: &Limits,
+) -> Result<(), PredictError> {
+    if history > limits.max_history {
+        return Err(too_many_history(limits));
+    }
+    if candidates > MAX_CANDIDATES {
+        return Err(too_many_candidates());
+    }
+    Ok(())
+}
+
+/// More history attempts than `limits` allow.
+pub(crate) fn too_many_history(limits: &Limits) -> PredictError {
+    PredictError::InvalidArgument(format!(
+        "history: over the limit of {} attempts",
+        limits.max_history
+    ))
+}
+
+/// More candidates than [`MAX_CANDIDATES`].
+pub(crate) fn too_many_candidates() -> PredictError {
+    PredictError::InvalidArgument(format!("candidates: over the limit of {MAX_CANDIDATES}"))
+}
+
+/// The checks that need only the request's counts and `user_id`, in
+/// [`validate`]'s order: the in-place reader runs them before it allocates
+/// the entries, so both paths refuse a request with the same message.
+pub fn check_shape(
+    user_id: &str,
+    candidates: usize,
+    history: usize,
+    limits: &Limits,
+) -> Result<(), PredictError> {
+    check_counts(candidates, history, limits)?;
+    let bad = |m: String| Err(PredictError::InvalidArgument(m));
+    if user_id.is_empty() {
+        return bad("user_id must not be empty".into());
+    }
+    check_label("user_id", user_id, limits)?;
+    if candidates == 0 {
+        return bad(format!("candidates: got 0, need 1..={MAX_CANDIDATES}"));
+    }
+    Ok(())
+}
+
+/// Refuses a string over `max_label_bytes`, naming the field (`what`
+/// is only formatted on failure: the check costs one comparison).
+fn check_label(
+    what: impl std::fmt::Display,
+    value: &str,
+    limits: &Limits,
+) -> Result<(), PredictError> {
+    if value.len() > limits.max_label_bytes {
+        return Err(PredictError::InvalidArgument(format!(
+            "{what}: {} bytes exceed the limit of {}",
+            value.len(),
+            limits.max_label_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Checks everything the feature code and the model rely on; the error
 /// message names the field so a client can fix the call without guessing.
-pub fn validate<A: AttemptFields, C>(
+pub fn validate<A: AttemptFields, C: CandidateFields>(
     input: &PredictInput<'_, A, C>,
     limits: &Limits,
 ) -> Result<(), PredictError> {
-    let bad = |m: String| Err(PredictError::InvalidArgument(m));
-    if input.user_id.is_empty() {
-        return bad("user_id must not be empty".into());
-    }
-    let n = input.candidates.len();
-    if n == 0 || n > MAX_CANDIDATES {
-        return bad(format!("candidates: got {n}, need 1..={MAX_CANDIDATES}"));
-    }
-    if input.history.len() > limits.max_history {
-        return bad(format!(
-            "history: {} attempts exceed the limit of {}",
-            input.history.len(),
-            limits.max_history
-        ));
-    }
+    check_shape(
+        input.user_id,
+        input.candidates.len(),
+        input.history.len(),
+        limits,
+    )?;
     for (i, a) in input.history.iter().enumerate() {
         let s = a.seconds();
         if !s.is_finite() || s < 0.0 {
-            return bad(format!(
+            return Err(PredictError::InvalidArgument(format!(
                 "history[{i}].seconds must be finite and >= 0, got {s}"
-            ));
+            )));
+        }
+        for (name, value) in [
+            ("topic", a.topic()),
+            ("difficulty", a.difficulty()),
+            ("item_id", a.item_id()),
+        ] {
+            check_label(format_args!("history[{i}].{name}"), value, limits)?;
+        }
+    }
+    for (i, c) in input.candidates.iter().enumerate() {
+        for (name, value) in [
+            ("task_id", c.task_id()),
+            ("topic", c.topic()),
+            ("difficulty", c.difficulty()),
+            ("item_id", c.item_id()),
+        ] {
+            check_label(format_args!("candidates[{i}].{name}"), value, limits)?;
         }
     }
     Ok(())

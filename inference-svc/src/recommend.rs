@@ -4,8 +4,9 @@
 
 use taskcast_proto::{Prediction, RecommendRequest};
 
+use crate::fields::{AttemptFields, CandidateFields};
 use crate::model::LoadedModel;
-use crate::predict::{Limits, PredictError, PredictInput, predict};
+use crate::predict::{Limits, PredictError, PredictInput, check_counts, predict};
 
 /// Target used when the request leaves `target_p_correct` at 0.
 pub const DEFAULT_TARGET: f64 = 0.7;
@@ -21,8 +22,31 @@ pub struct Recommendation {
     pub total_seconds: f64,
 }
 
+/// The Recommend-only fields of a request, however it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecommendParams {
+    /// `target_p_correct` as sent (0: the default).
+    pub target_p_correct: f64,
+    /// `time_budget_seconds` as sent (0: no budget).
+    pub time_budget_seconds: f64,
+    /// `limit` as sent (0: no limit).
+    pub limit: u32,
+}
+
+impl From<&RecommendRequest> for RecommendParams {
+    fn from(r: &RecommendRequest) -> Self {
+        RecommendParams {
+            target_p_correct: r.target_p_correct,
+            time_budget_seconds: r.time_budget_seconds,
+            limit: r.limit,
+        }
+    }
+}
+
 /// Checks the Recommend-only fields and returns the effective target.
-pub fn validate(req: &RecommendRequest) -> Result<f64, PredictError> {
+/// Runs after the entry counts and before the other shared checks, on
+/// either path.
+pub fn validate_params(req: &RecommendParams) -> Result<f64, PredictError> {
     let bad = |m: String| Err(PredictError::InvalidArgument(m));
     let target = if req.target_p_correct == 0.0 {
         DEFAULT_TARGET
@@ -49,13 +73,17 @@ pub fn validate(req: &RecommendRequest) -> Result<f64, PredictError> {
 /// still fit the budget (0 = no budget) — a candidate that does not fit is
 /// skipped, not a stop, so a shorter one further down can still fill the
 /// budget — until `limit` are taken (0 = no limit).
-pub fn recommend(
+pub fn recommend<A: AttemptFields, C: CandidateFields>(
     model: &LoadedModel,
-    req: &RecommendRequest,
+    input: &PredictInput<'_, A, C>,
+    req: &RecommendParams,
     limits: &Limits,
 ) -> Result<Recommendation, PredictError> {
-    let target = validate(req)?;
-    let mut ranked = predict(model, &PredictInput::from(req), limits)?;
+    // Counts first, as the in-place reader checks them (it stops counting
+    // at one entry too many, before it reaches these parameters).
+    check_counts(input.candidates.len(), input.history.len(), limits)?;
+    let target = validate_params(req)?;
+    let mut ranked = predict(model, input, limits)?;
     ranked.sort_by(|a, b| {
         (a.p_correct - target)
             .abs()

@@ -5,13 +5,17 @@
 //!
 //! The server answers `Predict` with [`InferenceService::predict_into`],
 //! from the received bytes to the response's bytes ([`crate::wire`], mounted
-//! in front of the router by `taskcast_serving::grpc::RawUnary`); the
-//! generated `Inference::predict` gives the same answers and serves callers
-//! in this process (a test sends the same requests down both).
+//! in front of the router by `taskcast_serving::grpc::RawUnary`), and
+//! `Recommend` with [`InferenceService::recommend_into`], which reads its
+//! request the same way: in memory bounded by the limits, not by what the
+//! bytes claim. The generated `Inference::predict` and `recommend` give the
+//! same answers and serve callers in this process (a test sends the same
+//! requests down both).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prost::Message;
 use taskcast_proto::inference_server::Inference;
 use taskcast_proto::{
     GetModelRequest, ModelInfo, PredictRequest, PredictResponse, RecommendRequest,
@@ -21,10 +25,10 @@ use tonic::{Request, Response, Status};
 
 use crate::model::LoadedModel;
 use crate::predict::{Limits, PredictError, PredictInput, predict, score};
-use crate::recommend::recommend;
+use crate::recommend::{RecommendParams, Recommendation, recommend};
 use crate::swap::ModelSlot;
 use crate::telemetry::Metrics;
-use crate::wire::{self, PredictRequestRef};
+use crate::wire::{self, DecodeError, PredictRequestRef, RecommendRequestRef};
 
 /// The gRPC service; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
@@ -65,7 +69,7 @@ impl InferenceService {
     /// building messages ([`crate::wire`]); what it answers, errors
     /// included, is what [`Inference::predict`] answers for the same request.
     pub fn predict_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
-        let req = PredictRequestRef::decode(body).map_err(wire::decode_status)?;
+        let req = PredictRequestRef::decode(body, &self.limits).map_err(status)?;
         let model = self.model()?;
         let input = PredictInput::from(&req);
         let scored = score(&model, &input, &self.limits).map_err(status)?;
@@ -82,15 +86,64 @@ impl InferenceService {
         wire::encode_predict_response(ids, &scored, version, time_modeled, out);
         Ok(())
     }
+
+    /// Recommend from the request's bytes, its encoded response appended to
+    /// `out`: the request is read in place, in bounded memory, like
+    /// Predict's; the answer is what [`Inference::recommend`] answers.
+    pub fn recommend_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+        let req = RecommendRequestRef::decode(body, &self.limits).map_err(status)?;
+        let model = self.model()?;
+        let input = PredictInput::from(&req.request);
+        let r = recommend(&model, &input, &req.params, &self.limits).map_err(status)?;
+        self.observe(&model, input.history.len(), input.candidates.len());
+        let response = recommend_response(&model, r);
+        out.reserve(response.encoded_len());
+        // A Vec grows as needed, so encoding into it cannot run out of room.
+        response.encode_raw(out);
+        Ok(())
+    }
+}
+
+fn recommend_response(model: &LoadedModel, r: Recommendation) -> RecommendResponse {
+    RecommendResponse {
+        predictions: r.predictions,
+        model_version: model.version().to_string(),
+        target_p_correct: r.target_p_correct,
+        total_seconds: r.total_seconds,
+        time_modeled: model.metadata().time_modeled(),
+    }
+}
+
+/// Every way a request can fail, for [`status`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Refused or failed after the request was read.
+    #[error(transparent)]
+    Predict(#[from] PredictError),
+    /// Refused while it was read.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
 }
 
 /// The one mapping from service errors to gRPC statuses.
-pub fn status(e: PredictError) -> Status {
-    match e {
-        PredictError::InvalidArgument(m) => Status::invalid_argument(m),
-        PredictError::Model(m) => {
-            tracing::error!(error = %m, "model run failed on a request");
-            Status::internal(format!("model run failed: {m}"))
+///
+/// Bytes that are not the message get what tonic answers when prost cannot
+/// decode one (`INTERNAL`, "failed to decode Protobuf message: …"), so the
+/// raw path answers as the generated path would and clients see one
+/// behaviour. A message the limits refuse while it is read is
+/// `INVALID_ARGUMENT` naming the field, with the same text as when it is
+/// refused after decoding.
+pub fn status(e: impl Into<RequestError>) -> Status {
+    match e.into() {
+        RequestError::Predict(e) | RequestError::Decode(DecodeError::Invalid(e)) => match e {
+            PredictError::InvalidArgument(m) => Status::invalid_argument(m),
+            PredictError::Model(m) => {
+                tracing::error!(error = %m, "model run failed on a request");
+                Status::internal(format!("model run failed: {m}"))
+            }
+        },
+        RequestError::Decode(DecodeError::Malformed(e)) => {
+            Status::internal(format!("failed to decode Protobuf message: {e}"))
         }
     }
 }
@@ -146,15 +199,11 @@ impl Inference for InferenceService {
     ) -> Result<Response<RecommendResponse>, Status> {
         let req = request.into_inner();
         let model = self.model()?;
-        let r = recommend(&model, &req, &self.limits).map_err(status)?;
+        let input = PredictInput::from(&req);
+        let r = recommend(&model, &input, &RecommendParams::from(&req), &self.limits)
+            .map_err(status)?;
         self.observe(&model, req.history.len(), req.candidates.len());
-        Ok(Response::new(RecommendResponse {
-            predictions: r.predictions,
-            model_version: model.version().to_string(),
-            target_p_correct: r.target_p_correct,
-            total_seconds: r.total_seconds,
-            time_modeled: model.metadata().time_modeled(),
-        }))
+        Ok(Response::new(recommend_response(&model, r)))
     }
 
     async fn get_model(
@@ -169,13 +218,25 @@ impl Inference for InferenceService {
 /// Path of the Predict method.
 pub const PREDICT_PATH: &str = "/taskcast.v1.Inference/Predict";
 
+/// Path of the Recommend method.
+pub const RECOMMEND_PATH: &str = "/taskcast.v1.Inference/Recommend";
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
     use taskcast_proto::{Attempt, Candidate};
 
     use crate::Config;
+
+    #[test]
+    fn health_name_is_the_generated_service_name() {
+        use tonic::server::NamedService;
+        type S = taskcast_proto::inference_server::InferenceServer<super::InferenceService>;
+        assert_eq!(
+            <S as NamedService>::NAME,
+            crate::telemetry::INFERENCE_SERVICE
+        );
+    }
 
     async fn service() -> InferenceService {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/bootstrap.onnx");
@@ -186,7 +247,14 @@ mod tests {
         slot.try_swap(std::fs::read(path).unwrap(), None)
             .await
             .unwrap();
-        InferenceService::new(slot, metrics, Limits { max_history: 40 })
+        InferenceService::new(
+            slot,
+            metrics,
+            Limits {
+                max_history: 40,
+                ..Limits::default()
+            },
+        )
     }
 
     fn request(history: usize, candidates: usize, explain: bool) -> PredictRequest {
@@ -264,5 +332,48 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Internal);
         assert!(e.message().starts_with("failed to decode Protobuf message"));
+    }
+
+    /// Recommend read in place answers what the generated path answers.
+    #[tokio::test]
+    async fn recommend_into_answers_as_recommend_does() {
+        let svc = service().await;
+        let rec = |p: PredictRequest, target: f64, budget: f64, limit: u32| RecommendRequest {
+            user_id: p.user_id,
+            history: p.history,
+            candidates: p.candidates,
+            explain: p.explain,
+            target_p_correct: target,
+            time_budget_seconds: budget,
+            limit,
+        };
+        let mut cases = vec![
+            rec(request(10, 20, false), 0.0, 0.0, 0),
+            rec(request(30, 50, false), 0.6, 300.0, 5),
+            rec(request(3, 4, true), 0.9, 0.0, 2),
+            rec(request(5, 2, false), 1.5, 0.0, 0),
+            rec(request(5, 2, false), 0.5, f64::NAN, 0),
+            rec(request(41, 1, false), 1.5, 0.0, 0),
+            rec(request(5, 0, false), 0.5, 0.0, 0),
+        ];
+        let mut bad = rec(request(5, 2, false), 0.5, 0.0, 0);
+        bad.user_id.clear();
+        cases.push(bad);
+        for req in cases {
+            let bytes = req.encode_to_vec();
+            let mut ours = Vec::new();
+            let ours = svc.recommend_into(&bytes, &mut ours).map(|()| ours);
+            let theirs = svc
+                .recommend(Request::new(req.clone()))
+                .await
+                .map(|r| r.into_inner().encode_to_vec());
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{req:?}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+                }
+                (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
+            }
+        }
     }
 }

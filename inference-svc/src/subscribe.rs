@@ -5,17 +5,20 @@
 //!
 //! The trainer sends the active model first on every (re)connection; when it
 //! is the model already serving (same version and sha256) it is not reloaded.
+//! On a fresh install it says instead that no version is active yet, and only
+//! then does the replica serve its startup model (the bootstrap).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskcast_proto::WatchModelsRequest;
 use taskcast_proto::trainer_client::TrainerClient;
+use taskcast_proto::{ModelArtifact, ReplicaReport, WatchModelsRequest};
 use taskcast_serving::auth::{Role, Token, TokenError};
 use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
-use tonic::transport::Endpoint;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::swap::ModelSlot;
 use crate::telemetry::Metrics;
@@ -25,20 +28,45 @@ use crate::trainer_tls::TrainerTls;
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// How often a replica tells the trainer what it serves when nothing
+/// changes: the trainer calls a replica silent for several of these gone.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Follows the trainer at `url` until `shutdown`; `tls` (from
-/// [`crate::Config::trainer_tls`]) for an https:// trainer and `token_file`
-/// the replica token to present; both read again on every connect.
+/// Which trainer to follow, and how.
+pub struct Follow {
+    /// The trainers' URLs: one is followed; losing it, the next (two
+    /// trainer replicas, so the trainer is no single point of failure).
+    pub urls: Vec<String>,
+    /// For an https:// trainer ([`crate::Config::trainer_tls`]); read again
+    /// on every connect.
+    pub tls: Option<TrainerTls>,
+    /// The replica token to present; read again on every connect.
+    pub token_file: Option<PathBuf>,
+    /// This replica's name.
+    pub replica: String,
+    /// The startup model's bytes, served only when the trainer says no
+    /// version is active yet.
+    pub standby: Option<Vec<u8>>,
+}
+
+/// What outlives one connection: the reconnect backoff and the last load
+/// this replica refused (reported to every trainer it talks to).
+struct FollowState {
+    backoff: Backoff,
+    refused: Option<(String, String)>,
+}
+
+/// Follows the trainer until `shutdown`.
 pub async fn follow_trainer(
-    url: String,
-    tls: Option<TrainerTls>,
-    token_file: Option<PathBuf>,
-    replica: String,
+    follow: Follow,
     slot: Arc<ModelSlot>,
     metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
 ) {
-    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP).with_jitter();
+    let mut state = FollowState {
+        backoff: Backoff::new(BACKOFF_START, BACKOFF_CAP).with_jitter(),
+        refused: None,
+    };
     let mut attempts: u64 = 0;
     loop {
         if shutdown.is_shutdown() {
@@ -47,16 +75,13 @@ pub async fn follow_trainer(
         if attempts > 0 {
             metrics.trainer_reconnects.inc();
         }
+        let n = follow.urls.len().max(1);
+        let Some(url) = follow.urls.get((attempts as usize) % n).cloned() else {
+            tracing::error!("no trainer URL to follow");
+            break;
+        };
         attempts += 1;
-        let session = watch_once(
-            &url,
-            tls.as_ref(),
-            token_file.as_deref(),
-            &replica,
-            &slot,
-            &metrics,
-            &mut backoff,
-        );
+        let session = watch_once(&follow, &url, &slot, &metrics, &mut state);
         tokio::select! {
             result = session => {
                 metrics.trainer_connected.set(0);
@@ -67,7 +92,7 @@ pub async fn follow_trainer(
             }
             () = shutdown.recv() => break,
         }
-        let delay = backoff.next_delay();
+        let delay = state.backoff.next_delay();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.recv() => break,
@@ -94,19 +119,22 @@ enum WatchError {
     TokenNotAscii,
 }
 
-/// One connection's lifetime: connect, subscribe, swap each artifact.
+/// One connection's lifetime: connect, subscribe, swap each artifact, and
+/// report to the trainer what this replica serves after every change and
+/// every [`REPORT_EVERY`].
 async fn watch_once(
+    follow: &Follow,
     url: &str,
-    tls: Option<&TrainerTls>,
-    token_file: Option<&Path>,
-    replica: &str,
     slot: &ModelSlot,
     metrics: &Metrics,
-    backoff: &mut Backoff,
+    state: &mut FollowState,
 ) -> Result<(), WatchError> {
     let mut endpoint =
         Endpoint::from_shared(url.to_string()).map_err(|e| WatchError::Url(e.to_string()))?;
-    if let Some(tls) = tls {
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    if let Some(tls) = follow.tls.as_ref().filter(|_| https) {
         // Read now, not at start: rotated files apply from this connect on.
         endpoint = endpoint.tls_config(tls.load()?)?;
     }
@@ -118,29 +146,114 @@ async fn watch_once(
     let channel = endpoint.connect().await?;
     // Artifacts are whole ONNX files; allow far more than the 4 MiB default.
     let mut client = TrainerClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
+    // Read on every connect: a rotated token applies from this connect on.
+    let auth = match &follow.token_file {
+        Some(path) => {
+            let token = Token::from_file(Role::Replica, path)?;
+            Some(token.bearer_metadata().ok_or(WatchError::TokenNotAscii)?)
+        }
+        None => None,
+    };
     let mut request = tonic::Request::new(WatchModelsRequest {
-        subscriber: replica.to_string(),
+        subscriber: follow.replica.clone(),
     });
-    if let Some(path) = token_file {
-        let token = Token::from_file(Role::Replica, path)?;
-        let header = token.bearer_metadata().ok_or(WatchError::TokenNotAscii)?;
-        request.metadata_mut().insert("authorization", header);
+    if let Some(h) = &auth {
+        request.metadata_mut().insert("authorization", h.clone());
     }
     let mut stream = client.watch_models(request).await?.into_inner();
     metrics.trainer_connected.set(1);
-    backoff.reset();
+    state.backoff.reset();
     tracing::info!(trainer = %url, "subscribed to trainer model stream");
-    while let Some(artifact) = stream.message().await? {
-        if let Some(cur) = slot.current()
-            && cur.version() == artifact.version
-            && cur.sha256.eq_ignore_ascii_case(&artifact.sha256)
-        {
-            tracing::debug!(version = %artifact.version, "already serving this model");
-            continue;
-        }
-        tracing::info!(version = %artifact.version, bytes = artifact.onnx.len(), "trainer announced a model");
-        // A refusal is logged and counted by the slot; keep following.
-        let _ = slot.try_swap(artifact.onnx, Some(artifact.sha256)).await;
+    let mut reporter = Reporter {
+        client: client.clone(),
+        auth,
+        replica: follow.replica.clone(),
+    };
+    let mut heartbeat = tokio::time::interval(REPORT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let artifact = tokio::select! {
+            m = stream.message() => match m? {
+                Some(a) => a,
+                None => return Ok(()),
+            },
+            _ = heartbeat.tick() => {
+                reporter.send(slot, &state.refused).await;
+                continue;
+            }
+        };
+        take(artifact, follow.standby.as_deref(), slot, state).await;
+        reporter.send(slot, &state.refused).await;
     }
-    Ok(())
+}
+
+/// Acts on one message of the model stream.
+async fn take(
+    artifact: ModelArtifact,
+    standby: Option<&[u8]>,
+    slot: &ModelSlot,
+    state: &mut FollowState,
+) {
+    if artifact.no_active_version {
+        match (slot.current(), standby) {
+            (Some(cur), _) => tracing::warn!(
+                serving = cur.version(),
+                "the trainer has no active version; keeping the model this replica serves"
+            ),
+            (None, Some(bytes)) => {
+                tracing::info!("the trainer has no active version yet: serving the startup model");
+                let _ = slot.try_swap(bytes.to_vec(), None).await;
+            }
+            (None, None) => tracing::warn!(
+                "the trainer has no active version and this replica has no startup model: NOT_SERVING until one is promoted"
+            ),
+        }
+        return;
+    }
+    if let Some(cur) = slot.current()
+        && cur.version() == artifact.version
+        && cur.sha256.eq_ignore_ascii_case(&artifact.sha256)
+    {
+        tracing::debug!(version = %artifact.version, "already serving this model");
+        return;
+    }
+    tracing::info!(version = %artifact.version, bytes = artifact.onnx.len(), "trainer announced a model");
+    // A refusal is logged and counted by the slot, and reported to the
+    // trainer; keep following.
+    if let Err(e) = slot.try_swap(artifact.onnx, Some(artifact.sha256)).await {
+        state.refused = Some((artifact.version, e.to_string()));
+    }
+}
+
+/// Sends `ReportReplica`: what this replica serves and its last refusal.
+struct Reporter {
+    client: TrainerClient<Channel>,
+    auth: Option<AsciiMetadataValue>,
+    replica: String,
+}
+
+impl Reporter {
+    /// One report; a failure is only logged (a trainer that predates the RPC
+    /// answers UNIMPLEMENTED, and the stream itself says whether it is alive).
+    async fn send(&mut self, slot: &ModelSlot, refused: &Option<(String, String)>) {
+        let (version, sha256) = slot
+            .current()
+            .map(|m| (m.version().to_string(), m.sha256.clone()))
+            .unwrap_or_default();
+        let (refused_version, refused_reason) = refused.clone().unwrap_or_default();
+        let mut request = tonic::Request::new(ReplicaReport {
+            replica: self.replica.clone(),
+            version,
+            sha256,
+            refused_version,
+            refused_reason,
+        });
+        request.set_timeout(Duration::from_secs(5));
+        if let Some(h) = &self.auth {
+            request.metadata_mut().insert("authorization", h.clone());
+        }
+        if let Err(status) = self.client.report_replica(request).await {
+            tracing::debug!(code = ?status.code(), "reporting to the trainer failed");
+        }
+    }
 }

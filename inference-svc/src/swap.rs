@@ -16,9 +16,7 @@ use tonic_health::server::HealthReporter;
 use crate::model::{LoadedModel, ModelError};
 use crate::telemetry::Metrics;
 
-/// gRPC service name the health status is reported under (the generated
-/// server's `NamedService::NAME`, checked by a test).
-pub const INFERENCE_SERVICE: &str = "taskcast.v1.Inference";
+pub use crate::telemetry::INFERENCE_SERVICE;
 
 /// The currently serving model, if any, and the machinery to replace it.
 pub struct ModelSlot {
@@ -159,17 +157,5 @@ impl ModelSlot {
         self.health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tonic::server::NamedService;
-
-    #[test]
-    fn health_name_is_the_generated_service_name() {
-        type S =
-            taskcast_proto::inference_server::InferenceServer<crate::service::InferenceService>;
-        assert_eq!(<S as NamedService>::NAME, super::INFERENCE_SERVICE);
     }
 }

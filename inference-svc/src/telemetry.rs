@@ -11,6 +11,11 @@ use prometheus::{
 };
 use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
 
+/// gRPC service name the health status is reported under and the gRPC
+/// metrics are labelled with (the generated server's `NamedService::NAME`,
+/// checked by a test in `service.rs`).
+pub const INFERENCE_SERVICE: &str = "taskcast.v1.Inference";
+
 /// Prefix of every metric this service exports.
 pub const PREFIX: &str = "taskcast_inference";
 
@@ -45,7 +50,9 @@ impl Metrics {
     /// Creates and registers every metric in a fresh prefixed registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some(PREFIX.to_string()), None)?;
-        let grpc = GrpcMetricsLayer::new(&registry)?;
+        // Labels only for what this server routes: a made-up path, or a
+        // Trainer method sent here, is counted as `unknown`.
+        let grpc = GrpcMetricsLayer::for_services(&registry, &[INFERENCE_SERVICE])?;
         let predictions = IntCounterVec::new(
             Opts::new(
                 "predictions_total",

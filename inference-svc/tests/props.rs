@@ -81,7 +81,10 @@ proptest! {
     ) {
         let model = model();
         let input = PredictInput { user_id: &user_id, history: &history, candidates: &candidates, explain };
-        match predict(&model, &input, &Limits { max_history: 40 }) {
+        match predict(&model, &input, &Limits {
+            max_history: 40,
+            ..Limits::default()
+        }) {
             Ok(preds) => {
                 prop_assert_eq!(preds.len(), candidates.len());
                 for (p, c) in preds.iter().zip(&candidates) {

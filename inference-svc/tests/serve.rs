@@ -169,10 +169,10 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
     cases.push((r, "candidates: got 0, need 1..=1000"));
     let mut r = ok();
     r.candidates = (0..1001).map(|i| candidate(&i.to_string(), "a")).collect();
-    cases.push((r, "candidates: got 1001"));
+    cases.push((r, "candidates: over the limit of 1000"));
     let mut r = ok();
     r.history = (0..15).map(|_| attempt("a", true, 1.0)).collect();
-    cases.push((r, "history: 15 attempts exceed the limit of 10"));
+    cases.push((r, "history: over the limit of 10 attempts"));
     for (i, bad) in [f64::NAN, f64::INFINITY, -1.0].into_iter().enumerate() {
         let mut r = ok();
         r.history = vec![attempt("a", true, 1.0); 4];

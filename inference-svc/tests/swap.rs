@@ -40,6 +40,15 @@ async fn hot_swap_under_concurrent_load_never_fails_a_request() {
     let mut cfg = Config::default_for_tests(bootstrap_path());
     cfg.trainer = Some(url);
     let server = start(cfg).await;
+    // The startup model serves once the trainer says nothing is active.
+    let ready = std::time::Instant::now();
+    while server.slot.current().is_none() {
+        assert!(
+            ready.elapsed().as_secs() < 10,
+            "the startup model never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));

@@ -24,6 +24,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use http::{Request, Response};
 use subtle::ConstantTimeEq;
@@ -167,10 +170,12 @@ fn strip_bearer(header: &[u8]) -> Option<&[u8]> {
     Some(header[SCHEME.len()..].trim_ascii())
 }
 
-/// The tokens a server accepts, at most one per role.
+/// The tokens a server accepts: at most one current token per role, and
+/// tokens a rotation replaced, each accepted until its grace period ends.
 #[derive(Clone, Debug, Default)]
 pub struct RoleTokens {
     tokens: Vec<(Role, Token)>,
+    retired: Vec<(Role, Token, Instant)>,
 }
 
 impl RoleTokens {
@@ -198,12 +203,49 @@ impl RoleTokens {
         self.tokens.iter().any(|(r, _)| *r == role)
     }
 
+    /// Whether `role`'s current token is `token`.
+    pub fn is_current(&self, role: Role, token: &Token) -> bool {
+        self.tokens
+            .iter()
+            .any(|(r, t)| *r == role && t.matches(&token.0))
+    }
+
+    /// These tokens with `role`'s replaced by `token`; the one it replaces
+    /// is still accepted until `until`, so callers holding it (pods that
+    /// have not re-read the Secret yet) are not cut off mid-rotation.
+    /// Retired tokens past their time are dropped.
+    pub fn rotated(&self, role: Role, token: Token, until: Instant) -> Result<Self, TokenError> {
+        let now = Instant::now();
+        let mut retired: Vec<(Role, Token, Instant)> = self
+            .retired
+            .iter()
+            .filter(|(_, _, t)| *t > now)
+            .cloned()
+            .collect();
+        if let Some((_, old)) = self.tokens.iter().find(|(r, _)| *r == role) {
+            retired.push((role, old.clone(), until));
+        }
+        let mut next = RoleTokens {
+            tokens: self.tokens.clone(),
+            retired: Vec::new(),
+        }
+        .with(role, Some(token))?;
+        next.retired = retired;
+        Ok(next)
+    }
+
     /// The role whose token `presented` is. Every configured token is
     /// compared, so the time taken does not say which role nearly matched.
     fn identify(&self, presented: &[u8]) -> Option<Role> {
         let mut found = None;
         for (role, token) in &self.tokens {
             if token.matches(presented) {
+                found = Some(*role);
+            }
+        }
+        let now = Instant::now();
+        for (role, token, until) in &self.retired {
+            if token.matches(presented) && now < *until && found.is_none() {
                 found = Some(*role);
             }
         }
@@ -216,7 +258,29 @@ impl RoleTokens {
 pub struct RoleAuthLayer {
     service_prefix: Arc<str>,
     rules: Arc<HashMap<String, Role>>,
-    tokens: Arc<RoleTokens>,
+    tokens: SharedTokens,
+}
+
+/// The tokens a [`RoleAuthLayer`] checks against, replaceable while it
+/// serves (token rotation, [`crate::token_reload`]). Reads take no lock.
+#[derive(Clone, Debug)]
+pub struct SharedTokens(Arc<ArcSwap<RoleTokens>>);
+
+impl SharedTokens {
+    /// Shares `tokens`.
+    pub fn new(tokens: RoleTokens) -> Self {
+        SharedTokens(Arc::new(ArcSwap::from_pointee(tokens)))
+    }
+
+    /// The tokens now.
+    pub fn load(&self) -> Arc<RoleTokens> {
+        self.0.load_full()
+    }
+
+    /// Replaces the tokens for every call checked from now on.
+    pub fn store(&self, tokens: RoleTokens) {
+        self.0.store(Arc::new(tokens));
+    }
 }
 
 impl RoleAuthLayer {
@@ -230,8 +294,13 @@ impl RoleAuthLayer {
         RoleAuthLayer {
             service_prefix: Arc::from(service_prefix),
             rules: Arc::new(rules.into_iter().map(|(m, r)| (m.into(), r)).collect()),
-            tokens: Arc::new(tokens),
+            tokens: SharedTokens::new(tokens),
         }
+    }
+
+    /// The tokens this layer checks, to replace them while it serves.
+    pub fn tokens(&self) -> SharedTokens {
+        self.tokens.clone()
     }
 
     /// The role `path` needs; `None` for paths outside the guarded service.
@@ -248,7 +317,8 @@ impl RoleAuthLayer {
         let Some(needed) = self.required(req.uri().path()) else {
             return Ok(None);
         };
-        if !self.tokens.has(needed) && !self.tokens.has(Role::Admin) {
+        let tokens = self.tokens.0.load();
+        if !tokens.has(needed) && !tokens.has(Role::Admin) {
             return Err(tonic::Status::unauthenticated(format!(
                 "this RPC needs the {needed} role, and this server has no {needed} or admin token configured"
             )));
@@ -258,8 +328,7 @@ impl RoleAuthLayer {
                 "this RPC needs the {needed} role: send `authorization: Bearer <token>`"
             )));
         };
-        let Some(caller) = strip_bearer(header.as_bytes()).and_then(|p| self.tokens.identify(p))
-        else {
+        let Some(caller) = strip_bearer(header.as_bytes()).and_then(|p| tokens.identify(p)) else {
             return Err(tonic::Status::unauthenticated("invalid token"));
         };
         if caller == needed || caller == Role::Admin {

@@ -26,6 +26,7 @@ use tower::{Layer, Service};
 use crate::Error;
 use crate::auth::RoleAuthLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::request_bytes::{BudgetError, RequestBytes, RequestBytesPermit, SMALL_MESSAGE_BYTES};
 use crate::tls_incoming::TlsIncoming;
 use crate::tls_reload::ReloadingServerTls;
 
@@ -50,13 +51,67 @@ pub struct GrpcOptions {
     /// One unary method answered straight from its request bytes, before
     /// the router (see [`RawUnary`]).
     pub raw_unary: Option<RawUnary>,
+    /// Close each client connection gracefully once it is this old; `None`
+    /// keeps connections for as long as the client does.
+    pub max_connection_age: Option<ConnectionAge>,
+}
+
+/// How long a client connection may live. gRPC clients keep one HTTP/2
+/// connection per server address for as long as it works, so without an age
+/// limit a replica the autoscaler adds gets nothing from clients that
+/// connected before it existed. When a connection reaches `max`, the server
+/// sends GOAWAY: the client opens a new connection (re-resolving the name,
+/// or being balanced afresh by a proxy) for its next calls, while calls
+/// already in flight finish on the old one for up to `grace`; any still
+/// running then are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionAge {
+    /// Age at which the server sends GOAWAY.
+    pub max: Duration,
+    /// How long calls in flight may continue after the GOAWAY.
+    pub grace: Duration,
+}
+
+/// The connection-age flags, shared so both services spell them the same way
+/// (`#[command(flatten)]` into a service's flags).
+#[derive(clap::Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionAgeArgs {
+    /// Close each client connection with a graceful GOAWAY after this many
+    /// seconds, so long-lived clients reconnect and reach replicas added
+    /// since (the HPA's); 0 keeps connections open for as long as clients do.
+    #[arg(
+        long = "max-connection-age-seconds",
+        env = "TASKCAST_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 300
+    )]
+    pub max_connection_age_seconds: u64,
+
+    /// After the GOAWAY, how long calls in flight on the old connection may
+    /// take before it is closed anyway.
+    #[arg(
+        long = "max-connection-age-grace-seconds",
+        env = "TASKCAST_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    pub max_connection_age_grace_seconds: u64,
+}
+
+impl ConnectionAgeArgs {
+    /// The age limit these flags ask for; `None` when it is off (0).
+    pub fn connection_age(&self) -> Option<ConnectionAge> {
+        (self.max_connection_age_seconds > 0).then(|| ConnectionAge {
+            max: Duration::from_secs(self.max_connection_age_seconds),
+            grace: Duration::from_secs(self.max_connection_age_grace_seconds),
+        })
+    }
 }
 
 /// A health service and the reporter that sets its statuses. The overall
 /// status (`""`) starts SERVING; a service that is not ready at start says so.
 pub fn health() -> (HealthReporter, HealthServer<HealthService>) {
     let reporter = HealthReporter::new();
-    let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+    let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()))
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
     (reporter, service)
 }
 
@@ -78,8 +133,13 @@ pub fn serve(
             .register_encoded_file_descriptor_set(taskcast_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Their requests are a few bytes: a small cap keeps what they hold small.
+    let reflection_v1 = reflection()
+        .build_v1()?
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(SMALL_MESSAGE_BYTES);
 
     // Builder::tcp_nodelay only applies to listeners tonic binds itself;
     // ours comes from the caller, so set it here. Without it a response
@@ -93,6 +153,13 @@ pub fn serve(
     }
     if let Some(limit) = options.concurrency_limit_per_connection {
         builder = builder.concurrency_limit_per_connection(limit);
+    }
+    if let Some(age) = options.max_connection_age {
+        // tonic starts hyper's graceful shutdown of the connection (GOAWAY,
+        // in-flight streams finish) at `max`, and closes it `grace` later.
+        builder = builder
+            .max_connection_age(age.max)
+            .max_connection_age_grace(age.grace);
     }
     let router = builder
         .load_shed(options.load_shed)
@@ -144,27 +211,32 @@ where
 /// buffer (which already holds the 5-byte gRPC frame header).
 pub type RawHandler = Arc<dyn Fn(&[u8], &mut Vec<u8>) -> Result<(), Status> + Send + Sync>;
 
-/// A unary gRPC method served as bytes in, bytes out, in front of the
-/// router: for the one hot method of a service, this skips what tonic's
+/// Unary gRPC methods served as bytes in, bytes out, in front of the
+/// router: for the hot methods of a service, this skips what tonic's
 /// generic path costs per call (routing, the codec's receive and send
 /// buffers, message and metadata wrappers, the trailers built through a
 /// `Status`). Every layer of [`serve`] still applies to it: deadline, load
 /// shedding, concurrency limit, metrics, roles. The framing follows the gRPC
 /// HTTP/2 protocol as tonic serves it: no compression (a compressed request
 /// is refused as tonic refuses it), the message-size limit, `grpc-status`
-/// in the trailers, or alone in the headers for an error.
+/// in the trailers, or alone in the headers for an error. With a
+/// [`RequestBytes`] budget, a message's declared size is taken from it
+/// before the message is read and given back once it is answered.
 #[derive(Clone)]
 pub struct RawUnary {
-    path: &'static str,
-    handler: RawHandler,
+    /// Shared, so the per-call clone is a reference count.
+    routes: Arc<[(&'static str, RawHandler)]>,
     max_request_bytes: usize,
+    budget: Option<RequestBytes>,
 }
 
 impl std::fmt::Debug for RawUnary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&str> = self.routes.iter().map(|(p, _)| *p).collect();
         f.debug_struct("RawUnary")
-            .field("path", &self.path)
+            .field("paths", &paths)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -174,19 +246,36 @@ impl RawUnary {
     /// request messages over `max_request_bytes`.
     pub fn new(path: &'static str, max_request_bytes: usize, handler: RawHandler) -> Self {
         RawUnary {
-            path,
-            handler,
+            routes: Arc::from([(path, handler)]),
             max_request_bytes,
+            budget: None,
         }
     }
 
+    /// Serves `path` with `handler` too, under the same limits.
+    pub fn route(mut self, path: &'static str, handler: RawHandler) -> Self {
+        let mut routes = self.routes.to_vec();
+        routes.push((path, handler));
+        self.routes = Arc::from(routes);
+        self
+    }
+
+    /// Reads every message through `budget` (see [`RequestBytes`]).
+    pub fn with_budget(mut self, budget: RequestBytes) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Reads the request message, runs the handler, frames the answer.
-    async fn answer(self, req: Request<Body>) -> Response<Body> {
-        let reply = match read_message(req, self.max_request_bytes).await {
-            Ok(message) => {
+    async fn answer(self, handler: RawHandler, req: Request<Body>) -> Response<Body> {
+        let reply = match read_message(req, self.max_request_bytes, self.budget.as_ref()).await {
+            Ok((message, permit)) => {
                 let mut out = Vec::with_capacity(256);
                 out.extend_from_slice(&[0; 5]);
-                (self.handler)(&message, &mut out).and_then(|()| frame(out))
+                let reply = handler(&message, &mut out).and_then(|()| frame(out));
+                // The request's bytes go back to the budget only now.
+                drop((message, permit));
+                reply
             }
             Err(status) => Err(status),
         };
@@ -217,8 +306,13 @@ fn frame(mut out: Vec<u8>) -> Result<Bytes, Status> {
 
 /// The request's one message, as tonic's unary path reads it: the body to
 /// its end, the first message in it, with tonic's statuses for what it
-/// refuses.
-async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status> {
+/// refuses. With a budget, the message's size is taken from it as soon as
+/// its header is in, before the rest is read (or buffered).
+async fn read_message(
+    req: Request<Body>,
+    limit: usize,
+    budget: Option<&RequestBytes>,
+) -> Result<(Bytes, Option<RequestBytesPermit>), Status> {
     if let Some(encoding) = req.headers().get("grpc-encoding")
         && encoding != "identity"
     {
@@ -232,6 +326,7 @@ async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status>
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
     let mut wanted: Option<usize> = None;
+    let mut permit = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue; // trailers: nothing a unary call needs
@@ -240,6 +335,8 @@ async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status>
             first = Some(data);
         } else {
             if let Some(f) = first.take() {
+                // One allocation of the message's size, not a doubling run.
+                joined.reserve_exact(wanted.unwrap_or(0).max(f.len() + data.len()));
                 joined.extend_from_slice(&f);
             }
             joined.extend_from_slice(&data);
@@ -258,6 +355,9 @@ async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status>
                 )));
             }
             wanted = Some(5 + len);
+            if let Some(budget) = budget {
+                permit = Some(budget.acquire(5 + len).await.map_err(budget_status)?);
+            }
         }
         if let Some(w) = wanted
             && have.len() >= w
@@ -267,16 +367,26 @@ async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, Status>
             while let Some(frame) = body.frame().await {
                 frame?;
             }
-            return Ok(match first {
+            let message = match first {
                 Some(f) => f.slice(5..w),
                 None => Bytes::from(joined).slice(5..w),
-            });
+            };
+            return Ok((message, permit));
         }
     }
     if first.is_none() && joined.is_empty() {
         Err(Status::internal("Missing request message."))
     } else {
         Err(Status::internal("Unexpected EOF decoding stream."))
+    }
+}
+
+/// A message the budget has no room for is shed like a call over the
+/// concurrency limit; a closed budget means the server is stopping.
+fn budget_status(e: BudgetError) -> Status {
+    match e {
+        BudgetError::Full { .. } => Status::resource_exhausted(e.to_string()),
+        BudgetError::Closed => Status::unavailable(e.to_string()),
     }
 }
 
@@ -345,9 +455,11 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if req.uri().path() == self.raw.path {
+        let path = req.uri().path();
+        if let Some((_, handler)) = self.raw.routes.iter().find(|(p, _)| *p == path) {
+            let handler = Arc::clone(handler);
             let raw = self.raw.clone();
-            Box::pin(async move { Ok(raw.answer(req).await) })
+            Box::pin(async move { Ok(raw.answer(handler, req).await) })
         } else {
             // Every other method (a boxed future, as the router's own are).
             Box::pin(self.inner.call(req))

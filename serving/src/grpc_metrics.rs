@@ -13,11 +13,17 @@
 //! load shedding ("trailers-only" responses). A response whose headers carry
 //! no status is counted as `OK`: its status would arrive in the trailers,
 //! which for unary calls means success. Duration is time to response headers.
+//!
+//! Label values come only from the server's own routes: the methods of the
+//! services in the descriptor sets the server registers (its own, health,
+//! reflection). Any other path, made up by a client that needs no token to
+//! send it (this layer runs before the role layer), is counted under
+//! `service="unknown", method="unknown"`, so no input can add a series.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -25,6 +31,7 @@ use http::{Request, Response};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
+use prost::Message;
 use tower::{Layer, Service};
 
 /// Latency buckets in seconds: 100 µs to 10 s, dense where a fast RPC lives.
@@ -33,9 +40,15 @@ pub const DURATION_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Methods whose label children are kept resolved; more (a client trying
-/// random paths) are counted the slow way, by label lookup per call.
-const CACHED_METHODS: usize = 32;
+/// The label value of every path that is not one of the server's methods.
+pub const UNKNOWN: &str = "unknown";
+
+/// The reflection services `grpc::serve` mounts (their descriptors are not
+/// exported by tonic-reflection).
+const REFLECTION_PATHS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// The two metric families; cheap to clone (one shared handle).
 #[derive(Clone, Debug)]
@@ -47,20 +60,18 @@ pub struct GrpcMetricsLayer {
 struct Families {
     requests: IntCounterVec,
     duration: HistogramVec,
-    /// Per-method children resolved on first use, so a call neither
-    /// allocates its label strings nor hashes them into the families' maps:
-    /// slots `0..len` are set, and only ever appended to (under `adding`).
-    methods: [OnceLock<Arc<MethodMetrics>>; CACHED_METHODS],
-    len: AtomicUsize,
-    adding: Mutex<()>,
-    /// Every path that is not `/service/method`.
+    /// Every method the server routes, by path, fixed at construction: a
+    /// call only hashes its path (no lock, no allocation) and the label
+    /// children are made on a method's first call, so methods never called
+    /// show no series.
+    known: HashMap<String, OnceLock<Arc<MethodMetrics>>>,
+    /// Every other path, whatever it is.
     unknown: OnceLock<Arc<MethodMetrics>>,
 }
 
 /// One method's children of the families.
 #[derive(Debug)]
 struct MethodMetrics {
-    path: String,
     service: String,
     method: String,
     requests: IntCounterVec,
@@ -70,10 +81,8 @@ struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    fn new(f: &Families, path: &str) -> Self {
-        let (service, method) = split_path(path);
+    fn new(f: &Families, service: &str, method: &str) -> Self {
         MethodMetrics {
-            path: path.to_string(),
             ok: OnceLock::new(),
             duration: f.duration.with_label_values(&[service, method]),
             requests: f.requests.clone(),
@@ -91,6 +100,7 @@ impl MethodMetrics {
                 })
                 .inc();
         } else {
+            // `code` is one of the 17 names of `code_name`: bounded.
             self.requests
                 .with_label_values(&[&self.service, &self.method, code])
                 .inc();
@@ -101,39 +111,62 @@ impl MethodMetrics {
 
 impl Families {
     fn method(&self, path: &str) -> Arc<MethodMetrics> {
-        let cached = |len: usize| {
-            self.methods[..len]
-                .iter()
-                .filter_map(OnceLock::get)
-                .find(|m| m.path == path)
-                .cloned()
-        };
-        if let Some(m) = cached(self.len.load(Ordering::Acquire)) {
-            return m;
-        }
-        if split_path(path) == ("unknown", "unknown") {
-            return Arc::clone(
+        match self.known.get(path) {
+            Some(slot) => Arc::clone(slot.get_or_init(|| {
+                let (service, method) = split_path(path);
+                Arc::new(MethodMetrics::new(self, service, method))
+            })),
+            None => Arc::clone(
                 self.unknown
-                    .get_or_init(|| Arc::new(MethodMetrics::new(self, path))),
-            );
+                    .get_or_init(|| Arc::new(MethodMetrics::new(self, UNKNOWN, UNKNOWN))),
+            ),
         }
-        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
-        let len = self.len.load(Ordering::Acquire);
-        if let Some(m) = cached(len) {
-            return m;
-        }
-        let m = Arc::new(MethodMetrics::new(self, path));
-        if len < CACHED_METHODS {
-            let _ = self.methods[len].set(Arc::clone(&m));
-            self.len.store(len + 1, Ordering::Release);
-        }
-        m
     }
 }
 
+/// `/package.Service/Method` of every method in an encoded descriptor set
+/// whose service `keep` admits.
+fn method_paths(descriptor_set: &[u8], keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+    // The sets are compiled into the binary; one that does not decode is a
+    // build defect, caught by this crate's tests, and names nothing here.
+    let Ok(set) = prost_types::FileDescriptorSet::decode(descriptor_set) else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            let name = match file.package() {
+                "" => service.name().to_string(),
+                package => format!("{package}.{}", service.name()),
+            };
+            if keep(&name) {
+                paths.extend(
+                    service
+                        .method
+                        .iter()
+                        .map(|m| format!("/{name}/{}", m.name())),
+                );
+            }
+        }
+    }
+    paths
+}
+
 impl GrpcMetricsLayer {
-    /// Creates the metrics and registers them in `registry`.
+    /// Creates the metrics and registers them in `registry`; every method
+    /// of the Taskcast services, health and reflection gets its own labels.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Self::build(registry, &|_| true)
+    }
+
+    /// As [`GrpcMetricsLayer::new`], but of the Taskcast services only
+    /// those named (`taskcast.v1.Inference`) get labels: what the server
+    /// routes, so a call to another service's method is `unknown` too.
+    pub fn for_services(registry: &Registry, services: &[&str]) -> Result<Self, prometheus::Error> {
+        Self::build(registry, &|s| services.contains(&s))
+    }
+
+    fn build(registry: &Registry, keep: &dyn Fn(&str) -> bool) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "grpc_server_requests_total",
@@ -151,13 +184,16 @@ impl GrpcMetricsLayer {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let mut paths = method_paths(taskcast_proto::FILE_DESCRIPTOR_SET, keep);
+        paths.extend(method_paths(tonic_health::pb::FILE_DESCRIPTOR_SET, &|_| {
+            true
+        }));
+        paths.extend(REFLECTION_PATHS.iter().map(|p| (*p).to_string()));
         Ok(GrpcMetricsLayer {
             inner: Arc::new(Families {
                 requests,
                 duration,
-                methods: std::array::from_fn(|_| OnceLock::new()),
-                len: AtomicUsize::new(0),
-                adding: Mutex::new(()),
+                known: paths.into_iter().map(|p| (p, OnceLock::new())).collect(),
                 unknown: OnceLock::new(),
             }),
         })
@@ -182,13 +218,14 @@ pub struct GrpcMetrics<S> {
 }
 
 /// Splits `/pkg.Service/Method` into `("pkg.Service", "Method")`; anything
-/// else (a stray HTTP path) is grouped under `("unknown", "unknown")` so that
-/// random paths cannot blow up label cardinality.
+/// else (a stray HTTP path) is `("unknown", "unknown")`. The layer only
+/// splits the paths of its known methods: a well-formed path it does not
+/// route is `unknown` as well, so random paths cannot add label values.
 pub fn split_path(path: &str) -> (&str, &str) {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     match (parts.next(), parts.next()) {
         (Some(s), Some(m)) if !s.is_empty() && !m.is_empty() && !m.contains('/') => (s, m),
-        _ => ("unknown", "unknown"),
+        _ => (UNKNOWN, UNKNOWN),
     }
 }
 
@@ -287,36 +324,115 @@ mod tests {
         assert_eq!(split_path("/metrics"), ("unknown", "unknown"));
     }
 
+    fn render(registry: &Registry) -> String {
+        use prometheus::Encoder;
+        let mut b = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut b)
+            .unwrap();
+        String::from_utf8(b).unwrap()
+    }
+
+    async fn call(
+        svc: &GrpcMetrics<
+            impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone,
+        >,
+        path: &str,
+    ) {
+        let req = Request::builder().uri(path).body(()).unwrap();
+        svc.clone().oneshot(req).await.unwrap();
+    }
+
+    /// The issue's attack: 300 made-up paths, no token. Before, each added
+    /// series (2 220 new lines on /metrics); now they all land on one
+    /// `unknown` label set, and so do the methods of a service this server
+    /// does not route.
+    #[tokio::test]
+    async fn made_up_paths_add_no_series() {
+        let registry = Registry::new();
+        let layer = GrpcMetricsLayer::for_services(&registry, &["taskcast.v1.Inference"]).unwrap();
+        let svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(tonic::Status::unimplemented("").into_http::<()>())
+        }));
+        call(&svc, "/x0/y0").await;
+        let lines = render(&registry).lines().count();
+        for i in 1..300 {
+            call(&svc, &format!("/x{i}/y{i}")).await;
+            call(&svc, &format!("/taskcast.v1.Inference/Nope{i}")).await;
+            call(&svc, &format!("/{i}")).await;
+        }
+        call(&svc, "/taskcast.v1.Trainer/Train").await;
+        let text = render(&registry);
+        assert_eq!(text.lines().count(), lines, "{text}");
+        assert!(
+            text.contains(r#"grpc_server_requests_total{code="UNIMPLEMENTED",method="unknown",service="unknown"} 899"#),
+            "{text}"
+        );
+        // The server's own methods keep their names.
+        call(&svc, "/taskcast.v1.Inference/Predict").await;
+        call(&svc, "/grpc.health.v1.Health/Check").await;
+        call(
+            &svc,
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        )
+        .await;
+        let text = render(&registry);
+        for (service, method) in [
+            ("taskcast.v1.Inference", "Predict"),
+            ("grpc.health.v1.Health", "Check"),
+            (
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+        ] {
+            assert!(
+                text.contains(&format!(r#"method="{method}",service="{service}""#)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_taskcast_method_is_known_by_default() {
+        let layer = GrpcMetricsLayer::new(&Registry::new()).unwrap();
+        let known = &layer.inner.known;
+        for path in [
+            "/taskcast.v1.Inference/Predict",
+            "/taskcast.v1.Inference/Recommend",
+            "/taskcast.v1.Inference/GetModel",
+            "/taskcast.v1.Trainer/WatchModels",
+            "/grpc.health.v1.Health/Watch",
+        ] {
+            assert!(known.contains_key(path), "{path}: {:?}", known.keys());
+        }
+    }
+
     #[tokio::test]
     async fn counts_ok_and_error_codes() {
         let registry = Registry::new();
         let layer = GrpcMetricsLayer::new(&registry).unwrap();
         let svc = tower::service_fn(|req: Request<()>| async move {
-            if req.uri().path().ends_with("Bad") {
+            if req.uri().path().ends_with("GetModel") {
                 Ok::<_, Infallible>(tonic::Status::invalid_argument("x").into_http::<()>())
             } else {
                 Ok(Response::new(()))
             }
         });
         let svc = layer.layer(svc);
-        for path in ["/p.S/Good", "/p.S/Good", "/p.S/Bad"] {
-            let req = Request::builder().uri(path).body(()).unwrap();
-            svc.clone().oneshot(req).await.unwrap();
+        for path in [
+            "/taskcast.v1.Inference/Predict",
+            "/taskcast.v1.Inference/Predict",
+            "/taskcast.v1.Inference/GetModel",
+        ] {
+            call(&svc, path).await;
         }
-        let text = {
-            use prometheus::Encoder;
-            let mut b = Vec::new();
-            prometheus::TextEncoder::new()
-                .encode(&registry.gather(), &mut b)
-                .unwrap();
-            String::from_utf8(b).unwrap()
-        };
+        let text = render(&registry);
         assert!(
-            text.contains(r#"grpc_server_requests_total{code="OK",method="Good",service="p.S"} 2"#),
+            text.contains(r#"grpc_server_requests_total{code="OK",method="Predict",service="taskcast.v1.Inference"} 2"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"code="INVALID_ARGUMENT",method="Bad""#),
+            text.contains(r#"code="INVALID_ARGUMENT",method="GetModel""#),
             "{text}"
         );
         assert!(

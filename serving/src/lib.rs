@@ -5,7 +5,9 @@
 //! - [`grpc_metrics`]: a tower layer counting and timing every gRPC call;
 //! - [`auth`]: bearer-token roles (admin, replica, reader) guarding RPCs;
 //! - [`metrics_endpoint`]: the Prometheus `/metrics` and `/healthz` endpoint;
-//! - [`tls`]: reading certificates and keys;
+//! - [`request_bytes`]: one budget of request bytes per server;
+//! - [`pem`]: reading certificates and keys, and [`tls`]: the server's TLS
+//!   settings from its flags;
 //! - [`tls_reload`]: server TLS settings re-read when their files change,
 //!   and [`tls_incoming`]: the accept loop that uses them;
 //! - [`logging`]: tracing setup;
@@ -17,14 +19,18 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod cleartext;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod logging;
 pub mod metrics_endpoint;
+pub mod pem;
+pub mod request_bytes;
 pub mod shutdown;
 pub mod tls;
 pub mod tls_incoming;
 pub mod tls_reload;
+pub mod token_reload;
 
 /// Why a server could not start or stopped abnormally; each service wraps it
 /// in its own error beside what only it can fail at.

@@ -1,6 +1,8 @@
 //! Log output for both services: text for terminals, JSON for collectors,
 //! filtered from `TASKCAST_LOG` / `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -24,6 +26,12 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Whether text log lines may carry ANSI colour codes: only on a terminal,
+/// and never when `NO_COLOR` is set (<https://no-color.org>).
+fn colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global tracing subscriber. The filter comes from
 /// `TASKCAST_LOG`, else `RUST_LOG`, else `default_filter` (e.g. `"info"`).
 ///
@@ -35,11 +43,33 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default_filter.to_string());
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal: redirected to a file (the
+    // `.run/*.log` of scripts/run.sh) or a pipe, escape codes would be noise
+    // in every line.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour(std::io::stdout().is_terminal()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The subscriber of a command-line tool: like [`init_tracing`], but to
+/// stderr, so a command's own output on stdout (a table, `--json`) stays
+/// clean, and at `default_filter` (e.g. `"warn"`: what a person running the
+/// command should see) unless `TASKCAST_LOG` / `RUST_LOG` say otherwise.
+pub fn init_command_tracing(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var("TASKCAST_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default_filter.to_string());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::stderr().is_terminal()))
+        .try_init();
 }
 
 #[cfg(test)]
@@ -51,5 +81,12 @@ mod tests {
         assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
         assert!("yaml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn no_colour_unless_a_terminal() {
+        // The test's stdout is captured (not a terminal), like a log file.
+        assert!(!colour(std::io::stdout().is_terminal()));
+        assert!(!colour(false));
     }
 }

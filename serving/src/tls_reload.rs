@@ -22,7 +22,7 @@ use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
-use crate::tls::{TlsFileError, certificates, private_key, read_pem};
+use crate::pem::{TlsFileError, certificates, private_key, read_pem};
 
 /// How stale the view of the files may get: a rotation reaches new
 /// connections at most this long after the files change.

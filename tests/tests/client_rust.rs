@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use taskcast_sim::{SimConfig, Simulator};
+use taskcast_testdb::TestDb;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 mod support;
 use support::{

@@ -21,9 +21,9 @@ use taskcast_proto::{
     RollbackRequest,
 };
 use taskcast_sim::{SimConfig, Simulator};
+use taskcast_testdb::TestDb;
 use tonic::transport::Channel;
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 mod support;
 use support::{

@@ -22,8 +22,8 @@ use taskcast_proto::{
     PromoteRequest, VersionReport,
 };
 use taskcast_sim::{SimConfig, Simulator};
+use taskcast_testdb::TestDb;
 use tonic::transport::Channel;
-use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, NewModelVersion, StoredPrediction};
 
 mod support;

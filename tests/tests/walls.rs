@@ -12,7 +12,11 @@
 //! - the clients (`taskcast-load`, `taskcast-client`) and what they are built
 //!   on (`taskcast-proto`, `taskcast-sim`) reach no database crate;
 //! - `taskcast-proto` stays the generated contract alone: no server plumbing
-//!   (Prometheus, tracing-subscriber, `taskcast-serving`).
+//!   (Prometheus, tracing-subscriber, `taskcast-serving`);
+//! - `taskcast-learn`, the learning core, reaches no database, no gRPC, no
+//!   async runtime and no server plumbing: rows in, a judged model out;
+//! - `taskcast-testdb` (throwaway databases) is a dev-dependency only: no
+//!   crate that ships links it.
 //!
 //! "Reaches" follows normal and build dependencies, transitively (what the
 //! crate compiles and ships); a crate's own dev-dependencies are its tests'.
@@ -39,6 +43,10 @@ const DATABASE: &[&str] = &[
 
 /// Crates that make a gRPC client or server.
 const GRPC: &[&str] = &["tonic", "tonic-*"];
+
+/// Async runtimes: the learning core is plain computation, driven by
+/// whoever calls it.
+const ASYNC_RUNTIME: &[&str] = &["tokio", "tokio-*", "async-std", "smol"];
 
 /// Server plumbing a client of the contract should not compile.
 const SERVER_PLUMBING: &[&str] = &["prometheus", "tracing-subscriber", "taskcast-serving"];
@@ -74,6 +82,31 @@ fn walls() -> Vec<Wall> {
             why: "the generated contract alone: a client compiles no server",
         },
     ];
+    walls.push(Wall {
+        from: "taskcast-learn",
+        forbidden: [
+            DATABASE,
+            GRPC,
+            ASYNC_RUNTIME,
+            SERVER_PLUMBING,
+            &["trainer-svc", "inference-svc"],
+        ]
+        .concat(),
+        why: "the learning core knows no database, no gRPC, no runtime and no server",
+    });
+    for shipped in [
+        "trainer-svc",
+        "inference-svc",
+        "taskcast-learn",
+        "taskcast-contract",
+        "taskcast-serving",
+    ] {
+        walls.push(Wall {
+            from: shipped,
+            forbidden: vec!["taskcast-testdb"],
+            why: "test databases are for tests: nothing that ships creates or drops databases",
+        });
+    }
     for client in ["taskcast-load", "taskcast-client", "taskcast-sim"] {
         walls.push(Wall {
             from: client,

@@ -22,11 +22,12 @@ use std::time::Instant;
 
 use taskcast_contract::runtime::OnnxModel;
 use taskcast_contract::{Artifact, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, ModelMetadata};
+use taskcast_learn::dataset;
+use taskcast_learn::families::{Family, FitOptions, Fitted};
+use taskcast_learn::source::LearnerSource;
 use taskcast_sim::{SimConfig, Simulator};
-use trainer_svc::data::dataset;
-use trainer_svc::data::source::{DbSource, LearnerSource};
+use trainer_svc::data::source::DbSource;
 use trainer_svc::db::Db;
-use trainer_svc::families::{Family, FitOptions, Fitted};
 
 struct Size {
     name: &'static str,

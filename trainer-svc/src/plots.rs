@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::judge::metrics::{DEFAULT_ECE_BINS, STUCK_EPSILON, ece, interval_coverage, quantile};
+use taskcast_learn::judge::metrics::{
+    DEFAULT_ECE_BINS, STUCK_EPSILON, ece, interval_coverage, quantile,
+};
 
 /// What the plots are drawn from: the same rows the figures were computed on.
 #[derive(Clone, Debug, Default)]

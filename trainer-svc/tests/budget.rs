@@ -8,8 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 
 use taskcast_contract::TaskRow;
-use trainer_svc::data::budget;
-use trainer_svc::data::source::{DbSource, LearnerSource};
+use taskcast_learn::budget;
+use taskcast_learn::source::LearnerSource;
+use trainer_svc::data::source::DbSource;
 use trainer_svc::db::{Db, RunState, RunTrigger};
 
 use support::*;

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use taskcast_contract::Artifact;
+use taskcast_testdb::TestDb;
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 fn trainer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer-svc"))

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use taskcast_contract::TaskRow;
-use trainer_svc::db::test_support::TestDb;
+use taskcast_testdb::TestDb;
 use trainer_svc::db::{
     Db, DbError, ModelState, NewModelVersion, NewRun, PromotionKind, RunState, RunTrigger,
     RunUpdate,

@@ -8,18 +8,20 @@ use std::time::Instant;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use taskcast_contract::TaskRow;
+use taskcast_testdb::TestDb;
 use trainer_svc::data::csv::{CsvError, CsvSource, TsUnit};
 use trainer_svc::data::import::{ImportError, ImportOptions, import_csv};
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 const STRICT: ImportOptions = ImportOptions {
     ts_unit: TsUnit::S,
     skip_bad_rows: false,
+    allow_reimport: false,
 };
 const SKIP: ImportOptions = ImportOptions {
     ts_unit: TsUnit::S,
     skip_bad_rows: true,
+    allow_reimport: false,
 };
 
 async fn on_each_backend(f: impl AsyncFn(&str)) {
@@ -484,6 +486,7 @@ async fn import_refuses_a_file_with_no_good_row_even_when_skipping() {
     let ms = ImportOptions {
         ts_unit: TsUnit::Ms,
         skip_bad_rows: false,
+        allow_reimport: false,
     };
     let report = import_csv(&db, &p, &ms, |_| {}).await.unwrap();
     assert_eq!(report.rows_imported, 2);

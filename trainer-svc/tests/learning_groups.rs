@@ -26,14 +26,15 @@ use std::path::Path;
 
 use taskcast_contract::TaskRow;
 use taskcast_contract::linear::LinearModel;
+use taskcast_learn::dataset;
+use taskcast_learn::families::linear::LinearOptions;
+use taskcast_learn::families::{Family, FitOptions, Fitted, auto, pretrained};
+use taskcast_learn::judge::evaluate;
+use taskcast_learn::judge::incumbent::Incumbent;
+use taskcast_learn::judge::metrics::MetricSet;
+use taskcast_learn::source::MemorySource;
 use trainer_svc::data::csv::TsUnit;
-use trainer_svc::data::dataset;
-use trainer_svc::data::source::{MemorySource, load_csv_with};
-use trainer_svc::families::linear::LinearOptions;
-use trainer_svc::families::{Family, FitOptions, Fitted, auto, pretrained};
-use trainer_svc::judge::evaluate;
-use trainer_svc::judge::incumbent::Incumbent;
-use trainer_svc::judge::metrics::MetricSet;
+use trainer_svc::data::source::load_csv_with;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -67,7 +68,7 @@ fn learning_curve_over_disjoint_groups() {
             calibrate: false,
             ..LinearOptions::default()
         },
-        mlp: trainer_svc::families::mlp::MlpConfig {
+        mlp: taskcast_learn::families::mlp::MlpConfig {
             calibrate: false,
             ..Default::default()
         },
@@ -113,7 +114,7 @@ fn learning_curve_over_disjoint_groups() {
         holdout.push(ds.holdout.len() as f64);
         let timed = ds.time_modeled();
         let baselines = evaluate::baselines(&ds);
-        let best = |f: fn(&trainer_svc::judge::metrics::MetricSet) -> Option<f64>| {
+        let best = |f: fn(&taskcast_learn::judge::metrics::MetricSet) -> Option<f64>| {
             baselines
                 .values()
                 .filter_map(f)

@@ -609,7 +609,7 @@ async fn model_report_rpc_and_gauges() {
 #[tokio::test]
 async fn old_rows_without_interval_columns_still_report() {
     use sea_orm::{ConnectionTrait, Database};
-    let t = trainer_svc::db::test_support::TestDb::sqlite().unwrap();
+    let t = taskcast_testdb::TestDb::sqlite().unwrap();
     let raw = Database::connect(t.url()).await.unwrap();
     raw.execute_unprepared(
         "CREATE TABLE completed_tasks (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, \

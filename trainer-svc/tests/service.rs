@@ -31,12 +31,24 @@ async fn connect(url: &str) -> Db {
 }
 
 /// The next artifact on a WatchModels stream, within `secs`.
-async fn next_artifact(stream: &mut Streaming<ModelArtifact>, secs: u64) -> ModelArtifact {
+async fn next_message(stream: &mut Streaming<ModelArtifact>, secs: u64) -> ModelArtifact {
     tokio::time::timeout(Duration::from_secs(secs), stream.message())
         .await
-        .unwrap_or_else(|_| panic!("no artifact within {secs} s"))
+        .unwrap_or_else(|_| panic!("no message within {secs} s"))
         .expect("WatchModels stream failed")
         .expect("WatchModels stream ended")
+}
+
+/// The next model announced, past the "no version is active yet" message a
+/// fresh install starts the stream with.
+async fn next_artifact(stream: &mut Streaming<ModelArtifact>, secs: u64) -> ModelArtifact {
+    loop {
+        let m = next_message(stream, secs).await;
+        if !m.no_active_version {
+            return m;
+        }
+        assert!(m.version.is_empty() && m.onnx.is_empty(), "{m:?}");
+    }
 }
 
 /// The bytes are what the sha256 says and parse as a contract-valid artifact
@@ -294,7 +306,7 @@ async fn restart_keeps_the_watermark() {
 /// none starts while the new rows are a negligible share of the last run's.
 #[tokio::test]
 async fn automatic_runs_keep_a_cadence() {
-    let tdb = trainer_svc::db::test_support::TestDb::sqlite().unwrap();
+    let tdb = taskcast_testdb::TestDb::sqlite().unwrap();
     let url = tdb.url();
     let (mut sim, rows) = base_rows(7);
     let db = connect(url).await;
@@ -456,6 +468,13 @@ async fn promote_and_rollback() {
             .await
             .unwrap()
             .into_inner();
+        // A fresh install: the trainer says so, and only then may a
+        // replica serve its startup model.
+        let fresh = next_message(&mut watch, 30).await;
+        assert!(
+            fresh.no_active_version && fresh.version.is_empty(),
+            "{fresh:?}"
+        );
         let r1 = train_and_wait(&mut client, &db, true).await;
         assert_eq!(r1.state, RunState::Succeeded, "{r1:?}");
         let v1 = r1.model_version.clone().unwrap();

@@ -10,15 +10,15 @@ use std::process::Command;
 
 use taskcast_contract::Artifact;
 use taskcast_contract::TaskRow;
+use taskcast_learn::dataset;
+use taskcast_learn::pipeline::{TrainSpec, fit_and_judge};
+use taskcast_learn::source::MemorySource;
+use taskcast_learn::time_support::{MIN_TIMED_HOLDOUT_ROWS, MIN_TIMED_TRAIN_ROWS};
 use taskcast_proto::ModelVersion;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_sim::Simulator;
 use tonic::transport::Channel;
-use trainer_svc::data::dataset;
-use trainer_svc::data::source::MemorySource;
-use trainer_svc::data::time_support::{MIN_TIMED_HOLDOUT_ROWS, MIN_TIMED_TRAIN_ROWS};
 use trainer_svc::db::{Db, RunRecord, RunState, RunTrigger};
-use trainer_svc::run::pipeline::{TrainSpec, fit_and_judge};
 
 use support::*;
 
@@ -212,7 +212,7 @@ async fn serve_promotes_after_the_first_timed_tasks() {
 /// and then with the time head and its metrics.
 #[tokio::test]
 async fn times_appearing_gradually_promote_at_every_step() {
-    let dbs = trainer_svc::db::test_support::TestDb::all()
+    let dbs = taskcast_testdb::TestDb::all()
         .await
         .expect("test databases");
     // SQLite only: the PostgreSQL path is the same code, covered above.

@@ -18,85 +18,10 @@ use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::retry::{self, Budget};
+use crate::rpcs::{Rpc, rpc};
 use crate::tokens::{Role, Tokens};
 use crate::transport::{Address, Deadline, TlsOptions, chain, seconds};
-
-/// One RPC: its name in messages and the trainer role whose token it
-/// carries (`None`: never a token).
-#[derive(Clone, Copy, Debug)]
-pub struct Rpc {
-    /// `Service.Method`.
-    pub name: &'static str,
-    /// Whose token goes with it.
-    pub role: Option<Role>,
-}
-
-/// Every RPC this client makes, with its role: the one place that says which
-/// call carries which token.
-pub mod rpc {
-    use super::{Role, Rpc};
-
-    /// Inference.Predict: no token.
-    pub const PREDICT: Rpc = Rpc {
-        name: "Inference.Predict",
-        role: None,
-    };
-    /// Inference.Recommend: no token.
-    pub const RECOMMEND: Rpc = Rpc {
-        name: "Inference.Recommend",
-        role: None,
-    };
-    /// Inference.GetModel: no token.
-    pub const GET_MODEL: Rpc = Rpc {
-        name: "Inference.GetModel",
-        role: None,
-    };
-    /// grpc.health.v1.Health.Check, on either server: no token.
-    pub const HEALTH: Rpc = Rpc {
-        name: "Health.Check",
-        role: None,
-    };
-    /// Trainer.Train: admin.
-    pub const TRAIN: Rpc = Rpc {
-        name: "Trainer.Train",
-        role: Some(Role::Admin),
-    };
-    /// Trainer.Promote: admin.
-    pub const PROMOTE: Rpc = Rpc {
-        name: "Trainer.Promote",
-        role: Some(Role::Admin),
-    };
-    /// Trainer.Rollback: admin.
-    pub const ROLLBACK: Rpc = Rpc {
-        name: "Trainer.Rollback",
-        role: Some(Role::Admin),
-    };
-    /// Trainer.ListModels: reader.
-    pub const LIST_MODELS: Rpc = Rpc {
-        name: "Trainer.ListModels",
-        role: Some(Role::Reader),
-    };
-    /// Trainer.GetTrainingRun: reader.
-    pub const GET_TRAINING_RUN: Rpc = Rpc {
-        name: "Trainer.GetTrainingRun",
-        role: Some(Role::Reader),
-    };
-    /// Trainer.WatchTrainingRun: reader.
-    pub const WATCH_TRAINING_RUN: Rpc = Rpc {
-        name: "Trainer.WatchTrainingRun",
-        role: Some(Role::Reader),
-    };
-    /// Trainer.ModelReport: reader.
-    pub const MODEL_REPORT: Rpc = Rpc {
-        name: "Trainer.ModelReport",
-        role: Some(Role::Reader),
-    };
-    /// Trainer.WatchModels: replica.
-    pub const WATCH_MODELS: Rpc = Rpc {
-        name: "Trainer.WatchModels",
-        role: Some(Role::Replica),
-    };
-}
 
 /// Which server a health check asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,6 +56,8 @@ pub struct Taskcast {
     settings: Settings,
     inference: OnceCell<Channel>,
     trainer: OnceCell<Channel>,
+    /// Shared by every call, as gRPC's retry throttling is per client.
+    budget: Budget,
 }
 
 /// How a [`Taskcast::watch_training_run`] ended.
@@ -156,6 +83,7 @@ impl Taskcast {
             settings,
             inference: OnceCell::new(),
             trainer: OnceCell::new(),
+            budget: Budget::default(),
         })
     }
 
@@ -222,20 +150,46 @@ impl Taskcast {
         Ok(req)
     }
 
-    /// Awaits a unary call until `deadline`, errors said plainly.
-    async fn finish<R>(
+    /// Makes a unary call until `deadline`, errors said plainly: `call`
+    /// sends one attempt of `msg` (with its token and deadline); a safe RPC
+    /// is attempted again on UNAVAILABLE (crate::retry), the others once.
+    async fn finish<T, R, Fut>(
         &self,
         rpc: Rpc,
         server: Server,
         deadline: Deadline,
-        call: impl Future<Output = Result<Response<R>, Status>>,
-    ) -> anyhow::Result<R> {
+        msg: T,
+        call: impl Fn(Request<T>) -> Fut,
+    ) -> anyhow::Result<R>
+    where
+        T: Clone,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
         let what = format!("{} at {}", rpc.name, self.address(server).text);
+        // Built once up front: only an admin call without the admin token
+        // fails here, and that is no reason to retry.
+        self.request(rpc, msg.clone(), deadline)?;
         deadline
             .run(&what, async {
-                call.await
-                    .map(Response::into_inner)
-                    .map_err(|s| self.status_error(rpc, server, s, deadline))
+                retry::run(
+                    &retry::DEFAULT_POLICY,
+                    &self.budget,
+                    rpc.safe,
+                    || deadline.remaining(),
+                    || {
+                        let sent = self.request(rpc, msg.clone(), deadline).map(&call);
+                        async move {
+                            match sent {
+                                Ok(fut) => fut.await,
+                                // Not reached: the same request was built above.
+                                Err(e) => Err(Status::internal(e.to_string())),
+                            }
+                        }
+                    },
+                )
+                .await
+                .map(Response::into_inner)
+                .map_err(|s| self.status_error(rpc, server, s, deadline))
             })
             .await
     }
@@ -307,18 +261,23 @@ impl Taskcast {
     /// Predictions for candidate tasks given a learner's history.
     pub async fn predict(&self, req: PredictRequest) -> anyhow::Result<PredictResponse> {
         let (rpc, d) = (rpc::PREDICT, self.call_deadline());
-        let mut c = self.inference_client(d).await?;
-        let req = self.request(rpc, req, d)?;
-        self.finish(rpc, Server::Inference, d, c.predict(req)).await
+        let c = self.inference_client(d).await?;
+        self.finish(rpc, Server::Inference, d, req, |r| {
+            let mut c = c.clone();
+            async move { c.predict(r).await }
+        })
+        .await
     }
 
     /// Candidates ranked by closeness to a target probability within a time budget.
     pub async fn recommend(&self, req: RecommendRequest) -> anyhow::Result<RecommendResponse> {
         let (rpc, d) = (rpc::RECOMMEND, self.call_deadline());
-        let mut c = self.inference_client(d).await?;
-        let req = self.request(rpc, req, d)?;
-        self.finish(rpc, Server::Inference, d, c.recommend(req))
-            .await
+        let c = self.inference_client(d).await?;
+        self.finish(rpc, Server::Inference, d, req, |r| {
+            let mut c = c.clone();
+            async move { c.recommend(r).await }
+        })
+        .await
     }
 
     /// The model inference serves.
@@ -328,10 +287,12 @@ impl Taskcast {
 
     async fn get_model_within(&self, d: Deadline) -> anyhow::Result<ModelInfo> {
         let rpc = rpc::GET_MODEL;
-        let mut c = self.inference_client(d).await?;
-        let req = self.request(rpc, GetModelRequest {}, d)?;
-        self.finish(rpc, Server::Inference, d, c.get_model(req))
-            .await
+        let c = self.inference_client(d).await?;
+        self.finish(rpc, Server::Inference, d, GetModelRequest {}, |r| {
+            let mut c = c.clone();
+            async move { c.get_model(r).await }
+        })
+        .await
     }
 
     /// grpc.health.v1 status of `service` ("" for the server as a whole).
@@ -347,15 +308,22 @@ impl Taskcast {
         d: Deadline,
     ) -> anyhow::Result<ServingStatus> {
         let rpc = rpc::HEALTH;
-        let mut c = HealthClient::new(self.channel(server, d).await?);
-        let req = self.request(
-            rpc,
-            HealthCheckRequest {
-                service: service.into(),
-            },
-            d,
-        )?;
-        let status = self.finish(rpc, server, d, c.check(req)).await?.status;
+        let c = HealthClient::new(self.channel(server, d).await?);
+        let status = self
+            .finish(
+                rpc,
+                server,
+                d,
+                HealthCheckRequest {
+                    service: service.into(),
+                },
+                |r| {
+                    let mut c = c.clone();
+                    async move { c.check(r).await }
+                },
+            )
+            .await?
+            .status;
         Ok(ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown))
     }
 
@@ -401,56 +369,76 @@ impl Taskcast {
     /// Starts a training run (or returns the one going).
     pub async fn train(&self, family: &str, force: bool) -> anyhow::Result<TrainingRun> {
         let (rpc, d) = (rpc::TRAIN, self.call_deadline());
-        let req = self.request(
-            rpc,
-            TrainRequest {
-                family: family.into(),
-                force,
-            },
-            d,
-        )?;
-        let mut c = self.trainer_client(d).await?;
-        self.finish(rpc, Server::Trainer, d, c.train(req)).await
+        let msg = TrainRequest {
+            family: family.into(),
+            force,
+        };
+        // The admin token is checked before connecting.
+        self.request(rpc, msg.clone(), d)?;
+        let c = self.trainer_client(d).await?;
+        self.finish(rpc, Server::Trainer, d, msg, |r| {
+            let mut c = c.clone();
+            async move { c.train(r).await }
+        })
+        .await
     }
 
     /// Makes a stored version active.
     pub async fn promote(&self, version: &str) -> anyhow::Result<ModelVersion> {
         let (rpc, d) = (rpc::PROMOTE, self.call_deadline());
-        let req = self.request(
-            rpc,
-            PromoteRequest {
-                version: version.into(),
-            },
-            d,
-        )?;
-        let mut c = self.trainer_client(d).await?;
-        self.finish(rpc, Server::Trainer, d, c.promote(req)).await
+        let msg = PromoteRequest {
+            version: version.into(),
+        };
+        // The admin token is checked before connecting.
+        self.request(rpc, msg.clone(), d)?;
+        let c = self.trainer_client(d).await?;
+        self.finish(rpc, Server::Trainer, d, msg, |r| {
+            let mut c = c.clone();
+            async move { c.promote(r).await }
+        })
+        .await
     }
 
     /// Makes the previously active version active again.
     pub async fn rollback(&self) -> anyhow::Result<ModelVersion> {
         let (rpc, d) = (rpc::ROLLBACK, self.call_deadline());
-        let req = self.request(rpc, RollbackRequest {}, d)?;
-        let mut c = self.trainer_client(d).await?;
-        self.finish(rpc, Server::Trainer, d, c.rollback(req)).await
+        let msg = RollbackRequest {};
+        // The admin token is checked before connecting.
+        self.request(rpc, msg, d)?;
+        let c = self.trainer_client(d).await?;
+        self.finish(rpc, Server::Trainer, d, msg, |r| {
+            let mut c = c.clone();
+            async move { c.rollback(r).await }
+        })
+        .await
     }
 
     /// One training run by id.
     pub async fn get_training_run(&self, id: &str) -> anyhow::Result<TrainingRun> {
         let (rpc, d) = (rpc::GET_TRAINING_RUN, self.call_deadline());
-        let mut c = self.trainer_client(d).await?;
-        let req = self.request(rpc, GetTrainingRunRequest { id: id.into() }, d)?;
-        self.finish(rpc, Server::Trainer, d, c.get_training_run(req))
-            .await
+        let c = self.trainer_client(d).await?;
+        self.finish(
+            rpc,
+            Server::Trainer,
+            d,
+            GetTrainingRunRequest { id: id.into() },
+            |r| {
+                let mut c = c.clone();
+                async move { c.get_training_run(r).await }
+            },
+        )
+        .await
     }
 
     /// The registry, newest first (`limit` 0: the trainer's default page).
     pub async fn list_models(&self, limit: u32) -> anyhow::Result<ListModelsResponse> {
         let (rpc, d) = (rpc::LIST_MODELS, self.call_deadline());
-        let mut c = self.trainer_client(d).await?;
-        let req = self.request(rpc, ListModelsRequest { limit }, d)?;
-        self.finish(rpc, Server::Trainer, d, c.list_models(req))
-            .await
+        let c = self.trainer_client(d).await?;
+        self.finish(rpc, Server::Trainer, d, ListModelsRequest { limit }, |r| {
+            let mut c = c.clone();
+            async move { c.list_models(r).await }
+        })
+        .await
     }
 
     /// Live figures per served version.
@@ -459,10 +447,12 @@ impl Taskcast {
         req: ModelReportRequest,
     ) -> anyhow::Result<ModelReportResponse> {
         let (rpc, d) = (rpc::MODEL_REPORT, self.call_deadline());
-        let mut c = self.trainer_client(d).await?;
-        let req = self.request(rpc, req, d)?;
-        self.finish(rpc, Server::Trainer, d, c.model_report(req))
-            .await
+        let c = self.trainer_client(d).await?;
+        self.finish(rpc, Server::Trainer, d, req, |r| {
+            let mut c = c.clone();
+            async move { c.model_report(r).await }
+        })
+        .await
     }
 
     /// Follows a run's states until it ends, calling `each` on every one as

@@ -33,6 +33,8 @@
 
 mod client;
 mod output;
+mod retry;
+mod rpcs;
 mod tokens;
 mod transport;
 
@@ -98,7 +100,9 @@ struct Cli {
 #[derive(Args)]
 struct TokenArgs {
     /// File with the admin token: Train, Promote, Rollback (and reads when no
-    /// reader token is given). `--token-file` is the old name.
+    /// reader token is given).
+    // `--token-file`, the old name, still works but is no longer shown: one
+    // name for the flag in both clients, the scripts and the docs.
     #[arg(
         long,
         env = "TASKCAST_ADMIN_TOKEN_FILE",

@@ -72,7 +72,7 @@ pub async fn try_start(config: Config) -> Result<TestServer, inference_svc::Erro
     let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics_addr = metrics_listener.local_addr().unwrap();
-    let app = App::new(config).await?;
+    let mut app = App::new(config).await?;
     // Load up front so a startup failure is returned here, not from the task.
     app.load_startup_model().await?;
     let slot = Arc::clone(app.slot());
@@ -185,6 +185,7 @@ pub fn artifact(bytes: Vec<u8>, version: &str) -> ModelArtifact {
         sha256: sha256_hex(&bytes),
         onnx: bytes,
         promoted_at: None,
+        no_active_version: false,
     }
 }
 
@@ -277,6 +278,15 @@ impl Trainer for FakeTrainer {
     ) -> Result<Response<ModelReportResponse>, Status> {
         unimplemented()
     }
+    async fn report_replica(
+        &self,
+        _: Request<ReplicaReport>,
+    ) -> Result<Response<ReplicaReportAck>, Status> {
+        Ok(Response::new(ReplicaReportAck {}))
+    }
+    async fn get_fleet(&self, _: Request<GetFleetRequest>) -> Result<Response<Fleet>, Status> {
+        unimplemented()
+    }
     type WatchModelsStream = ArtifactStream;
     async fn watch_models(
         &self,
@@ -287,8 +297,19 @@ impl Trainer for FakeTrainer {
             .unwrap()
             .push(request.into_inner().subscriber);
         let rx = self.tx.subscribe();
-        let first = self.current.lock().unwrap().clone();
-        let head = futures::stream::iter(first.into_iter().map(Ok));
+        // As the real trainer: the active model first, or on a fresh
+        // install word that nothing is active (the replica's cue to serve
+        // its startup model).
+        let first = self
+            .current
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(ModelArtifact {
+                no_active_version: true,
+                ..ModelArtifact::default()
+            });
+        let head = futures::stream::iter(std::iter::once(Ok(first)));
         let tail = futures::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {

@@ -9,12 +9,12 @@ use taskcast_contract::TaskRow;
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{
-    GetModelRequest, GetTrainingRunRequest, ListModelsRequest, ModelReportRequest, PromoteRequest,
-    RollbackRequest, TrainRequest, WatchModelsRequest,
+    GetFleetRequest, GetTrainingRunRequest, ListModelsRequest, ModelReportRequest, PromoteRequest,
+    ReplicaReport, RollbackRequest, TrainRequest, WatchModelsRequest,
 };
+use taskcast_testdb::TestDb;
 use tonic::Code;
 use tonic::transport::Channel;
-use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, StoredPrediction};
 
 use crate::support::*;
@@ -58,10 +58,12 @@ enum Rpc {
     GetTrainingRun,
     WatchTrainingRun,
     ModelReport,
+    ReportReplica,
+    GetFleet,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 8] = [
+    const ALL: [Rpc; 10] = [
         Rpc::Train,
         Rpc::Promote,
         Rpc::Rollback,
@@ -70,16 +72,20 @@ impl Rpc {
         Rpc::GetTrainingRun,
         Rpc::WatchTrainingRun,
         Rpc::ModelReport,
+        Rpc::ReportReplica,
+        Rpc::GetFleet,
     ];
 
     /// The role it needs besides admin (`None`: admin only).
     fn role(self) -> Option<Cred> {
         match self {
             Rpc::Train | Rpc::Promote | Rpc::Rollback => None,
-            Rpc::WatchModels => Some(Cred::Replica),
-            Rpc::ListModels | Rpc::GetTrainingRun | Rpc::WatchTrainingRun | Rpc::ModelReport => {
-                Some(Cred::Reader)
-            }
+            Rpc::WatchModels | Rpc::ReportReplica => Some(Cred::Replica),
+            Rpc::ListModels
+            | Rpc::GetTrainingRun
+            | Rpc::WatchTrainingRun
+            | Rpc::ModelReport
+            | Rpc::GetFleet => Some(Cred::Reader),
         }
     }
 
@@ -90,7 +96,9 @@ impl Rpc {
             Rpc::Promote | Rpc::GetTrainingRun | Rpc::WatchTrainingRun => Code::NotFound,
             // Rollback with no earlier version to go back to.
             Rpc::Rollback => Code::FailedPrecondition,
-            Rpc::WatchModels | Rpc::ListModels | Rpc::ModelReport => Code::Ok,
+            Rpc::WatchModels | Rpc::ListModels | Rpc::ModelReport | Rpc::GetFleet => Code::Ok,
+            // An empty replica name.
+            Rpc::ReportReplica => Code::InvalidArgument,
         }
     }
 
@@ -138,6 +146,16 @@ impl Rpc {
             }
             Rpc::ModelReport => code(
                 tc.model_report(cred.request(ModelReportRequest::default()))
+                    .await
+                    .map(drop),
+            ),
+            Rpc::ReportReplica => code(
+                tc.report_replica(cred.request(ReplicaReport::default()))
+                    .await
+                    .map(drop),
+            ),
+            Rpc::GetFleet => code(
+                tc.get_fleet(cred.request(GetFleetRequest {}))
                     .await
                     .map(drop),
             ),
@@ -202,8 +220,9 @@ async fn every_trainer_rpc_admits_exactly_its_roles() -> Result<()> {
         );
 
         // The inference RPCs are open to the network; a replica with the
-        // wrong replica token is refused the stream and keeps serving what it
-        // has, and one with the right token follows the trainer.
+        // wrong replica token is refused the stream and serves nothing (it
+        // cannot learn what is active, so it must not guess with the
+        // bootstrap), and one with the right token follows the trainer.
         let wrong_token = dir.join("wrong-replica-token");
         std::fs::write(&wrong_token, "not-the-replica-token")?;
         let url = trainer.url();
@@ -225,13 +244,15 @@ async fn every_trainer_rpc_admits_exactly_its_roles() -> Result<()> {
         ok.predict(simple_predict())
             .await
             .context("Predict without a token")?;
-        no.predict(simple_predict())
-            .await
-            .context("Predict without a token")?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let kept = served_version(&mut no).await?;
-        ensure!(kept != "v1", "the refused replica got the trainer's model");
-        no.get_model(GetModelRequest {}).await?;
+        let e = no
+            .predict(simple_predict())
+            .await
+            .err()
+            .context("the refused replica answered Predict")?;
+        ensure!(e.code() == Code::Unavailable, "{e:?}");
+        let kept = served_version(&mut no).await;
+        ensure!(kept.is_err(), "the refused replica serves {kept:?}");
         let log = std::fs::read_to_string(dir.join("refused.log"))?;
         if !log.contains("Unauthenticated") && !log.contains("invalid token") {
             bail!("the refused replica does not say why: {log}");
@@ -239,7 +260,7 @@ async fn every_trainer_rpc_admits_exactly_its_roles() -> Result<()> {
 
         for name in ["trainer.log", "refused.log", "follower.log"] {
             let log = std::fs::read_to_string(dir.join(name))?;
-            for secret in [TOKEN, REPLICA_TOKEN, READER_TOKEN, "not-the-replica-token"] {
+            for secret in SECRETS.iter().chain(&["not-the-replica-token"]) {
                 ensure!(!log.contains(secret), "{name} shows a token");
             }
         }

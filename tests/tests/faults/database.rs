@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{ListModelsRequest, WatchModelsRequest};
+use taskcast_testdb::TestDb;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use trainer_svc::db::test_support::TestDb;
 use trainer_svc::db::{Db, RunState};
 
 use crate::support::proxy::{Mode, Proxy, pg_host_port, via_port};

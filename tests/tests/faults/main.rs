@@ -19,6 +19,7 @@ mod support;
 mod auth;
 mod bad_models;
 mod database;
+mod fleet;
 mod floods;
 mod mtls;
 mod shutdown;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use trainer_svc::db::test_support::TestDb;
+use taskcast_testdb::TestDb;
 use trainer_svc::db::{Db, RunState};
 
 use crate::support::*;

@@ -7,8 +7,8 @@ use taskcast_contract::FEATURE_SCHEMA;
 use taskcast_proto::PromoteRequest;
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
+use taskcast_testdb::TestDb;
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 use crate::support::*;
 use crate::{Load, scenario, wait_serving};
@@ -61,7 +61,9 @@ async fn hundred_promotions_under_load_fail_nothing_and_do_not_leak() -> Result<
         );
         ensure!(failed == 0, "{failed} of {} requests failed", ok + failed);
         ensure!(ok > 500, "the load loop made only {ok} requests");
-        ensure!(swaps >= 112.0, "swaps {swaps}");
+        // v1, then 110 promotions (the startup model is held back while a
+        // trainer is configured: it never went into service).
+        ensure!(swaps >= 111.0, "swaps {swaps}");
         ensure!(
             after < before + RSS_GROWTH_LIMIT_KIB,
             "RSS grew {before} -> {after} KiB across 100 swaps (limit +{RSS_GROWTH_LIMIT_KIB} KiB)"

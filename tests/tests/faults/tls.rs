@@ -6,11 +6,11 @@ use anyhow::{Result, bail, ensure};
 use taskcast_proto::ListModelsRequest;
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
+use taskcast_testdb::TestDb;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use trainer_svc::db::Db;
-use trainer_svc::db::test_support::TestDb;
 
 use crate::support::*;
 use crate::{scenario, sim_rows, wait_serving};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use taskcast_contract::FEATURE_SCHEMA;
 use taskcast_proto::inference_client::InferenceClient;
-use trainer_svc::db::test_support::TestDb;
+use taskcast_testdb::TestDb;
 use trainer_svc::db::{Db, PromotionKind};
 
 use crate::support::*;

@@ -30,6 +30,16 @@ pub const TOKEN: &str = "e2e-admin-token";
 pub const REPLICA_TOKEN: &str = "e2e-replica-token";
 /// The reader token every test trainer accepts.
 pub const READER_TOKEN: &str = "e2e-reader-token";
+/// The password put into every PostgreSQL URL a test trainer is given (the
+/// server trusts loopback and ignores it): it must never reach a log.
+pub const DB_PASSWORD: &str = "e2e-db-password";
+/// What no process log may contain, whatever its level.
+pub const SECRETS: [&str; 4] = [TOKEN, REPLICA_TOKEN, READER_TOKEN, DB_PASSWORD];
+/// Log filter of every process a test starts: our crates at debug, so the
+/// secret scan ([`secrets_in_logs`]) covers what an operator who turns
+/// logging up would see; dependencies at info.
+pub const SPAWN_LOG_FILTER: &str =
+    "info,trainer_svc=debug,inference_svc=debug,taskcast_serving=debug,taskcast_learn=debug";
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -76,7 +86,7 @@ impl Proc {
         let child = Command::new(bin)
             .args(args)
             .env("ORT_DYLIB_PATH", workspace().join(".ort/libonnxruntime.so"))
-            .env("TASKCAST_LOG", "info")
+            .env("TASKCAST_LOG", SPAWN_LOG_FILTER)
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
@@ -215,6 +225,41 @@ pub fn dump_logs(dir: &Path) {
     }
 }
 
+/// Every `.log` file in `dir` holding one of [`SECRETS`], with the line.
+pub fn secrets_in_logs(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            if SECRETS.iter().any(|s| line.contains(s)) {
+                found.push(format!("{}: {line}", path.display()));
+            }
+        }
+    }
+    found
+}
+
+/// `url` with [`DB_PASSWORD`] as its user's password when it is a
+/// PostgreSQL URL without one.
+pub fn with_db_password(url: &str) -> String {
+    match url.strip_prefix("postgres://") {
+        Some(rest) => match rest.split_once('@') {
+            Some((user, host)) if !user.contains(':') => {
+                format!("postgres://{user}:{DB_PASSWORD}@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// A fresh temporary directory for one test's logs and files.
 pub fn test_dir(name: &str) -> Result<PathBuf> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -263,10 +308,17 @@ where
     Fut: std::future::Future<Output = Result<()>>,
 {
     let dir = test_dir(name)?;
-    let result = match tokio::time::timeout(limit, body(dir.clone())).await {
+    let mut result = match tokio::time::timeout(limit, body(dir.clone())).await {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("{name} did not finish within {limit:?}")),
     };
+    let leaks = secrets_in_logs(&dir);
+    if result.is_ok() && !leaks.is_empty() {
+        result = Err(anyhow::anyhow!(
+            "secrets in process logs:\n{}",
+            leaks.join("\n")
+        ));
+    }
     match &result {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -423,10 +475,11 @@ pub fn trainer_args(
     std::fs::write(&replica_file, REPLICA_TOKEN)?;
     let reader_file = dir.join("reader-token");
     std::fs::write(&reader_file, READER_TOKEN)?;
+    let db_url = with_db_password(db_url);
     let mut a = args(&[
         "serve",
         "--database-url",
-        db_url,
+        &db_url,
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--metrics-listen",

@@ -9,14 +9,23 @@
 //! is only partly imported when the operator says so
 //! ([`ImportOptions::skip_bad_rows`]); then the report lists what was
 //! skipped, by reason with the first line numbers.
+//!
+//! Imports are idempotent twice over: a row whose `task_id` is already
+//! stored is left out and counted as a duplicate, and the file's sha256 is
+//! recorded in the same transaction as its rows, so importing the same file
+//! again is refused ([`ImportError::AlreadyImported`]) unless
+//! [`ImportOptions::allow_reimport`]. A killed import commits nothing, file
+//! record included, so running it again imports it once.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use taskcast_contract::TaskRow;
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
 
 use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
-use crate::db::{Db, DbError, INSERT_BATCH};
+use crate::db::{Db, DbError, INSERT_BATCH, KeyedTask};
 
 /// Batches parsed ahead of the database.
 const CHANNEL_BATCHES: usize = 4;
@@ -39,6 +48,9 @@ pub struct ImportOptions {
     pub ts_unit: TsUnit,
     /// Import the good rows and report the bad ones instead of refusing the file.
     pub skip_bad_rows: bool,
+    /// Import a file even though one with the same sha256 was imported
+    /// before (rows with a `task_id` are still never stored twice).
+    pub allow_reimport: bool,
 }
 
 /// The outcome of a successful import.
@@ -46,6 +58,11 @@ pub struct ImportOptions {
 pub struct ImportReport {
     /// Rows imported (committed).
     pub rows_imported: u64,
+    /// Good rows left out because their `task_id` was already stored (or
+    /// repeated earlier in the file).
+    pub duplicates: u64,
+    /// sha256 of the file, hex, as recorded in `imported_files`.
+    pub sha256: String,
     /// Rows read, imported, and skipped by reason (only with
     /// [`ImportOptions::skip_bad_rows`] can any be skipped).
     pub summary: RowSummary,
@@ -96,6 +113,30 @@ pub enum ImportError {
         /// Why each row was rejected.
         summary: RowSummary,
     },
+    /// A file with the same sha256 was imported before.
+    #[error(
+        "{path}: this file (sha256 {sha256}) was already imported on {imported_at} from {earlier_path} ({rows} rows); nothing imported. --allow-reimport imports it again (rows with a task_id are still stored once)"
+    )]
+    AlreadyImported {
+        /// The file.
+        path: String,
+        /// Its sha256, hex.
+        sha256: String,
+        /// Where the earlier import read it from.
+        earlier_path: String,
+        /// Rows the earlier import inserted.
+        rows: u64,
+        /// When.
+        imported_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The file could not be read to compute its digest.
+    #[error("{path}: cannot read: {error}")]
+    Digest {
+        /// The file.
+        path: String,
+        /// The cause.
+        error: std::io::Error,
+    },
     /// The database refused the rows.
     #[error("database: {0}")]
     Db(#[from] DbError),
@@ -114,16 +155,31 @@ impl ImportError {
     }
 }
 
-type Batch = Result<Vec<TaskRow>, CsvError>;
+type Batch = Result<Vec<KeyedTask>, CsvError>;
+
+/// sha256 of the file's bytes, hex, read in 1 MiB blocks.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
 
 /// Parses `source` into batches until the end, an error, or the receiver
 /// hanging up; returns what it read.
 fn read_batches(mut source: CsvSource, tx: tokio::sync::mpsc::Sender<Batch>) -> RowSummary {
     let mut batch = Vec::with_capacity(INSERT_BATCH);
-    for item in source.by_ref() {
+    while let Some(item) = source.next_keyed() {
         match item {
-            Ok((_line, row)) => {
-                batch.push(row);
+            Ok((_line, key, row)) => {
+                batch.push((key, row));
                 if batch.len() >= INSERT_BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(INSERT_BATCH));
                     if tx.blocking_send(Ok(full)).is_err() {
@@ -177,6 +233,28 @@ pub async fn import_csv(
     }
     let bytes_read = source.bytes_read_counter();
 
+    // Hashed before any row is read so a file imported before is refused at
+    // once; the file is read twice, the hash pass at disk speed.
+    let hash_path = path.to_owned();
+    let sha256 = tokio::task::spawn_blocking(move || file_sha256(&hash_path))
+        .await
+        .map_err(|e| ImportError::Reader(e.to_string()))?
+        .map_err(|error| ImportError::Digest {
+            path: display.clone(),
+            error,
+        })?;
+    if !options.allow_reimport
+        && let Some(earlier) = db.imported_file(&sha256).await?
+    {
+        return Err(ImportError::AlreadyImported {
+            path: display,
+            sha256,
+            earlier_path: earlier.path,
+            rows: earlier.rows,
+            imported_at: earlier.imported_at,
+        });
+    }
+
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let reader = tokio::task::spawn_blocking(move || read_batches(source, tx));
 
@@ -193,7 +271,7 @@ pub async fn import_csv(
             }
         };
         rows += batch.len() as u64;
-        if let Err(e) = inserter.extend(batch).await {
+        if let Err(e) = inserter.extend_keyed(batch).await {
             drop(rx);
             let _ = inserter.rollback().await;
             return Err(e.into());
@@ -220,9 +298,14 @@ pub async fn import_csv(
             summary,
         });
     }
-    let rows_imported = inserter.commit().await?;
+    let offered = summary.accepted;
+    let rows_imported = inserter
+        .commit_file(&sha256, &display, options.allow_reimport)
+        .await?;
     Ok(ImportReport {
         rows_imported,
+        duplicates: offered.saturating_sub(rows_imported),
+        sha256,
         summary,
         elapsed: started.elapsed(),
     })

@@ -1,74 +1,16 @@
-//! Training data sources: anything that yields one learner's attempts at a
-//! time, in order ([`LearnerSource`]): the database (paged, learner by
-//! learner), a CSV file read into memory (the offline commands), or rows in
-//! memory.
+//! The trainer's training-data sources: `completed_tasks` read page by page
+//! in learner order ([`DbSource`]), and a CSV file read leniently into memory
+//! ([`load_csv`]) for the offline commands. Both yield rows through the
+//! learning crate's [`LearnerSource`].
 
 use std::path::Path;
 
 use taskcast_contract::TaskRow;
+use taskcast_learn::budget::LearnerCut;
+use taskcast_learn::source::{LearnerSource, MemorySource, SourceError};
 
-use crate::data::budget::{self, LearnerCut};
 use crate::data::csv::{CsvError, CsvSource, RowSummary, TsUnit};
 use crate::db::{Db, SelectedPager, TaskPager};
-
-/// Something that yields learners' attempts, one learner at a time, each in
-/// chronological order. Called once per pass.
-#[allow(async_fn_in_trait)]
-pub trait LearnerSource {
-    /// Calls `visit` with each learner's attempts, in order.
-    async fn for_each_learner(
-        &mut self,
-        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
-    ) -> Result<(), SourceError>;
-}
-
-/// A source failed mid-pass.
-#[derive(Debug, thiserror::Error)]
-#[error("reading training data: {0}")]
-pub struct SourceError(pub String);
-
-/// An in-memory source: rows grouped by learner, keeping their order within a
-/// learner (a stable sort, so CSV row order breaks timestamp ties).
-pub struct MemorySource {
-    rows: Vec<TaskRow>,
-}
-
-impl MemorySource {
-    /// Groups `rows` by learner, ordered by time within each.
-    pub fn new(mut rows: Vec<TaskRow>) -> Self {
-        rows.sort_by(|a, b| {
-            a.user_id
-                .cmp(&b.user_id)
-                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
-        });
-        Self { rows }
-    }
-
-    /// The rows, grouped.
-    pub fn rows(&self) -> &[TaskRow] {
-        &self.rows
-    }
-
-    /// Keeps only the learners a training budget of `max_rows` takes
-    /// ([`budget::select_recent`]; 0: all).
-    pub fn with_budget(self, max_rows: u64) -> Self {
-        MemorySource {
-            rows: budget::select_recent(self.rows, max_rows),
-        }
-    }
-}
-
-impl LearnerSource for MemorySource {
-    async fn for_each_learner(
-        &mut self,
-        visit: &mut (dyn FnMut(&[TaskRow]) + Send),
-    ) -> Result<(), SourceError> {
-        for group in self.rows.chunk_by(|a, b| a.user_id == b.user_id) {
-            visit(group);
-        }
-        Ok(())
-    }
-}
 
 /// Rows per database page: large enough to amortise a query, small enough
 /// that a page is a few MB.
@@ -76,7 +18,7 @@ pub const PAGE_SIZE: u64 = 5_000;
 
 /// `completed_tasks` read page by page in learner order, up to a fixed id so
 /// both passes of a run see the same snapshot, and within a training budget
-/// ([`crate::data::budget`]) when one is set.
+/// ([`taskcast_learn::budget`]) when one is set.
 pub struct DbSource {
     db: Db,
     up_to_id: Option<i64>,

@@ -36,6 +36,8 @@ pub mod completed_task {
         pub predicted_seconds_high: Option<f64>,
         /// The model version that made the prediction.
         pub model_version: Option<String>,
+        /// The client's key for the task, unique where present (idempotent writes).
+        pub task_id: Option<String>,
     }
 
     /// No relations.
@@ -178,6 +180,32 @@ pub mod trainer_state {
         pub key: String,
         /// Setting value.
         pub value: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `imported_files`: the digest of every file `trainer-svc import` committed.
+pub mod imported_file {
+    use sea_orm::entity::prelude::*;
+
+    /// One imported file.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "imported_files")]
+    pub struct Model {
+        /// sha256 of the file's bytes as read (compressed for gzip), hex.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sha256: String,
+        /// The path it was imported from (informational).
+        pub path: String,
+        /// Rows the import inserted.
+        pub rows: i64,
+        /// When it was committed.
+        pub imported_at: DateTimeUtc,
     }
 
     /// No relations.

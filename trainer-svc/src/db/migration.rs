@@ -13,6 +13,8 @@ impl MigratorTrait for Migrator {
             Box::new(Initial),
             Box::new(PredictedInterval),
             Box::new(TimeModeled),
+            Box::new(Idempotence),
+            Box::new(super::fleet::Fleet),
         ]
     }
 }
@@ -369,6 +371,73 @@ impl MigrationTrait for TimeModeled {
                             .null()
                             .take(),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Idempotent ingestion (issue 27): `completed_tasks.task_id`, the client's
+/// own key for a task, unique where present, so a backend that retries a
+/// write (`INSERT ... ON CONFLICT DO NOTHING`) or an operator who imports a
+/// file twice cannot count a task twice; and `imported_files`, the sha256 of
+/// every file `trainer-svc import` committed, so the same file is refused.
+struct Idempotence;
+
+impl MigrationName for Idempotence {
+    fn name(&self) -> &str {
+        "m20261210_000001_idempotence"
+    }
+}
+
+#[derive(DeriveIden)]
+enum IdempotenceColumns {
+    TaskId,
+}
+
+#[derive(DeriveIden)]
+enum ImportedFiles {
+    Table,
+    Sha256,
+    Path,
+    Rows,
+    ImportedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Idempotence {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The backend owns completed_tasks and may have added the column itself.
+        if !manager.has_column("completed_tasks", "task_id").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(CompletedTasks::Table)
+                        .add_column(text_null(IdempotenceColumns::TaskId))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        // Partial, so the rows without a key (every row written before, and
+        // backends that do not send one) stay unconstrained. The same syntax
+        // on both backends, and a conflict target for `ON CONFLICT (task_id)
+        // WHERE task_id IS NOT NULL DO NOTHING`.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX IF NOT EXISTS idx_completed_tasks_task_id \
+                 ON completed_tasks (task_id) WHERE task_id IS NOT NULL",
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ImportedFiles::Table)
+                    .if_not_exists()
+                    .col(text(ImportedFiles::Sha256).primary_key())
+                    .col(text(ImportedFiles::Path))
+                    .col(ColumnDef::new(ImportedFiles::Rows).big_integer().not_null())
+                    .col(ts(ImportedFiles::ImportedAt))
                     .to_owned(),
             )
             .await

@@ -39,14 +39,15 @@ macro_rules! stored_enum {
 }
 
 pub mod entities;
+mod fleet;
 mod lock;
 pub mod migration;
 mod outcomes;
 mod registry;
+mod retention;
 mod runs;
 mod selection;
 mod tasks;
-pub mod test_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,23 +62,25 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 use entities::trainer_state;
+pub use fleet::{MAX_NAME_BYTES as MAX_REPLICA_NAME_BYTES, ReplicaRecord, ReplicaReportIn};
 pub use lock::TrainingLockGuard;
 pub use outcomes::{OutcomeFilter, OutcomePager, OutcomeRow, StoredPrediction};
 pub use registry::{ModelState, ModelVersionMeta, NewModelVersion, PromotionKind, PromotionRecord};
+pub use retention::{DEFAULT_KEEP_CANDIDATES, PruneReport, RetentionPolicy};
 pub use runs::{NewRun, RunRecord, RunState, RunTrigger, RunUpdate};
 pub use selection::{LearnerCut, SelectedPager};
-pub use tasks::{TaskInserter, TaskPager};
+pub use tasks::{ImportedFile, KeyedTask, TaskInserter, TaskPager};
 
-/// Rows per multi-row `INSERT` on SQLite (7 bound values per row; SQLite
+/// Rows per multi-row `INSERT` on SQLite (8 bound values per row; SQLite
 /// allows 32766), and the size of the batches the CSV import hands over.
 pub const INSERT_BATCH: usize = 1000;
 
-/// Rows per multi-row `INSERT` on PostgreSQL: 9000 × 7 = 63000 bound values,
-/// just under the protocol's 65535. Larger than on SQLite because each
+/// Rows per multi-row `INSERT` on PostgreSQL: 8000 × 8 = 64000 bound values
+/// (7 task columns and `task_id`), just under the protocol's 65535. Larger than on SQLite because each
 /// statement costs a network round trip (about 40 ms for statements this
 /// big, as sqlx does not disable Nagle's algorithm), so fewer is faster:
 /// 941k rows took 46 s in batches of 1000 and 8 s in batches of 9000.
-pub const PG_INSERT_BATCH: usize = 9000;
+pub const PG_INSERT_BATCH: usize = 8000;
 
 /// Earliest `completed_at` accepted (0001-01-01T00:00:00Z) in Unix milliseconds.
 /// SQLite stores timestamps as RFC 3339 text and the scan orders by that text,
@@ -164,14 +167,34 @@ impl std::fmt::Debug for Db {
 }
 
 /// Removes a password from a URL for error messages.
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((cred, host)) = rest.split_once('@')
-        && let Some((user, _password)) = cred.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+pub fn redact(url: &str) -> String {
+    // The query string can carry one too (`?password=…`, libpq style).
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((cred, host)) => match cred.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
-    url.to_owned()
+    out
 }
 
 impl Db {
@@ -246,6 +269,35 @@ impl Db {
         } else {
             migration::Migrator::up(&self.conn, None).await?;
         }
+        Ok(())
+    }
+
+    /// Writes a consistent copy of a SQLite database to `out` with
+    /// `VACUUM INTO`, which reads in one transaction and so is safe while
+    /// other connections write; the copy is compacted. PostgreSQL is
+    /// refused: `pg_dump` is its tool.
+    pub async fn backup_sqlite(&self, out: &std::path::Path) -> DbResult<()> {
+        if self.backend() != DatabaseBackend::Sqlite {
+            return Err(DbError::Invalid(
+                "backup copies SQLite databases; back PostgreSQL up with pg_dump".into(),
+            ));
+        }
+        if out.exists() {
+            return Err(DbError::Invalid(format!(
+                "{} exists; backup writes a new file",
+                out.display()
+            )));
+        }
+        let path = out
+            .to_str()
+            .ok_or_else(|| DbError::Invalid(format!("{} is not UTF-8", out.display())))?;
+        self.conn
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                "VACUUM INTO ?",
+                [path.into()],
+            ))
+            .await?;
         Ok(())
     }
 

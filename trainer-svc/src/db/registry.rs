@@ -180,6 +180,20 @@ async fn meta_where(
         .transpose()
 }
 
+/// `LENGTH(onnx)` as BIGINT on both backends (PostgreSQL's is `integer`).
+pub(super) const ONNX_LEN: &str = "CAST(LENGTH(onnx) AS BIGINT)";
+
+/// Size of one version's ONNX bytes; `Some(0)` once pruned, `None` when the
+/// version does not exist.
+async fn onnx_len_in(conn: &impl ConnectionTrait, version: &str) -> DbResult<Option<i64>> {
+    Ok(model_version::Entity::find_by_id(version.to_owned())
+        .select_only()
+        .column_as(Expr::cust(ONNX_LEN), "n")
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?)
+}
+
 fn not_found(version: &str) -> DbError {
     DbError::NotFound {
         what: "model version",
@@ -276,73 +290,90 @@ impl Db {
     ) -> DbResult<ModelVersionMeta> {
         let tx = self.conn.begin().await?;
         self.registry_xact_lock(&tx).await?;
-        let target = meta_where(&tx, version)
-            .await?
-            .ok_or_else(|| not_found(version))?;
-        if target.state == ModelState::Active {
-            tx.commit().await?;
-            return Ok(target);
-        }
-        let now = Utc::now();
-        let max_seq: Option<Option<i64>> = model_version::Entity::find()
-            .select_only()
-            .column_as(model_version::Column::Seq.max(), "max_seq")
-            .into_tuple()
-            .one(&tx)
-            .await?;
-        let seq = max_seq.flatten().unwrap_or(0) + 1;
-
-        // Retire first: the partial unique index allows one active row at a time.
-        model_version::Entity::update_many()
-            .col_expr(
-                model_version::Column::State,
-                Expr::value(ModelState::Retired.as_str()),
-            )
-            .col_expr(
-                model_version::Column::Reason,
-                Expr::value(format!("superseded by {version} ({kind})")),
-            )
-            .filter(model_version::Column::State.eq(ModelState::Active.as_str()))
-            .exec(&tx)
-            .await?;
-        model_version::Entity::update_many()
-            .col_expr(
-                model_version::Column::State,
-                Expr::value(ModelState::Active.as_str()),
-            )
-            .col_expr(
-                model_version::Column::Reason,
-                Expr::value(match kind {
-                    PromotionKind::Promote => "promoted by operator".to_owned(),
-                    PromotionKind::Rollback => "restored by rollback".to_owned(),
-                    // Keep the gate's own words (registered with the version):
-                    // what it judged and what it could not (e.g. times).
-                    PromotionKind::Auto if !target.reason.is_empty() => {
-                        format!("promoted by the training gate: {}", target.reason)
-                    }
-                    PromotionKind::Auto => "promoted by the training gate".to_owned(),
-                }),
-            )
-            .col_expr(model_version::Column::PromotedAt, Expr::value(now))
-            .col_expr(model_version::Column::Seq, Expr::value(seq))
-            .filter(model_version::Column::Version.eq(version))
-            .exec(&tx)
-            .await?;
-        promotion::Entity::insert(promotion::ActiveModel {
-            version: Set(version.to_owned()),
-            promoted_at: Set(now),
-            kind: Set(kind.as_str().to_owned()),
-            ..Default::default()
-        })
-        .exec_without_returning(&tx)
-        .await?;
-        let meta = meta_where(&tx, version)
-            .await?
-            .ok_or_else(|| not_found(version))?;
+        let meta = activate_in(&tx, version, kind).await?;
         tx.commit().await?;
         Ok(meta)
     }
+}
 
+/// The body of [`Db::set_active`], inside the caller's transaction (which
+/// holds the registry lock).
+async fn activate_in(
+    tx: &impl ConnectionTrait,
+    version: &str,
+    kind: PromotionKind,
+) -> DbResult<ModelVersionMeta> {
+    let target = meta_where(tx, version)
+        .await?
+        .ok_or_else(|| not_found(version))?;
+    if target.state == ModelState::Active {
+        return Ok(target);
+    }
+    // A pruned version has no model left to serve.
+    if onnx_len_in(tx, version).await? == Some(0) {
+        return Err(DbError::Conflict(format!(
+            "model version {version:?} was pruned (its ONNX bytes were deleted) and cannot be served"
+        )));
+    }
+    let now = Utc::now();
+    let max_seq: Option<Option<i64>> = model_version::Entity::find()
+        .select_only()
+        .column_as(model_version::Column::Seq.max(), "max_seq")
+        .into_tuple()
+        .one(tx)
+        .await?;
+    let seq = max_seq.flatten().unwrap_or(0) + 1;
+
+    // Retire first: the partial unique index allows one active row at a time.
+    model_version::Entity::update_many()
+        .col_expr(
+            model_version::Column::State,
+            Expr::value(ModelState::Retired.as_str()),
+        )
+        .col_expr(
+            model_version::Column::Reason,
+            Expr::value(format!("superseded by {version} ({kind})")),
+        )
+        .filter(model_version::Column::State.eq(ModelState::Active.as_str()))
+        .exec(tx)
+        .await?;
+    model_version::Entity::update_many()
+        .col_expr(
+            model_version::Column::State,
+            Expr::value(ModelState::Active.as_str()),
+        )
+        .col_expr(
+            model_version::Column::Reason,
+            Expr::value(match kind {
+                PromotionKind::Promote => "promoted by operator".to_owned(),
+                PromotionKind::Rollback => "restored by rollback".to_owned(),
+                // Keep the gate's own words (registered with the version):
+                // what it judged and what it could not (e.g. times).
+                PromotionKind::Auto if !target.reason.is_empty() => {
+                    format!("promoted by the training gate: {}", target.reason)
+                }
+                PromotionKind::Auto => "promoted by the training gate".to_owned(),
+            }),
+        )
+        .col_expr(model_version::Column::PromotedAt, Expr::value(now))
+        .col_expr(model_version::Column::Seq, Expr::value(seq))
+        .filter(model_version::Column::Version.eq(version))
+        .exec(tx)
+        .await?;
+    promotion::Entity::insert(promotion::ActiveModel {
+        version: Set(version.to_owned()),
+        promoted_at: Set(now),
+        kind: Set(kind.as_str().to_owned()),
+        ..Default::default()
+    })
+    .exec_without_returning(tx)
+    .await?;
+    meta_where(tx, version)
+        .await?
+        .ok_or_else(|| not_found(version))
+}
+
+impl Db {
     /// The promotion history, oldest first.
     pub async fn promotion_history(&self) -> DbResult<Vec<PromotionRecord>> {
         promotion::Entity::find()
@@ -361,42 +392,66 @@ impl Db {
     /// back to its target. So after A → B → C, rollback goes to B and a
     /// second rollback to A (not back to C, which was rolled back from).
     pub async fn previous_active(&self) -> DbResult<Option<ModelVersionMeta>> {
-        let history = self.promotion_history().await?;
-        let mut stack: Vec<String> = Vec::new();
-        for p in history {
-            if p.kind == PromotionKind::Rollback
-                && let Some(pos) = stack.iter().rposition(|v| *v == p.version)
-            {
-                stack.truncate(pos + 1);
-            } else if stack.last() != Some(&p.version) {
-                stack.push(p.version);
-            }
-        }
-        let active = self.active_model_version().await?.map(|m| m.version);
-        for v in stack.iter().rev() {
-            if Some(v) == active.as_ref() {
-                continue;
-            }
-            if let Some(meta) = meta_where(&self.conn, v).await?
-                && meta.state != ModelState::Rejected
-            {
-                return Ok(Some(meta));
-            }
-        }
-        Ok(None)
+        previous_active_in(&self.conn).await
     }
 
     /// Makes [`Db::previous_active`] active again; `None` when there is none.
+    /// The history is read and the target written in one transaction under
+    /// the registry lock, so a promotion landing in between cannot make the
+    /// rollback return to a version that is no longer the previous one.
     pub async fn rollback(&self) -> DbResult<Option<ModelVersionMeta>> {
-        match self.previous_active().await? {
-            None => Ok(None),
-            Some(prev) => Ok(Some(
-                self.set_active(&prev.version, PromotionKind::Rollback)
-                    .await?,
-            )),
+        let tx = self.conn.begin().await?;
+        self.registry_xact_lock(&tx).await?;
+        let Some(prev) = previous_active_in(&tx).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let meta = activate_in(&tx, &prev.version, PromotionKind::Rollback).await?;
+        tx.commit().await?;
+        Ok(Some(meta))
+    }
+}
+
+/// [`Db::previous_active`] on `conn` (a transaction for [`Db::rollback`]).
+async fn previous_active_in(conn: &impl ConnectionTrait) -> DbResult<Option<ModelVersionMeta>> {
+    let history: Vec<PromotionRecord> = promotion::Entity::find()
+        .order_by_asc(promotion::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(PromotionRecord::try_from)
+        .collect::<DbResult<_>>()?;
+    let mut stack: Vec<String> = Vec::new();
+    for p in history {
+        if p.kind == PromotionKind::Rollback
+            && let Some(pos) = stack.iter().rposition(|v| *v == p.version)
+        {
+            stack.truncate(pos + 1);
+        } else if stack.last() != Some(&p.version) {
+            stack.push(p.version);
         }
     }
+    let active: Option<String> = model_version::Entity::find()
+        .select_only()
+        .column(model_version::Column::Version)
+        .filter(model_version::Column::State.eq(ModelState::Active.as_str()))
+        .into_tuple()
+        .one(conn)
+        .await?;
+    for v in stack.iter().rev() {
+        if Some(v) == active.as_ref() {
+            continue;
+        }
+        if let Some(meta) = meta_where(conn, v).await?
+            && meta.state != ModelState::Rejected
+        {
+            return Ok(Some(meta));
+        }
+    }
+    Ok(None)
+}
 
+impl Db {
     /// Marks a version rejected so it is never served or rolled back to.
     /// The active version cannot be rejected: roll back or promote another first.
     pub async fn reject(&self, version: &str, reason: &str) -> DbResult<ModelVersionMeta> {

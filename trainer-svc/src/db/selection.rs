@@ -15,6 +15,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 use taskcast_contract::TaskRow;
+pub use taskcast_learn::budget::LearnerCut;
 
 use super::entities::completed_task::{Column, Entity};
 use super::tasks::{Cursor, fetch_page, scan_query};
@@ -24,31 +25,13 @@ use super::{Db, DbError, DbResult, completed_at_from_ms};
 /// row counts, a few tens of kB.
 const LEARNERS_PER_QUERY: u64 = 1000;
 
-/// The last learner a budget takes, in the order learners are taken (latest
-/// attempt newest first, then `user_id` highest first): a learner is read iff
-/// `(its latest completed_at, user_id) >= (last_completed_at_ms, user_id)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LearnerCut {
-    /// That learner's latest `completed_at`, Unix milliseconds.
-    pub last_completed_at_ms: i64,
-    /// That learner.
-    pub user_id: String,
-}
-
-impl LearnerCut {
-    /// Whether a learner whose latest attempt was at `last_ms` is taken.
-    pub fn takes(&self, last_ms: i64, user_id: &str) -> bool {
-        (last_ms, user_id) >= (self.last_completed_at_ms, self.user_id.as_str())
-    }
-
-    /// The `HAVING` condition that keeps the learners this cut takes, on a
-    /// query grouped by `user_id`.
-    fn having(&self, at: DateTime<Utc>) -> Expr {
-        let latest = || Expr::expr(Func::max(Expr::col((Entity, Column::CompletedAt))));
-        latest().gt(at).or(latest()
-            .eq(at)
-            .and(Expr::col((Entity, Column::UserId)).gte(self.user_id.clone())))
-    }
+/// The `HAVING` condition that keeps the learners `cut` takes, on a query
+/// grouped by `user_id` (`at` is the cut's `last_completed_at_ms` as a time).
+fn having(cut: &LearnerCut, at: DateTime<Utc>) -> Expr {
+    let latest = || Expr::expr(Func::max(Expr::col((Entity, Column::CompletedAt))));
+    latest().gt(at).or(latest()
+        .eq(at)
+        .and(Expr::col((Entity, Column::UserId)).gte(cut.user_id.clone())))
 }
 
 impl Db {
@@ -227,7 +210,7 @@ impl SelectedPager {
             .column(Column::UserId)
             .column_as(Column::Id.count(), "n")
             .group_by(Column::UserId)
-            .having(self.cut.having(self.at))
+            .having(having(&self.cut, self.at))
             .order_by_asc(Column::UserId)
             .limit(LEARNERS_PER_QUERY);
         if let Some(up) = self.up_to_id {

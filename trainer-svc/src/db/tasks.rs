@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
@@ -10,7 +10,9 @@ use sea_orm::{
 use taskcast_contract::TaskRow;
 
 use super::entities::completed_task::{Column, Entity};
+use super::entities::imported_file;
 use super::{Db, DbError, DbResult, completed_at_from_ms};
+use sea_orm::ActiveValue::Set;
 
 /// The columns a completed task is inserted with, in [`task_values`] order.
 pub(super) const TASK_COLUMNS: [Column; 7] = [
@@ -43,16 +45,45 @@ pub(super) fn task_values(r: &TaskRow) -> DbResult<Vec<Expr>> {
     ])
 }
 
-/// Inserts `rows` with one multi-row `INSERT` (callers keep it within
-/// [`Db::insert_batch_rows`]).
-async fn insert_chunk(conn: &impl ConnectionTrait, rows: &[TaskRow]) -> DbResult<u64> {
-    if rows.is_empty() {
+/// A file `trainer-svc import` committed, as `imported_files` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedFile {
+    /// sha256 of its bytes, hex.
+    pub sha256: String,
+    /// The path it was imported from.
+    pub path: String,
+    /// Rows it inserted.
+    pub rows: u64,
+    /// When.
+    pub imported_at: DateTime<Utc>,
+}
+
+/// A row to insert with the client's key for it, if it has one.
+pub type KeyedTask = (Option<String>, TaskRow);
+
+/// Inserts `rows` with one multi-row `INSERT ... ON CONFLICT DO NOTHING`
+/// (callers keep it within [`Db::insert_batch_rows`]); returns the rows
+/// inserted. A row whose `task_id` is already stored, or repeated earlier in
+/// `rows`, is left out by the database's partial unique index on `task_id`:
+/// the same statement a backend uses for a retry-safe write (docs/ingestion.md).
+async fn insert_chunk<'a>(
+    conn: &impl ConnectionTrait,
+    rows: impl ExactSizeIterator<Item = (Option<&'a str>, &'a TaskRow)>,
+) -> DbResult<u64> {
+    if rows.len() == 0 {
         return Ok(0);
     }
     let mut stmt = Query::insert();
-    stmt.into_table(Entity).columns(TASK_COLUMNS);
-    for r in rows {
-        stmt.values(task_values(r)?)
+    stmt.into_table(Entity)
+        // `columns` replaces rather than appends: one list.
+        .columns(TASK_COLUMNS.into_iter().chain([Column::TaskId]))
+        // No conflict target: it then covers the partial index on both
+        // backends (a target would have to repeat the index's WHERE).
+        .on_conflict(OnConflict::new().do_nothing().to_owned());
+    for (key, r) in rows {
+        let mut values = task_values(r)?;
+        values.push(Expr::val(key.map(str::to_owned)));
+        stmt.values(values)
             .map_err(|e| DbError::Invalid(e.to_string()))?;
     }
     let res = conn.execute(&stmt).await?;
@@ -64,15 +95,24 @@ async fn insert_chunk(conn: &impl ConnectionTrait, rows: &[TaskRow]) -> DbResult
 /// dropping the inserter (or an error) rolls everything back.
 pub struct TaskInserter {
     tx: DatabaseTransaction,
-    buf: Vec<TaskRow>,
+    buf: Vec<KeyedTask>,
     batch: usize,
     written: u64,
+    offered: u64,
 }
 
 impl TaskInserter {
-    /// Adds one row, flushing a full batch to the database.
+    /// Adds one row without a key, flushing a full batch to the database.
     pub async fn push(&mut self, row: TaskRow) -> DbResult<()> {
-        self.buf.push(row);
+        self.push_keyed(None, row).await
+    }
+
+    /// Adds one row with the client's key for it (`None`: no key), flushing
+    /// a full batch to the database. A row whose key is already stored is
+    /// left out and counted by [`TaskInserter::duplicates`].
+    pub async fn push_keyed(&mut self, task_id: Option<String>, row: TaskRow) -> DbResult<()> {
+        self.offered += 1;
+        self.buf.push((task_id, row));
         if self.buf.len() >= self.batch {
             self.flush().await?;
         }
@@ -87,13 +127,31 @@ impl TaskInserter {
         Ok(())
     }
 
-    /// Rows sent to the database so far (not counting the unflushed batch).
+    /// Adds many rows with their keys.
+    pub async fn extend_keyed(
+        &mut self,
+        rows: impl IntoIterator<Item = KeyedTask>,
+    ) -> DbResult<()> {
+        for (k, r) in rows {
+            self.push_keyed(k, r).await?;
+        }
+        Ok(())
+    }
+
+    /// Rows inserted so far (not counting the unflushed batch).
     pub fn written(&self) -> u64 {
         self.written
     }
 
+    /// Rows left out so far because their `task_id` was already stored (not
+    /// counting the unflushed batch).
+    pub fn duplicates(&self) -> u64 {
+        self.offered - self.buf.len() as u64 - self.written
+    }
+
     async fn flush(&mut self) -> DbResult<()> {
-        self.written += insert_chunk(&self.tx, &self.buf).await?;
+        let rows = self.buf.iter().map(|(k, r)| (k.as_deref(), r));
+        self.written += insert_chunk(&self.tx, rows).await?;
         self.buf.clear();
         Ok(())
     }
@@ -101,6 +159,39 @@ impl TaskInserter {
     /// Writes what is buffered and commits; returns the rows inserted.
     pub async fn commit(mut self) -> DbResult<u64> {
         self.flush().await?;
+        self.tx.commit().await?;
+        Ok(self.written)
+    }
+
+    /// Writes what is buffered, records the file the rows came from in
+    /// `imported_files` in the same transaction (so a file is recorded if
+    /// and only if its rows are committed) and commits; returns the rows
+    /// inserted. With `again` an earlier record of the same digest is
+    /// replaced; without it a concurrent import of the same file fails here
+    /// on the primary key instead of importing it twice.
+    pub async fn commit_file(mut self, sha256: &str, path: &str, again: bool) -> DbResult<u64> {
+        self.flush().await?;
+        let record = imported_file::ActiveModel {
+            sha256: Set(sha256.to_owned()),
+            path: Set(path.to_owned()),
+            rows: Set(super::to_i64("rows", self.written)?),
+            imported_at: Set(Utc::now()),
+        };
+        let insert = imported_file::Entity::insert(record);
+        let insert = if again {
+            insert.on_conflict(
+                OnConflict::column(imported_file::Column::Sha256)
+                    .update_columns([
+                        imported_file::Column::Path,
+                        imported_file::Column::Rows,
+                        imported_file::Column::ImportedAt,
+                    ])
+                    .to_owned(),
+            )
+        } else {
+            insert
+        };
+        insert.exec_without_returning(&self.tx).await?;
         self.tx.commit().await?;
         Ok(self.written)
     }
@@ -156,7 +247,8 @@ pub(super) fn scan_query(up_to_id: Option<i64>, cursor: Option<&Cursor>) -> Sele
         .columns(TASK_COLUMNS)
         .order_by_asc(Column::UserId)
         .order_by_asc(Column::CompletedAt)
-        .order_by_asc(Column::Id);
+        .order_by_asc(Column::Id)
+        .filter(first_of_its_key());
     if let Some(up) = up_to_id {
         q = q.filter(Column::Id.lte(up));
     }
@@ -164,6 +256,16 @@ pub(super) fn scan_query(up_to_id: Option<i64>, cursor: Option<&Cursor>) -> Sele
         q = q.filter(after_key(&c.user_id, c.completed_at, c.id));
     }
     q
+}
+
+/// Keeps a row unless an earlier row (lower `id`) has the same `task_id`.
+/// The unique index already refuses such rows; this keeps training right
+/// on a `completed_tasks` the backend created where the index could not be
+/// built, or was dropped. Cheap where it exists: one index probe per keyed row.
+fn first_of_its_key() -> Expr {
+    Expr::cust(
+        r#"("completed_tasks"."task_id" IS NULL OR NOT EXISTS (SELECT 1 FROM "completed_tasks" AS "dup" WHERE "dup"."task_id" = "completed_tasks"."task_id" AND "dup"."id" < "completed_tasks"."id"))"#,
+    )
 }
 
 /// Rows after `(user_id, completed_at, id)` in the scans' order (keyset
@@ -260,7 +362,7 @@ impl Db {
         let tx = self.conn.begin().await?;
         let mut n = 0;
         for chunk in rows.chunks(self.insert_batch_rows()) {
-            n += insert_chunk(&tx, chunk).await?;
+            n += insert_chunk(&tx, chunk.iter().map(|r| (None, r))).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -276,7 +378,21 @@ impl Db {
             buf: Vec::with_capacity(self.insert_batch_rows()),
             batch: self.insert_batch_rows(),
             written: 0,
+            offered: 0,
         })
+    }
+
+    /// The record of an earlier import of the file with this sha256 (hex).
+    pub async fn imported_file(&self, sha256: &str) -> DbResult<Option<ImportedFile>> {
+        Ok(imported_file::Entity::find_by_id(sha256.to_owned())
+            .one(&self.conn)
+            .await?
+            .map(|m| ImportedFile {
+                sha256: m.sha256,
+                path: m.path,
+                rows: u64::try_from(m.rows).unwrap_or(0),
+                imported_at: m.imported_at,
+            }))
     }
 
     /// Number of rows in `completed_tasks`.

@@ -1,5 +1,5 @@
 //! One version's live figures, accumulated learner by learner from outcome
-//! rows and finished with the hold-out metric code of [`crate::judge::metrics`].
+//! rows and finished with the hold-out metric code of [`taskcast_learn::judge::metrics`].
 //!
 //! Memory is per version: the predictions and outcomes (AUC needs them all,
 //! 9 bytes a row), the timed rows, one small record per learner and one per
@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::OutcomeRow;
-use crate::judge::metrics::{
+use crate::plots::{PlotData, TimePoint};
+use taskcast_learn::judge::metrics::{
     DEFAULT_ECE_BINS, STUCK_EPSILON, accuracy, auc, brier, ece, interval_coverage, log_loss,
     mae_log_seconds, mae_seconds, quantile, quantile_spread,
 };
-use crate::plots::{PlotData, TimePoint};
 
 /// Default K for the stuck check: five tasks are a short session; fewer would
 /// flag learners whose next tasks simply looked alike.

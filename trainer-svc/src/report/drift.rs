@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::accumulate::LiveMetrics;
-use crate::judge::metrics::STUCK_EPSILON;
+use taskcast_learn::judge::metrics::STUCK_EPSILON;
 
 /// Default `--drift-auc-margin`: live AUC this far below the hold-out AUC is
 /// drift. Live AUC over a few hundred rows varies by ±0.03, so a margin at the

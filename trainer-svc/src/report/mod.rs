@@ -35,6 +35,16 @@ pub const MAX_LAST_DAYS: u32 = 36_500;
 /// version to be judged, so larger values judge almost nobody.
 pub const MAX_STUCK_WINDOW: u32 = 1_000;
 
+/// Most rows a ModelReport call scans: its memory and time grow with the
+/// rows it reads (each keeps a prediction, an outcome and a time), so a
+/// caller asking for "no limit" (0) or more gets the newest this many.
+pub const MAX_RPC_ROWS: u32 = 1_000_000;
+
+/// Most versions a ModelReport response carries (those with most rows):
+/// `model_version` is whatever the backend wrote, so a table can name any
+/// number of them.
+pub const MAX_RPC_VERSIONS: usize = 100;
+
 /// Registry state shown for versions the registry does not know.
 pub const UNREGISTERED: &str = "unregistered";
 
@@ -71,6 +81,16 @@ pub enum ReportError {
 }
 
 impl ReportRequest {
+    /// The request as a remote caller may make it: `last_rows` 0 (no limit)
+    /// or above [`MAX_RPC_ROWS`] becomes [`MAX_RPC_ROWS`], so one call's
+    /// memory has a ceiling whatever `completed_tasks` holds.
+    pub fn bounded_for_rpc(mut self) -> ReportRequest {
+        if self.last_rows == 0 || self.last_rows > MAX_RPC_ROWS {
+            self.last_rows = MAX_RPC_ROWS;
+        }
+        self
+    }
+
     /// The request with defaults filled in, or the first field out of range.
     pub fn validated(&self) -> Result<ReportRequest, ReportError> {
         if self.last_days > MAX_LAST_DAYS {
@@ -131,7 +151,7 @@ pub struct VersionReport {
     /// Learners with at least K predictions by this version.
     pub stuck_eligible_learners: u64,
     /// Learners whose last K predictions stayed within
-    /// [`STUCK_EPSILON`](crate::judge::metrics::STUCK_EPSILON).
+    /// [`STUCK_EPSILON`](taskcast_learn::judge::metrics::STUCK_EPSILON).
     pub stuck_learners: u64,
     /// The first stuck learners by id.
     pub stuck: Vec<StuckLearner>,

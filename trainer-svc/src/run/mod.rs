@@ -1,12 +1,13 @@
-//! Running training: the stages of one run in order ([`pipeline`]), runs
-//! against the database with their lock, record and triggers ([`runner`]),
-//! the active model as subscribers see it ([`publisher`]), each phase's time
-//! and memory ([`phases`]), and the offline
-//! commands on a CSV file ([`offline`], [`hidden_items`]).
+//! Training runs against the database: one run's life with its lock and
+//! record ([`runner`]), when runs start by themselves ([`schedule`]), what a
+//! run leaves behind ([`outcome`]), the active model as subscribers see it
+//! ([`publisher`]), each phase's time and memory ([`phases`]) and what runs
+//! report to Prometheus ([`metrics`]). The stages of a run themselves are
+//! the learning crate's (`taskcast_learn::pipeline`).
 
-pub mod hidden_items;
-pub mod offline;
+pub mod metrics;
+pub mod outcome;
 pub mod phases;
-pub mod pipeline;
 pub mod publisher;
 pub mod runner;
+pub mod schedule;

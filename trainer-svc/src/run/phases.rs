@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::run::pipeline::Phase;
+use taskcast_learn::pipeline::Phase;
 
 /// Times the phases of one run as progress reports move through them.
 #[derive(Debug)]

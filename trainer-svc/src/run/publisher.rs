@@ -1,6 +1,11 @@
 //! The active model as subscribers see it: a watch channel fed from the
 //! registry. Every promotion, rollback or change made by another trainer
 //! replica (noticed by polling) reaches every `WatchModels` stream.
+//!
+//! Three states, not two: before the first successful read of the registry
+//! the trainer does not know whether anything is active ([`Published::Unknown`]),
+//! and must not tell a replica "nothing is active, serve your bootstrap" —
+//! that is only said after the registry answered so ([`Published::Empty`]).
 
 use std::sync::Arc;
 
@@ -25,16 +30,38 @@ impl ActiveModel {
     }
 }
 
+/// What the registry says is active, as far as this trainer knows.
+#[derive(Clone, Debug, Default)]
+pub enum Published {
+    /// The registry has not been read yet (or could not be).
+    #[default]
+    Unknown,
+    /// The registry was read and no version is active: a fresh install.
+    Empty,
+    /// The active model.
+    Active(Arc<ActiveModel>),
+}
+
+impl Published {
+    /// The active model, if one is known.
+    pub fn active(&self) -> Option<Arc<ActiveModel>> {
+        match self {
+            Published::Active(m) => Some(Arc::clone(m)),
+            Published::Unknown | Published::Empty => None,
+        }
+    }
+}
+
 /// Holds the active model and tells subscribers when it changes.
 #[derive(Clone, Debug)]
 pub struct Publisher {
-    tx: Arc<watch::Sender<Option<Arc<ActiveModel>>>>,
+    tx: Arc<watch::Sender<Published>>,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
         Publisher {
-            tx: Arc::new(watch::channel(None).0),
+            tx: Arc::new(watch::channel(Published::Unknown).0),
         }
     }
 }
@@ -42,11 +69,11 @@ impl Default for Publisher {
 impl Publisher {
     /// The active model now, if any.
     pub fn current(&self) -> Option<Arc<ActiveModel>> {
-        self.tx.borrow().clone()
+        self.tx.borrow().active()
     }
 
-    /// A receiver that sees the current model and every change.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ActiveModel>>> {
+    /// A receiver that sees the current state and every change.
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
         self.tx.subscribe()
     }
 
@@ -60,7 +87,16 @@ impl Publisher {
     /// Returns true when subscribers were notified.
     pub async fn refresh(&self, db: &Db) -> DbResult<bool> {
         let Some(meta) = db.active_model_version().await? else {
-            return Ok(false);
+            // Known empty now; an active model is never taken back to
+            // nothing (the registry has no such transition).
+            let sent = self.tx.send_if_modified(|cur| {
+                let was_unknown = matches!(cur, Published::Unknown);
+                if was_unknown {
+                    *cur = Published::Empty;
+                }
+                was_unknown
+            });
+            return Ok(sent);
         };
         let unchanged = self.current().is_some_and(|cur| {
             cur.meta.version == meta.version && cur.meta.promoted_at == meta.promoted_at
@@ -80,7 +116,7 @@ impl Publisher {
             onnx: Arc::new(onnx),
         });
         let sent = self.tx.send_if_modified(|cur| {
-            if let Some(c) = cur {
+            if let Published::Active(c) = cur {
                 let same = c.meta.version == model.meta.version
                     && c.meta.promoted_at == model.meta.promoted_at;
                 let stale = matches!((c.meta.seq, model.meta.seq), (Some(a), Some(b)) if a >= b);
@@ -88,7 +124,7 @@ impl Publisher {
                     return false;
                 }
             }
-            *cur = Some(Arc::clone(&model));
+            *cur = Published::Active(Arc::clone(&model));
             true
         });
         if sent {

@@ -16,13 +16,13 @@ use crate::data::source::DbSource;
 use crate::db::{
     Db, DbError, NewModelVersion, NewRun, PromotionKind, RunRecord, RunState, RunTrigger, RunUpdate,
 };
-use crate::families::Family;
-use crate::judge::gate::Verdict;
-use crate::judge::incumbent::Incumbent;
+use crate::run::metrics::RunMetrics;
+use crate::run::outcome::{Decision, RunFailure, end_update};
 use crate::run::phases::PhaseClock;
-use crate::run::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 use crate::run::publisher::Publisher;
-use crate::serve::telemetry::TrainerMetrics;
+use taskcast_learn::families::Family;
+use taskcast_learn::judge::incumbent::Incumbent;
+use taskcast_learn::pipeline::{self, Phase, TrainError, TrainSpec, Trained};
 
 /// Default [`RunnerConfig::min_interval`]: a few minutes, short beside how
 /// long a model stays current, long beside a run (seconds to a minute).
@@ -31,13 +31,6 @@ pub const DEFAULT_MIN_INTERVAL_SECONDS: u64 = 180;
 /// `retrain_every` (5) is the larger bar, so a small app still retrains
 /// after every few tasks; at a million rows 5 000 new ones are needed.
 pub const DEFAULT_MIN_GROWTH: f64 = 0.005;
-
-/// Newly completed tasks needed before an automatic run, given the last
-/// run's training rows: the larger of the two rules.
-pub fn auto_threshold(retrain_every: u64, min_growth: f64, last_rows: u64) -> u64 {
-    let growth = (min_growth.max(0.0) * last_rows as f64).ceil() as u64;
-    retrain_every.max(growth)
-}
 
 /// How the runner behaves.
 #[derive(Clone, Debug)]
@@ -59,6 +52,9 @@ pub struct RunnerConfig {
     pub retry_backoff: Duration,
     /// Train at startup when rows exist and no model is active.
     pub train_on_startup: bool,
+    /// Prune the registry after every run ([`Db::prune_models`]); `None`
+    /// keeps every version's bytes.
+    pub retention: Option<crate::db::RetentionPolicy>,
 }
 
 impl Default for RunnerConfig {
@@ -71,6 +67,7 @@ impl Default for RunnerConfig {
             poll_interval: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(5),
             train_on_startup: true,
+            retention: Some(crate::db::RetentionPolicy::default()),
         }
     }
 }
@@ -86,17 +83,6 @@ pub enum RunnerError {
     Busy,
 }
 
-/// Why a run ended without a model.
-#[derive(Debug, thiserror::Error)]
-enum RunFailure {
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error("publishing: {0}")]
-    Db(#[from] DbError),
-    #[error("interrupted by shutdown before publishing")]
-    Shutdown,
-}
-
 /// A run in this process: its live state for `WatchTrainingRun`.
 struct Current {
     id: String,
@@ -105,13 +91,13 @@ struct Current {
 
 /// Owns training runs.
 pub struct Runner {
-    db: Db,
-    publisher: Publisher,
-    config: RunnerConfig,
-    metrics: TrainerMetrics,
+    pub(super) db: Db,
+    pub(super) publisher: Publisher,
+    pub(super) config: RunnerConfig,
+    pub(super) metrics: RunMetrics,
     current: Mutex<Option<Current>>,
     live: std::sync::Mutex<BTreeMap<String, watch::Receiver<RunRecord>>>,
-    shutdown: Shutdown,
+    pub(super) shutdown: Shutdown,
 }
 
 impl Runner {
@@ -121,7 +107,7 @@ impl Runner {
         db: Db,
         publisher: Publisher,
         config: RunnerConfig,
-        metrics: TrainerMetrics,
+        metrics: RunMetrics,
         shutdown: Shutdown,
     ) -> Arc<Runner> {
         Arc::new(Runner {
@@ -267,7 +253,9 @@ impl Runner {
             },
         )
         .await;
-        let decision = Decision::new(&trained.verdict, force);
+        let decision = Decision::new(&trained.verdict, force)
+            .unless_unservable(&trained.onnx)
+            .await;
         self.publish(id, &trained, &decision).await?;
         if let Ok(mut c) = clock.lock() {
             c.finish();
@@ -372,11 +360,43 @@ impl Runner {
             Err(e) => tracing::warn!(run = %id, error = %e, "training run failed"),
         }
         self.record_end(id, &update).await;
+        self.prune_after_run().await;
         if outcome.is_ok()
             && let Some(w) = up_to_id
             && let Err(e) = self.db.set_watermark(w).await
         {
             tracing::error!(error = %e, "advancing the watermark failed; the next poll retrains");
+        }
+    }
+
+    /// Applies the retention policy after a run (each run adds a version, so
+    /// this bounds the registry without a separate schedule) and refreshes
+    /// the registry-size gauge. A failure is logged, not fatal: the next
+    /// run tries again.
+    pub async fn prune_after_run(&self) {
+        if let Some(policy) = &self.config.retention {
+            match self.db.prune_models(policy, false).await {
+                Ok(r) if !r.pruned.is_empty() => tracing::info!(
+                    versions = r.pruned.len(),
+                    bytes_before = r.bytes_before,
+                    bytes_after = r.bytes_after,
+                    "pruned the ONNX bytes of old rejected versions"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the model registry failed"),
+            }
+        }
+        self.refresh_registry_gauge().await;
+    }
+
+    /// Sets the registry-size gauge from the database.
+    pub async fn refresh_registry_gauge(&self) {
+        match self.db.registry_bytes().await {
+            Ok(n) => self
+                .metrics
+                .registry_bytes
+                .set(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => tracing::warn!(error = %e, "measuring the model registry failed"),
         }
     }
 
@@ -433,110 +453,6 @@ impl Runner {
             Some(c) => c.state.borrow().state.is_terminal(),
             None => true,
         }
-    }
-
-    /// The trigger loop: every poll, refresh the published model (another
-    /// replica may have promoted) and start a run when enough tasks arrived
-    /// since the watermark ([`auto_threshold`]) and the last automatic run
-    /// ended at least `min_interval` ago. Runs until shutdown.
-    pub async fn schedule(self: Arc<Self>) {
-        let mut shutdown = self.shutdown.clone();
-        let retry = self.config.retry_backoff;
-        let mut backoff = Backoff::new(retry, retry * 32);
-        let mut not_before = tokio::time::Instant::now();
-        let mut first = true;
-        loop {
-            if let Err(e) = self.publisher.refresh(&self.db).await {
-                tracing::warn!(error = %e, "refreshing the active model failed");
-            }
-            if tokio::time::Instant::now() >= not_before && self.idle().await {
-                match self.due(first).await {
-                    Ok(Some(trigger)) => match self.start(trigger, None, false).await {
-                        Ok(rec) => {
-                            let outcome = self.wait_for_end(&rec.id).await;
-                            let now = tokio::time::Instant::now();
-                            not_before = now + self.config.min_interval;
-                            if outcome == Some(RunState::Failed) {
-                                not_before = not_before.max(now + backoff.next_delay());
-                            } else {
-                                backoff.reset();
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "automatic run not started"),
-                    },
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "checking the retrain trigger failed"),
-                }
-                first = false;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                () = shutdown.recv() => return,
-            }
-        }
-    }
-
-    /// Which trigger, if any, is due now.
-    async fn due(&self, first: bool) -> Result<Option<RunTrigger>, DbError> {
-        let watermark = self.db.get_watermark().await?;
-        let new_rows = self.db.count_tasks_after(watermark).await?;
-        self.metrics.pending_tasks.set(new_rows as i64);
-        if first
-            && self.config.train_on_startup
-            && new_rows > 0
-            && self.publisher.current().is_none()
-        {
-            return Ok(Some(RunTrigger::Startup));
-        }
-        if self.config.retrain_every == 0 || new_rows < self.config.retrain_every {
-            return Ok(None);
-        }
-        // Only now, with enough rows for the first rule, read the last run.
-        let last_rows = self
-            .db
-            .list_runs(1)
-            .await?
-            .first()
-            .map_or(0, |r| r.rows_used);
-        let needed = auto_threshold(self.config.retrain_every, self.config.min_growth, last_rows);
-        if new_rows < needed {
-            tracing::debug!(
-                new_rows,
-                needed,
-                last_rows,
-                "retrain deferred: too few new rows to move the model"
-            );
-            return Ok(None);
-        }
-        Ok(Some(RunTrigger::Auto))
-    }
-
-    async fn wait_for_end(&self, id: &str) -> Option<RunState> {
-        let mut rx = self.watch_run(id)?;
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            r = rx.wait_for(|r| r.state.is_terminal()) => r.ok().map(|r| r.state),
-            () = shutdown.recv() => None,
-        }
-    }
-}
-
-/// Whether a trained model goes live, and the reason stored with it.
-struct Decision {
-    promote: bool,
-    reason: String,
-}
-
-impl Decision {
-    /// The gate's verdict, unless an operator forced the run over it.
-    fn new(verdict: &Verdict, force: bool) -> Self {
-        let promote = force || verdict.promotes();
-        let reason = if force && !verdict.promotes() {
-            format!("forced by operator over the gate: {}", verdict.reason())
-        } else {
-            verdict.reason().to_string()
-        };
-        Decision { promote, reason }
     }
 }
 
@@ -596,64 +512,4 @@ async fn log_budget(source: &mut DbSource, max_rows: u64) -> Result<(), TrainErr
         None => tracing::debug!(max_rows, seconds, "training budget does not bind"),
     }
     Ok(())
-}
-
-/// What the run's record says at its end: the model, its figures and the
-/// gate's reason, or the error.
-fn end_update(outcome: &Result<(Trained, bool), RunFailure>) -> RunUpdate {
-    let (t, promoted) = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            return RunUpdate {
-                state: Some(RunState::Failed),
-                error: Some(e.to_string()),
-                ..Default::default()
-            };
-        }
-    };
-    let mut metrics = t.metadata.metrics.clone();
-    for (name, m) in &t.baselines {
-        for (k, v) in m.to_map() {
-            metrics.insert(format!("{name}.{k}"), v);
-        }
-    }
-    if let Some(a) = &t.active {
-        for (k, v) in a.metrics.to_map() {
-            metrics.insert(format!("active.{k}"), v);
-        }
-    }
-    RunUpdate {
-        phase: Some(Phase::Done.name().into()),
-        progress: Some(1.0),
-        state: Some(if *promoted {
-            RunState::Succeeded
-        } else {
-            RunState::Rejected
-        }),
-        rows_used: Some(t.rows),
-        rows_skipped: Some(t.skipped.values().sum()),
-        skipped_detail: Some(t.skipped.clone()),
-        metrics: Some(metrics),
-        model_version: Some(t.metadata.version.clone()),
-        gate_reason: Some(t.verdict.reason().to_string()),
-        error: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_larger_rule_sets_the_threshold() {
-        // The original app's scale: the task count rules.
-        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 688), 5);
-        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 0), 5);
-        // A large table: the share rules.
-        assert_eq!(auto_threshold(5, DEFAULT_MIN_GROWTH, 1_000_000), 5_000);
-        assert_eq!(auto_threshold(5, 0.01, 10_000_001), 100_001);
-        // Off, or nonsense, leaves the count alone.
-        assert_eq!(auto_threshold(5, 0.0, 1_000_000), 5);
-        assert_eq!(auto_threshold(5, -1.0, 1_000_000), 5);
-    }
 }

@@ -11,12 +11,12 @@ use taskcast_serving::auth::{Role, RoleTokens, Token, TokenError};
 use taskcast_serving::logging::LogFormat;
 use taskcast_serving::tls_reload::{ReloadingServerTls, ServerTlsError};
 
-use crate::families::{Family, FitOptions};
-use crate::judge::gate::GateConfig;
 use crate::report::{DriftConfig, ReportRequest};
-use crate::run::pipeline::TrainSpec;
 use crate::run::runner::RunnerConfig;
 use crate::serve::pseudonym::{PseudonymKeyError, Pseudonymiser};
+use taskcast_learn::families::{Family, FitOptions};
+use taskcast_learn::judge::gate::GateConfig;
+use taskcast_learn::pipeline::TrainSpec;
 
 /// Everything `serve` needs.
 #[derive(Args, Clone, Debug)]
@@ -71,7 +71,7 @@ pub struct ServeConfig {
     /// a row's features depend on the learner's earlier attempts. The
     /// default keeps a `linear` run near 1.1 GB; 0 reads every row. The
     /// retrain trigger still counts every new row.
-    #[arg(long, env = "TASKCAST_MAX_TRAINING_ROWS", default_value_t = crate::data::budget::DEFAULT_MAX_TRAINING_ROWS)]
+    #[arg(long, env = "TASKCAST_MAX_TRAINING_ROWS", default_value_t = taskcast_learn::budget::DEFAULT_MAX_TRAINING_ROWS)]
     pub max_training_rows: u64,
     /// Do not train at startup when data exists but no model is active.
     #[arg(long, env = "TASKCAST_NO_STARTUP_TRAINING")]
@@ -134,6 +134,52 @@ pub struct ServeConfig {
     /// at start, so pseudonyms change when the trainer restarts.
     #[arg(long, env = "TASKCAST_PSEUDONYM_KEY_FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
+    /// Refuse to start without --pseudonym-key-file (production: two
+    /// trainers, or one restarted, must show learners the same pseudonyms).
+    #[arg(long, env = "TASKCAST_REQUIRE_PSEUDONYM_KEY")]
+    pub require_pseudonym_key: bool,
+    /// Seconds a token replaced in its file (a rotated Secret) is still
+    /// accepted, so pods that have not re-read it yet are not cut off. The
+    /// token files are looked at every few seconds.
+    #[arg(long, env = "TASKCAST_TOKEN_GRACE_SECONDS", default_value_t = taskcast_serving::token_reload::DEFAULT_TOKEN_GRACE.as_secs())]
+    pub token_grace_seconds: u64,
+    /// Registry retention, applied after every run: the newest N versions
+    /// never active keep their ONNX bytes; older rejected ones keep their
+    /// metadata only (versions ever active and unrejected candidates keep
+    /// everything). 0 turns automatic pruning off (`trainer-svc prune` still works).
+    #[arg(long, env = "TASKCAST_KEEP_CANDIDATES", default_value_t = crate::db::DEFAULT_KEEP_CANDIDATES)]
+    pub keep_candidates: u64,
+    /// Server-side deadline of every unary call, in milliseconds
+    /// (DEADLINE_EXCEEDED past it; streams are not cut). 0: none.
+    #[arg(long, env = "TASKCAST_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// Calls in flight per HTTP/2 connection; the excess is refused with
+    /// UNAVAILABLE instead of queueing (each call may hold a database
+    /// connection or scan a window of outcomes). 0: no limit.
+    #[arg(
+        long,
+        env = "TASKCAST_CONCURRENCY_LIMIT_PER_CONNECTION",
+        default_value_t = 32
+    )]
+    pub concurrency_limit_per_connection: usize,
+    /// Close each client connection with a graceful GOAWAY after this many
+    /// seconds (0: never, the default: the trainer's callers are a few
+    /// replicas holding a WatchModels stream open on purpose, and operators'
+    /// tools; there is no fleet of trainers for them to rebalance across).
+    #[arg(
+        long = "max-connection-age-seconds",
+        env = "TASKCAST_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 0
+    )]
+    pub max_connection_age_seconds: u64,
+    /// After that GOAWAY, how long calls in flight may take before the
+    /// connection is closed anyway.
+    #[arg(
+        long = "max-connection-age-grace-seconds",
+        env = "TASKCAST_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    pub max_connection_age_grace_seconds: u64,
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "TASKCAST_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -172,7 +218,7 @@ impl ServeConfig {
             poll_interval_ms: 500,
             family: Family::Linear,
             history_window: taskcast_contract::features::DEFAULT_HISTORY_WINDOW,
-            max_training_rows: crate::data::budget::DEFAULT_MAX_TRAINING_ROWS,
+            max_training_rows: taskcast_learn::budget::DEFAULT_MAX_TRAINING_ROWS,
             no_startup_training: false,
             gate_logloss_tolerance: 0.002,
             gate_auc_tolerance: 0.005,
@@ -189,6 +235,13 @@ impl ServeConfig {
             reader_token_file: None,
             reader_token: None,
             pseudonym_key_file: None,
+            require_pseudonym_key: false,
+            token_grace_seconds: taskcast_serving::token_reload::DEFAULT_TOKEN_GRACE.as_secs(),
+            max_connection_age_seconds: 0,
+            max_connection_age_grace_seconds: 30,
+            keep_candidates: crate::db::DEFAULT_KEEP_CANDIDATES,
+            request_timeout_ms: 60_000,
+            concurrency_limit_per_connection: 32,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
             tls_cert: None,
@@ -228,12 +281,41 @@ impl ServeConfig {
             )
     }
 
-    /// The learner pseudonyms' key: from --pseudonym-key-file, else drawn now.
+    /// The learner pseudonyms' key: from --pseudonym-key-file, else drawn
+    /// now (with a warning), or an error with --require-pseudonym-key.
     pub fn pseudonymiser(&self) -> Result<Pseudonymiser, PseudonymKeyError> {
         match &self.pseudonym_key_file {
             Some(path) => Pseudonymiser::from_file(path),
-            None => Ok(Pseudonymiser::random()),
+            None if self.require_pseudonym_key => Err(PseudonymKeyError::Required),
+            None => {
+                tracing::warn!(
+                    "no --pseudonym-key-file: a key was drawn at start, so ModelReport's learner \
+                     pseudonyms change on restart and differ between trainers"
+                );
+                Ok(Pseudonymiser::random())
+            }
         }
+    }
+
+    /// The connection-age limit, `None` when off.
+    pub fn connection_age(&self) -> Option<taskcast_serving::grpc::ConnectionAge> {
+        taskcast_serving::grpc::ConnectionAgeArgs {
+            max_connection_age_seconds: self.max_connection_age_seconds,
+            max_connection_age_grace_seconds: self.max_connection_age_grace_seconds,
+        }
+        .connection_age()
+    }
+
+    /// Each role's token file, re-read while serving (token rotation).
+    pub fn token_files(&self) -> Vec<(Role, PathBuf)> {
+        [
+            (Role::Admin, &self.admin_token_file),
+            (Role::Replica, &self.replica_token_file),
+            (Role::Reader, &self.reader_token_file),
+        ]
+        .into_iter()
+        .filter_map(|(role, file)| file.clone().map(|f| (role, f)))
+        .collect()
     }
 
     /// The live report's drift margins.
@@ -273,6 +355,9 @@ impl ServeConfig {
             min_growth: self.retrain_min_growth,
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
             train_on_startup: !self.no_startup_training,
+            retention: (self.keep_candidates > 0).then_some(crate::db::RetentionPolicy {
+                keep_candidates: self.keep_candidates,
+            }),
             ..RunnerConfig::default()
         }
     }

@@ -42,6 +42,12 @@ pub enum PseudonymKeyError {
         /// Its length after trimming.
         len: usize,
     },
+    /// `--require-pseudonym-key` without a key file.
+    #[error(
+        "--require-pseudonym-key is set but no --pseudonym-key-file was given: \
+         pseudonyms would change on every restart and differ between trainers"
+    )]
+    Required,
 }
 
 /// Turns learner ids into keyed pseudonyms. `Debug` never shows the key.

@@ -9,6 +9,7 @@ use taskcast_proto::trainer_server::TrainerServer;
 use taskcast_serving::auth::{Role, RoleAuthLayer, TokenError};
 use taskcast_serving::grpc::GrpcOptions;
 use taskcast_serving::grpc_metrics::GrpcMetricsLayer;
+use taskcast_serving::token_reload::{DEFAULT_TOKEN_POLL, TokenReloader};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -97,10 +98,18 @@ pub async fn run(
         db.clone(),
         publisher.clone(),
         config.runner(),
-        metrics.clone(),
+        metrics.runs.clone(),
         stopping.clone(),
     );
+    runner.refresh_registry_gauge().await;
     let scheduler = tokio::spawn(runner.clone().schedule());
+    let fleet_watch = tokio::spawn(crate::fleet::watch(
+        db.clone(),
+        publisher.clone(),
+        metrics.fleet.clone(),
+        crate::fleet::CHECK_EVERY,
+        stopping.clone(),
+    ));
     // Kept to wait for an interrupted run to record its end at shutdown.
     let runner_at_exit = runner.clone();
 
@@ -145,9 +154,27 @@ pub async fn run(
             "serving gRPC over TLS (files re-read when they change)"
         );
     }
+    let auth = RoleAuthLayer::new(SERVICE_PREFIX, ROLE_RULES, tokens);
+    let token_files = config.token_files();
+    if !token_files.is_empty() {
+        let reloader = TokenReloader::new(
+            auth.tokens(),
+            token_files,
+            Duration::from_secs(config.token_grace_seconds),
+        );
+        tokio::spawn(reloader.run(DEFAULT_TOKEN_POLL, stopping.clone()));
+    }
     let options = GrpcOptions {
         tls,
-        auth: Some(RoleAuthLayer::new(SERVICE_PREFIX, ROLE_RULES, tokens)),
+        auth: Some(auth),
+        // Nothing bounded the trainer's calls before (issue 27): a slow
+        // database or a flood on one connection held calls without end.
+        request_timeout: (config.request_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.request_timeout_ms)),
+        concurrency_limit_per_connection: (config.concurrency_limit_per_connection > 0)
+            .then_some(config.concurrency_limit_per_connection),
+        max_connection_age: config.connection_age(),
+        load_shed: config.concurrency_limit_per_connection > 0,
         ..GrpcOptions::default()
     };
     let server = taskcast_serving::grpc::serve(
@@ -177,6 +204,7 @@ pub async fn run(
         .await
         .map_err(ServeError::from);
     let _ = scheduler.await;
+    let _ = fleet_watch.await;
     if let Some(t) = live_report {
         let _ = t.await;
     }

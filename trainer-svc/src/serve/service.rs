@@ -6,25 +6,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use taskcast_contract::Artifact;
 use taskcast_proto::trainer_server::Trainer;
 use taskcast_proto::{
-    GetTrainingRunRequest, ListModelsRequest, ListModelsResponse, ModelArtifact,
-    ModelReportRequest, ModelReportResponse, ModelVersion, PromoteRequest, RollbackRequest,
-    TrainRequest, TrainingRun, WatchModelsRequest,
+    Fleet, FleetReplica, GetFleetRequest, GetTrainingRunRequest, ListModelsRequest,
+    ListModelsResponse, ModelArtifact, ModelReportRequest, ModelReportResponse, ModelVersion,
+    PromoteRequest, ReplicaReport, ReplicaReportAck, RollbackRequest, TrainRequest, TrainingRun,
+    WatchModelsRequest,
 };
 use taskcast_serving::auth::{Caller, Role};
 use taskcast_serving::shutdown::Shutdown;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use crate::db::{Db, DbError, ModelVersionMeta, PromotionKind, RunRecord, RunTrigger};
-use crate::families::Family;
+use crate::db::{
+    Db, DbError, MAX_REPLICA_NAME_BYTES as MAX_NAME_BYTES, ModelVersionMeta, PromotionKind,
+    ReplicaReportIn, RunRecord, RunTrigger,
+};
+use crate::fleet;
 use crate::report::{self, DriftConfig, ReportError, ReportRequest};
-use crate::run::publisher::{ActiveModel, Publisher};
+use crate::run::publisher::{ActiveModel, Published, Publisher};
 use crate::run::runner::{Runner, RunnerError};
 use crate::serve::pseudonym::Pseudonymiser;
 use crate::serve::telemetry::TrainerMetrics;
+use taskcast_learn::families::Family;
 
 /// Every method of this service starts with this path.
 pub const SERVICE_PREFIX: &str = "/taskcast.v1.Trainer/";
@@ -33,8 +37,10 @@ pub const SERVICE_PREFIX: &str = "/taskcast.v1.Trainer/";
 /// Promote and Rollback are absent: an RPC no rule names needs `admin`.
 /// RELIABILITY.md has this table for operators; the role matrix test
 /// (tests/tests/faults/auth.rs) calls every RPC with every role's token.
-pub const ROLE_RULES: [(&str, Role); 5] = [
+pub const ROLE_RULES: [(&str, Role); 7] = [
     ("/taskcast.v1.Trainer/WatchModels", Role::Replica),
+    ("/taskcast.v1.Trainer/ReportReplica", Role::Replica),
+    ("/taskcast.v1.Trainer/GetFleet", Role::Reader),
     ("/taskcast.v1.Trainer/ListModels", Role::Reader),
     ("/taskcast.v1.Trainer/GetTrainingRun", Role::Reader),
     ("/taskcast.v1.Trainer/WatchTrainingRun", Role::Reader),
@@ -84,6 +90,21 @@ impl TrainerService {
     ) -> BoxStream<T> {
         Box::pin(s.take_until(self.shutdown.clone().wait()))
     }
+}
+
+/// The replicas' load and warm-up checks ([`taskcast_contract::servable`])
+/// on `onnx`, off the async runtime (ONNX Runtime compiles the graph);
+/// `FAILED_PRECONDITION` naming `version` and why a replica would refuse it.
+async fn servable(version: &str, onnx: Vec<u8>) -> Result<(), Status> {
+    let checked =
+        tokio::task::spawn_blocking(move || taskcast_contract::servable::check_bytes(&onnx))
+            .await
+            .map_err(|e| Status::internal(format!("checking model version {version:?}: {e}")))?;
+    checked.map_err(|e| {
+        Status::failed_precondition(format!(
+            "model version {version:?} cannot be served (replicas would refuse it): {e}"
+        ))
+    })
 }
 
 /// The deliberate mapping of database errors to gRPC codes.
@@ -167,6 +188,7 @@ fn artifact_proto(a: &ActiveModel) -> ModelArtifact {
         sha256: a.meta.sha256.clone(),
         onnx: a.onnx.as_ref().clone(),
         promoted_at: a.promoted_at().map(timestamp),
+        no_active_version: false,
     }
 }
 
@@ -369,10 +391,9 @@ impl Trainer for TrainerService {
             .await
             .map_err(db_status)?
             .ok_or_else(|| Status::not_found(format!("model version {version:?} not found")))?;
-        // Never announce a model every replica would refuse.
-        Artifact::parse(&onnx).map_err(|e| {
-            Status::failed_precondition(format!("model version {version:?} cannot be served: {e}"))
-        })?;
+        // Never announce a model every replica would refuse: the replicas'
+        // own load and warm-up checks, run here first.
+        servable(&version, onnx).await?;
         let meta = self
             .db
             .set_active(&version, PromotionKind::Promote)
@@ -387,6 +408,22 @@ impl Trainer for TrainerService {
         &self,
         _req: Request<RollbackRequest>,
     ) -> Result<Response<ModelVersion>, Status> {
+        // The replicas' checks on the version rolled back to, before the
+        // registry changes (an old version may predate today's checks).
+        if let Some(prev) = self.db.previous_active().await.map_err(db_status)? {
+            let onnx = self
+                .db
+                .get_model_onnx(&prev.version)
+                .await
+                .map_err(db_status)?
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "the previous version {:?} has no model bytes left (pruned)",
+                        prev.version
+                    ))
+                })?;
+            servable(&prev.version, onnx).await?;
+        }
         let meta = self
             .db
             .rollback()
@@ -398,6 +435,61 @@ impl Trainer for TrainerService {
         self.publisher.refresh(&self.db).await.map_err(db_status)?;
         tracing::info!(version = %meta.version, "rolled back by operator");
         Ok(Response::new(version_proto(&meta)))
+    }
+
+    async fn report_replica(
+        &self,
+        req: Request<ReplicaReport>,
+    ) -> Result<Response<ReplicaReportAck>, Status> {
+        let r = req.into_inner();
+        if r.replica.trim().is_empty() {
+            return Err(Status::invalid_argument("replica must not be empty"));
+        }
+        if r.replica.len() > MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "replica: at most {MAX_NAME_BYTES} bytes"
+            )));
+        }
+        // Refusal reasons are the replicas' own error texts: keep them short.
+        let clip = |s: String| s.chars().take(500).collect::<String>();
+        let report = ReplicaReportIn {
+            name: r.replica,
+            version: clip(r.version),
+            sha256: clip(r.sha256),
+            refused_version: clip(r.refused_version),
+            refused_reason: clip(r.refused_reason),
+        };
+        self.db
+            .record_replica(&report, chrono::Utc::now())
+            .await
+            .map_err(db_status)?;
+        Ok(Response::new(ReplicaReportAck {}))
+    }
+
+    async fn get_fleet(&self, _req: Request<GetFleetRequest>) -> Result<Response<Fleet>, Status> {
+        let fleet = self.db.fleet().await.map_err(db_status)?;
+        let active = self.db.active_model_version().await.map_err(db_status)?;
+        let active = active.map(|a| a.version).unwrap_or_default();
+        let now = chrono::Utc::now();
+        let replicas = fleet
+            .iter()
+            .map(|r| FleetReplica {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                since: Some(timestamp(r.since)),
+                state: fleet::state(r, (!active.is_empty()).then_some(active.as_str()), now)
+                    .as_str()
+                    .into(),
+                last_refused_version: r.refused_version.clone(),
+                last_refusal: r.refused_reason.clone(),
+                last_refused_at: opt_timestamp(r.refused_at),
+                last_seen: Some(timestamp(r.last_seen)),
+            })
+            .collect();
+        Ok(Response::new(Fleet {
+            active_version: active,
+            replicas,
+        }))
     }
 
     async fn model_report(
@@ -412,10 +504,13 @@ impl Trainer for TrainerService {
             last_days: req.last_days,
             last_rows: req.last_rows,
             stuck_window: req.stuck_window,
-        };
-        let r = report::compute(&self.db, &request, &self.drift)
+        }
+        .bounded_for_rpc();
+        let mut r = report::compute(&self.db, &request, &self.drift)
             .await
             .map_err(report_status)?;
+        // Sorted most rows first: the versions cut are the least used.
+        r.versions.truncate(report::MAX_RPC_VERSIONS);
         let pseudonyms = (!is_admin).then_some(&self.pseudonyms);
         Ok(Response::new(report_proto(&r, pseudonyms)))
     }
@@ -432,9 +527,18 @@ impl Trainer for TrainerService {
         gauge.inc();
         // Decrements when the stream is dropped, however it ends.
         let guard = SubscriberGuard(gauge);
-        let s = WatchStream::new(self.publisher.subscribe()).filter_map(move |m| {
+        let s = WatchStream::new(self.publisher.subscribe()).filter_map(move |p| {
             let _keep = &guard;
-            futures::future::ready(m.map(|m| Ok(artifact_proto(&m))))
+            futures::future::ready(match p {
+                // Say nothing until the registry has answered: a replica
+                // must not take "not read yet" for "nothing is active".
+                Published::Unknown => None,
+                Published::Empty => Some(Ok(ModelArtifact {
+                    no_active_version: true,
+                    ..ModelArtifact::default()
+                })),
+                Published::Active(m) => Some(Ok(artifact_proto(&m))),
+            })
         });
         Ok(Response::new(self.until_shutdown(s)))
     }

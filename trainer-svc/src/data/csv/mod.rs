@@ -4,8 +4,11 @@
 //! so a file of any size is read in constant memory. Gzip is detected by its
 //! magic bytes, not the file name; concatenated gzip members are read through.
 //!
-//! Columns are found by header name, in any order; `difficulty` is optional.
-//! Fields are trimmed.
+//! Columns are found by header name, in any order; `difficulty` and
+//! `task_id` are optional. Fields are trimmed.
+//! - `task_id`: the client's key for the task; empty means none. Rows whose
+//!   key is already in `completed_tasks` (or earlier in the file) are not
+//!   imported twice (see [`crate::data::import`]).
 //! - `user_id`, `topic`: must not be empty.
 //! - `correct`: `0`/`1` or `true`/`false` (any case).
 //! - `seconds`: empty means not recorded; otherwise a finite number >= 0.
@@ -158,6 +161,7 @@ struct Columns {
     seconds: usize,
     ts: usize,
     difficulty: Option<usize>,
+    task_id: Option<usize>,
     count: usize,
 }
 
@@ -183,6 +187,9 @@ impl std::fmt::Debug for CsvSource {
             .finish_non_exhaustive()
     }
 }
+
+/// A row with its line number and its `task_id` (`None` when absent).
+pub type KeyedRow = (u64, Option<String>, TaskRow);
 
 impl CsvSource {
     /// Opens a plain or gzip CSV file and reads its header.
@@ -277,8 +284,16 @@ impl CsvSource {
         self.bytes_read.clone()
     }
 
-    /// The next row in strict or lenient mode; `None` at the end of the file.
-    fn next_row(&mut self) -> Option<Result<(u64, TaskRow), CsvError>> {
+    /// Whether the file has a `task_id` column.
+    pub fn has_task_id(&self) -> bool {
+        self.columns.task_id.is_some()
+    }
+
+    /// The next row with its line and its `task_id` (`None` when the file
+    /// has no such column or the field is empty), in strict or lenient
+    /// mode; `None` at the end of the file. The iterator yields the same
+    /// rows without the key.
+    pub fn next_keyed(&mut self) -> Option<Result<KeyedRow, CsvError>> {
         loop {
             if self.finished {
                 return None;
@@ -291,8 +306,15 @@ impl CsvSource {
                 }
                 Ok(true) => {
                     let line = self.record.position().map_or(line_hint, |p| p.line());
-                    parse_record(&self.record, &self.columns, self.ts_unit, line)
-                        .map(|row| (line, row))
+                    parse_record(&self.record, &self.columns, self.ts_unit, line).map(|row| {
+                        let key = self
+                            .columns
+                            .task_id
+                            .and_then(|i| self.record.get(i))
+                            .filter(|k| !k.is_empty())
+                            .map(str::to_owned);
+                        (line, key, row)
+                    })
                 }
                 Err(e) => Err(csv_error(e, line_hint)),
             };
@@ -321,7 +343,8 @@ impl Iterator for CsvSource {
     type Item = Result<(u64, TaskRow), CsvError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_row()
+        self.next_keyed()
+            .map(|r| r.map(|(line, _key, row)| (line, row)))
     }
 }
 
@@ -371,6 +394,7 @@ fn parse_header(header: &csv::StringRecord) -> Result<Columns, CsvError> {
         seconds: need("seconds")?,
         ts: need("ts")?,
         difficulty: find("difficulty"),
+        task_id: find("task_id"),
         count: names.len(),
     })
 }

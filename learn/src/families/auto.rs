@@ -1,0 +1,147 @@
+//! `auto`: fit every family and keep the simplest one that no other beats
+//! on the inner validation slice. Each family scores, row by row, logits that
+//! nothing was fitted to on the slice: `linear` and `mlp` those of their fit
+//! on the other training rows before the calibration (which is fitted on the
+//! slice itself: at a few dozen rows its two parameters flatter the family
+//! they calibrate), `pretrained` its weights calibrated on the other rows.
+//! The hold-out is never looked at (the gate still judges the one chosen
+//! there, as it judges any family).
+//!
+//! The families are tried from the fewest parameters fitted on the app's
+//! data to the most ([`ORDER`]: `pretrained`'s two, `linear`'s two dozen,
+//! `mlp`'s thousands),
+//! and a family displaces the current choice only when
+//! its mean slice log loss is lower by more than one standard error of the
+//! row-wise difference, and only on a slice of at least
+//! [`MIN_SELECTION_ROWS`] rows (the bound below which `linear` does not choose
+//! its L2 strength on the slice either). At the original app's scale the
+//! slice has a few dozen rows, the last few attempts of four learners: on 4
+//! real learners `mlp` beat `pretrained` there by more than a standard error
+//! and was the worst of the three on the hold-out (EVALUATION.md,
+//! "Pretrained starting model"). As the app's data grows the slice does too,
+//! and its own fits take over where they are really better.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::calibration::mean_loss;
+pub use super::linear::MIN_SELECTION_ROWS;
+use super::{Family, FitError, FitOptions, Fitted};
+use crate::dataset::Dataset;
+
+/// The order families are tried in: fewest parameters fitted on the app's
+/// data first (`pretrained` two, `linear` two dozen, `mlp` thousands).
+pub const ORDER: [Family; 3] = [Family::Pretrained, Family::Linear, Family::Mlp];
+
+/// Why `auto` chose what it chose: every family's mean slice log loss
+/// (`None` without a slice) or why its fit failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The family chosen.
+    pub chosen: Family,
+    /// Each family tried and its slice log loss, or why it has none.
+    pub tried: Vec<(Family, Result<Option<f64>, String>)>,
+}
+
+impl Choice {
+    /// The record written into the artifact's metrics:
+    /// `auto_<family>_validation_log_loss` for each family that had one.
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        self.tried
+            .iter()
+            .filter_map(|(f, r)| match r {
+                Ok(Some(v)) => Some((format!("auto_{}_validation_log_loss", f.name()), *v)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "auto chose {}, the simplest family no other beat by a standard error on a \
+             validation slice of at least {MIN_SELECTION_ROWS} rows (",
+            self.chosen
+        )?;
+        for (k, (family, r)) in self.tried.iter().enumerate() {
+            if k > 0 {
+                f.write_str(", ")?;
+            }
+            match r {
+                Ok(Some(v)) => write!(f, "{family} {v:.4}")?,
+                Ok(None) => write!(f, "{family} no slice")?,
+                Err(e) => write!(f, "{family} failed: {e}")?,
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// Whether `challenger`'s slice losses beat `current`'s by more than one
+/// standard error of their row-wise difference (same rows, same order; a
+/// family without them never beats one with them, and one with them always
+/// beats one without).
+pub fn beats(challenger: &[f64], current: &[f64]) -> bool {
+    if current.is_empty() {
+        return !challenger.is_empty();
+    }
+    if challenger.len() != current.len() {
+        return false;
+    }
+    let d: Vec<f64> = challenger.iter().zip(current).map(|(a, b)| a - b).collect();
+    let m = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / m;
+    let se = (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0).max(1.0) / m).sqrt();
+    mean < -se
+}
+
+/// Fits every family of [`ORDER`] and returns the chosen fit and why. Fails
+/// only when every family fails (with the first family's error: the data,
+/// not the family, is then the problem).
+pub fn choose(ds: &Dataset, opts: &FitOptions) -> Result<(Fitted, Choice), FitError> {
+    choose_with(&ORDER, |family| Fitted::fit(family, ds, opts))
+}
+
+/// [`choose`] among the fits `fit` returns for each family of `order`
+/// ([`ORDER`] but to measure another), so that a caller which fits those
+/// families anyway (`eval`'s table) fits each of them once.
+pub fn choose_with(
+    order: &[Family],
+    mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
+) -> Result<(Fitted, Choice), FitError> {
+    let mut best: Option<Fitted> = None;
+    let mut first_error = None;
+    let mut tried = Vec::with_capacity(order.len());
+    for &family in order {
+        match fit(family) {
+            Ok(fitted) => {
+                tried.push((family, Ok(mean_loss(fitted.validation_losses()))));
+                let better = best.as_ref().is_none_or(|b| {
+                    b.validation_losses().len() >= MIN_SELECTION_ROWS
+                        && beats(fitted.validation_losses(), b.validation_losses())
+                });
+                if better {
+                    best = Some(fitted);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%family, error = %e, "auto: family failed to fit");
+                tried.push((family, Err(e.to_string())));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match best {
+        Some(fitted) => {
+            let choice = Choice {
+                chosen: fitted.family(),
+                tried,
+            };
+            tracing::info!(%choice, "auto chose a family");
+            Ok((fitted, choice))
+        }
+        None => Err(first_error.unwrap_or(FitError::Empty)),
+    }
+}
