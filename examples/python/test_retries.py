@@ -156,5 +156,5 @@ def test_token_flags_have_one_name_everywhere():
     for path in documents:
         text = path.read_text()
         # `--admin-token-file` holds no `--token`: only the old names match.
-        stale = re.findall(r"--token(?:-file)?\b", text)
+        stale = re.findall(r"--token(?:-file)?(?![\w-])", text)
         assert not stale, f"{path.relative_to(ROOT)} names {stale}"

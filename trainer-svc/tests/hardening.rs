@@ -237,3 +237,132 @@ async fn an_import_killed_midway_leaves_nothing_and_reruns_once() {
     })
     .await;
 }
+
+/// The database file behind a `sqlite://PATH?...` URL.
+fn sqlite_path(url: &str) -> PathBuf {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    PathBuf::from(rest.split('?').next().unwrap_or(rest))
+}
+
+fn run_ok(what: &str, cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Back up (SQLite online with `trainer-svc backup`, PostgreSQL with
+/// `pg_dump`), wipe, restore as docs/operations.md says, restart: the same
+/// active version is served, the auto-retrain watermark holds, and a file
+/// imported before the backup is refused again.
+#[tokio::test]
+async fn a_backup_restores_the_active_version_the_watermark_and_the_imports() {
+    on_each_backend(async |url, backend| {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = big_csv(dir.path(), 500);
+        let url_s = url.to_string();
+        let csv_s = csv.display().to_string();
+        run_ok(
+            "import",
+            Command::new(env!("CARGO_BIN_EXE_trainer-svc")).args([
+                "import",
+                "--database-url",
+                &url_s,
+                "--data",
+                &csv_s,
+            ]),
+        );
+        let db = Db::connect(url).await.unwrap();
+        db.insert_model_version(&version("v1", 64)).await.unwrap();
+        db.insert_model_version(&version("v2", 64)).await.unwrap();
+        db.set_active("v1", PromotionKind::Promote).await.unwrap();
+        db.set_active("v2", PromotionKind::Promote).await.unwrap();
+        let watermark = db.max_task_id().await.unwrap().expect("rows");
+        db.set_watermark(watermark).await.unwrap();
+        let rows = db.count_tasks().await.unwrap();
+        db.close().await.unwrap();
+
+        let backup = dir.path().join("backup");
+        let backup_s = backup.display().to_string();
+        if backend == "sqlite" {
+            run_ok(
+                "trainer-svc backup",
+                Command::new(env!("CARGO_BIN_EXE_trainer-svc")).args([
+                    "backup",
+                    "--database-url",
+                    &url_s,
+                    "--out",
+                    &backup_s,
+                ]),
+            );
+            let file = sqlite_path(url);
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+            std::fs::copy(&backup, &file).unwrap();
+        } else {
+            run_ok(
+                "pg_dump",
+                Command::new("pg_dump").args(["--format=custom", "--file", &backup_s, &url_s]),
+            );
+            run_ok(
+                "wipe",
+                Command::new("psql").args([
+                    &url_s,
+                    "-q",
+                    "-c",
+                    "DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
+                ]),
+            );
+            run_ok(
+                "pg_restore",
+                Command::new("pg_restore").args(["--no-owner", "--dbname", &url_s, &backup_s]),
+            );
+        }
+
+        let db = Db::connect(url).await.unwrap();
+        assert_eq!(db.count_tasks().await.unwrap(), rows, "{backend}");
+        assert_eq!(db.get_watermark().await.unwrap(), watermark, "{backend}");
+        let active = db.active_model_version().await.unwrap().expect("active");
+        assert_eq!(active.version, "v2", "{backend}");
+        // Rollback still knows where to go back to.
+        assert_eq!(
+            db.previous_active().await.unwrap().map(|m| m.version),
+            Some("v1".to_string())
+        );
+        db.close().await.unwrap();
+        let again = trainer(&["import", "--database-url", url, "--data", &csv_s]);
+        assert!(
+            !again.status.success(),
+            "{backend}: the file was imported twice"
+        );
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("already imported"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+
+        // The restarted trainer announces the restored active version.
+        let server = support::Server::start(support::config(url, 0)).await;
+        let mut client = server.client().await;
+        let mut watch = client
+            .watch_models(support::replica(taskcast_proto::WatchModelsRequest {
+                subscriber: "restored".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("an artifact")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.version, "v2", "{backend}");
+        drop(watch);
+        server.stop().await;
+    })
+    .await;
+}
