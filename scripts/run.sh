@@ -30,10 +30,12 @@ DB_URL="sqlite://$PWD/$RUN/taskcast.db?mode=rwc"
 
 scripts/setup-system.sh
 scripts/setup-ort.sh
+# The example Python client's venv (.venv), as the README's calls use it.
+scripts/setup-python.sh
 export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so"
 echo "== building (release; the first build takes a few minutes)"
 cargo build --release --quiet -p trainer-svc -p inference-svc -p taskcast-client
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 # One random secret per role (admin, replica, reader) and the key of the
 # learner pseudonyms, kept across restarts; readable by this user only.
