@@ -6,16 +6,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// `backup`'s arguments.
+use crate::commands::input::Database;
+
+/// `backup`'s arguments (a SQLite database URL).
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Database URL (sqlite://FILE?mode=rwc).
-    #[arg(
-        long,
-        env = "TASKCAST_DATABASE_URL",
-        default_value = "sqlite://taskcast.db?mode=rwc"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    db: Database,
     /// The backup file to write; must not exist.
     #[arg(long)]
     out: PathBuf,
@@ -23,7 +20,7 @@ pub struct BackupArgs {
 
 /// Writes the backup and prints its size.
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
-    let db = crate::commands::input::open_db(&args.database_url).await?;
+    let db = args.db.open().await?;
     db.backup_sqlite(&args.out).await?;
     let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!("backed up to {} ({bytes} bytes)", args.out.display());

@@ -4,19 +4,16 @@
 use std::path::PathBuf;
 
 use clap::Args;
+
+use crate::commands::input::Database;
 use trainer_svc::data::csv::TsUnit;
 use trainer_svc::data::import::{ImportOptions, import_csv};
 
 /// `import`'s arguments.
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
-    #[arg(
-        long,
-        env = "TASKCAST_DATABASE_URL",
-        default_value = "sqlite://taskcast.db?mode=rwc"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    db: Database,
     /// The CSV file, plain or gzip.
     #[arg(long)]
     data: PathBuf,
@@ -42,7 +39,7 @@ pub struct ImportArgs {
 
 /// Imports the file and prints rows read, imported and rejected.
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let db = crate::commands::input::open_db(&args.database_url).await?;
+    let db = args.db.open().await?;
     if args.if_empty {
         let rows = db.count_tasks().await?;
         if rows > 0 {

@@ -135,9 +135,24 @@ pub fn file_name(path: &Path) -> String {
     )
 }
 
-/// Opens the database, naming it (without its password) when that fails.
-pub async fn open_db(url: &str) -> anyhow::Result<Db> {
-    Db::connect(url)
-        .await
-        .with_context(|| format!("opening {}", redact(url)))
+/// The database a command works on.
+#[derive(Args)]
+pub struct Database {
+    /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
+    #[arg(
+        long,
+        env = "TASKCAST_DATABASE_URL",
+        default_value = "sqlite://taskcast.db?mode=rwc"
+    )]
+    pub database_url: String,
+}
+
+impl Database {
+    /// Opens it, naming it (without its password) when that fails.
+    pub async fn open(&self) -> anyhow::Result<Db> {
+        let url = &self.database_url;
+        Db::connect(url)
+            .await
+            .with_context(|| format!("opening {}", redact(url)))
+    }
 }

@@ -2,18 +2,15 @@
 //! server applies it after every run), or with `--dry-run` only listed.
 
 use clap::Args;
+
+use crate::commands::input::Database;
 use trainer_svc::db::{DEFAULT_KEEP_CANDIDATES, RetentionPolicy};
 
 /// `prune`'s arguments.
 #[derive(Args)]
 pub struct PruneArgs {
-    /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
-    #[arg(
-        long,
-        env = "TASKCAST_DATABASE_URL",
-        default_value = "sqlite://taskcast.db?mode=rwc"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    db: Database,
     /// The newest N versions never active keep their ONNX bytes whatever
     /// their state; older rejected ones keep their metadata only.
     #[arg(long, env = "TASKCAST_KEEP_CANDIDATES", default_value_t = DEFAULT_KEEP_CANDIDATES)]
@@ -26,7 +23,7 @@ pub struct PruneArgs {
 /// Prunes (or lists) and prints each version with its size, then the
 /// registry's size before and after.
 pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
-    let db = crate::commands::input::open_db(&args.database_url).await?;
+    let db = args.db.open().await?;
     let policy = RetentionPolicy {
         keep_candidates: args.keep_candidates,
     };

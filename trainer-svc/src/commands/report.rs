@@ -5,18 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+
+use crate::commands::input::Database;
 use trainer_svc::report::{self, DriftConfig, ReportRequest, drift};
 
 /// `report`'s arguments.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// Database URL (sqlite://FILE?mode=rwc or postgres://...).
-    #[arg(
-        long,
-        env = "TASKCAST_DATABASE_URL",
-        default_value = "sqlite://taskcast.db?mode=rwc"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    db: Database,
     /// Only this version (default: every version with predictions).
     #[arg(long)]
     version: Option<String>,
@@ -45,7 +42,7 @@ pub struct ReportArgs {
 
 /// Computes and prints the report.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
-    let db = crate::commands::input::open_db(&args.database_url).await?;
+    let db = args.db.open().await?;
     let request = ReportRequest {
         version: args.version,
         last_days: args.last_days,

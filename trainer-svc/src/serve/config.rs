@@ -162,24 +162,11 @@ pub struct ServeConfig {
         default_value_t = 32
     )]
     pub concurrency_limit_per_connection: usize,
-    /// Close each client connection with a graceful GOAWAY after this many
-    /// seconds (0: never, the default: the trainer's callers are a few
-    /// replicas holding a WatchModels stream open on purpose, and operators'
-    /// tools; there is no fleet of trainers for them to rebalance across).
-    #[arg(
-        long = "max-connection-age-seconds",
-        env = "TASKCAST_MAX_CONNECTION_AGE_SECONDS",
-        default_value_t = 0
-    )]
-    pub max_connection_age_seconds: u64,
-    /// After that GOAWAY, how long calls in flight may take before the
-    /// connection is closed anyway.
-    #[arg(
-        long = "max-connection-age-grace-seconds",
-        env = "TASKCAST_MAX_CONNECTION_AGE_GRACE_SECONDS",
-        default_value_t = 30
-    )]
-    pub max_connection_age_grace_seconds: u64,
+    /// Maximum connection age (as inference's): replicas' WatchModels
+    /// streams are closed with a graceful GOAWAY and reopened, so with two
+    /// trainer replicas they spread over both again after one came back.
+    #[command(flatten)]
+    pub connection_age: taskcast_serving::grpc::ConnectionAgeArgs,
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "TASKCAST_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -237,8 +224,10 @@ impl ServeConfig {
             pseudonym_key_file: None,
             require_pseudonym_key: false,
             token_grace_seconds: taskcast_serving::token_reload::DEFAULT_TOKEN_GRACE.as_secs(),
-            max_connection_age_seconds: 0,
-            max_connection_age_grace_seconds: 30,
+            connection_age: taskcast_serving::grpc::ConnectionAgeArgs {
+                max_connection_age_seconds: 300,
+                max_connection_age_grace_seconds: 30,
+            },
             keep_candidates: crate::db::DEFAULT_KEEP_CANDIDATES,
             request_timeout_ms: 60_000,
             concurrency_limit_per_connection: 32,
@@ -295,15 +284,6 @@ impl ServeConfig {
                 Ok(Pseudonymiser::random())
             }
         }
-    }
-
-    /// The connection-age limit, `None` when off.
-    pub fn connection_age(&self) -> Option<taskcast_serving::grpc::ConnectionAge> {
-        taskcast_serving::grpc::ConnectionAgeArgs {
-            max_connection_age_seconds: self.max_connection_age_seconds,
-            max_connection_age_grace_seconds: self.max_connection_age_grace_seconds,
-        }
-        .connection_age()
     }
 
     /// Each role's token file, re-read while serving (token rotation).

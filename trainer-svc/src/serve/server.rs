@@ -173,7 +173,7 @@ pub async fn run(
             .then(|| Duration::from_millis(config.request_timeout_ms)),
         concurrency_limit_per_connection: (config.concurrency_limit_per_connection > 0)
             .then_some(config.concurrency_limit_per_connection),
-        max_connection_age: config.connection_age(),
+        max_connection_age: config.connection_age.connection_age(),
         load_shed: config.concurrency_limit_per_connection > 0,
         ..GrpcOptions::default()
     };
