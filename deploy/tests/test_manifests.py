@@ -803,3 +803,44 @@ def test_readme_monitoring_patches_fit_kube_prometheus_stack(tmp_path):
     base = {d["metadata"]["name"]: d for d in render("prod") if d["kind"] == "NetworkPolicy"}
     for np in policies:
         assert np["spec"]["ingress"][0] == base[np["metadata"]["name"]]["spec"]["ingress"][0]
+
+
+def test_documented_trainer_tls_patch_turns_on_tls_between_inference_and_trainer(tmp_path):
+    """docs/deploying.md's TLS block, added to the prod overlay as it says, renders:
+    the replicas dial https:// and trust the Secret's CA, the trainer serves the
+    Secret's certificate and key, and nothing else about the pods changed."""
+    text = (ROOT / "docs" / "deploying.md").read_text()
+    block = text.split("<!-- trainer-tls-patches:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    extra = yaml.safe_load(block)
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_root)
+    kfile = copy_root / "overlays" / "prod" / "kustomization.yaml"
+    k = yaml.safe_load(kfile.read_text())
+    k["configMapGenerator"] = k.get("configMapGenerator", []) + extra["configMapGenerator"]
+    k["patches"] = k.get("patches", []) + extra["patches"]
+    kfile.write_text(yaml.safe_dump(k))
+    docs = _render(str(copy_root / "overlays" / "prod"))
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("taskcast-config")]
+    assert cm["data"]["TASKCAST_TRAINER_URL"] == "https://trainer:50052"
+    # The Service the URL names exists and serves the trainer's gRPC port.
+    assert one(docs, "Service", "trainer")["spec"]["ports"][0]["port"] == 50052
+
+    def pod(name):
+        spec = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        return env, mounts, volumes
+
+    env, mounts, volumes = pod("trainer-svc")
+    assert env["TASKCAST_TLS_CERT"] == "/var/run/secrets/taskcast-tls/tls.crt"
+    assert env["TASKCAST_TLS_KEY"] == "/var/run/secrets/taskcast-tls/tls.key"
+    assert "TASKCAST_DATABASE_URL" in env, "the prod overlay's own env must survive"
+    assert volumes[mounts["/var/run/secrets/taskcast-tls"]]["secret"]["secretName"] == "taskcast-trainer-tls"
+    env, mounts, volumes = pod("inference-svc")
+    assert env == {"TASKCAST_TRAINER_CA": "/var/run/secrets/taskcast-tls/ca.crt"}
+    ca = volumes[mounts["/var/run/secrets/taskcast-tls"]]["secret"]
+    assert ca["secretName"] == "taskcast-trainer-tls" and ca["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    # The replica token is still mounted where --trainer-token-file points.
+    assert "/var/run/secrets/taskcast" in mounts
