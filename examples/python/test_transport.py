@@ -149,7 +149,8 @@ def test_each_token_goes_only_on_its_roles_calls():
 
 
 def test_admin_token_alone_is_sent_on_admin_calls_only():
-    # Today's servers: only the admin token exists; read calls go without one.
+    # Given only the admin token, the Python client sends it on admin calls alone: read calls go
+    # without one (a trainer with a reader token refuses them; pass --reader-token-file).
     with serve() as (port, rec):
         addr = f"127.0.0.1:{port}"
         with client.TaskcastClient(addr, addr, token="adm") as tc:

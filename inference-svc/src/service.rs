@@ -318,13 +318,7 @@ mod tests {
                 .predict(Request::new(req.clone()))
                 .await
                 .map(|r| r.into_inner().encode_to_vec());
-            match (ours, theirs) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{req:?}"),
-                (Err(a), Err(b)) => {
-                    assert_eq!((a.code(), a.message()), (b.code(), b.message()));
-                }
-                (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
-            }
+            same_answer(&req, ours, theirs);
         }
         // Bytes prost refuses are refused as tonic refuses them.
         let e = svc
@@ -332,6 +326,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Internal);
         assert!(e.message().starts_with("failed to decode Protobuf message"));
+    }
+
+    /// The in-place path and the generated one gave the same bytes, or the
+    /// same status.
+    fn same_answer(
+        req: &impl std::fmt::Debug,
+        ours: Result<Vec<u8>, Status>,
+        theirs: Result<Vec<u8>, Status>,
+    ) {
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{req:?}"),
+            (Err(a), Err(b)) => {
+                assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+            }
+            (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
+        }
     }
 
     /// Recommend read in place answers what the generated path answers.
@@ -367,13 +377,7 @@ mod tests {
                 .recommend(Request::new(req.clone()))
                 .await
                 .map(|r| r.into_inner().encode_to_vec());
-            match (ours, theirs) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{req:?}"),
-                (Err(a), Err(b)) => {
-                    assert_eq!((a.code(), a.message()), (b.code(), b.message()));
-                }
-                (a, b) => panic!("{req:?}: {a:?} vs {b:?}"),
-            }
+            same_answer(&req, ours, theirs);
         }
     }
 }
