@@ -342,8 +342,11 @@ impl Runner {
         Ok(())
     }
 
-    /// Records the outcome and advances the watermark unless the run failed
-    /// (a failed run leaves the trigger armed so the next poll retries).
+    /// Advances the watermark unless the run failed (a failed run leaves the
+    /// trigger armed so the next poll retries), then records the outcome.
+    /// In that order: the scheduler starts its next poll as soon as the
+    /// record says the run ended, and must then see the rows this run
+    /// covered as done, or it would start the same run again.
     async fn finish(
         &self,
         id: &str,
@@ -359,14 +362,14 @@ impl Runner {
             }
             Err(e) => tracing::warn!(run = %id, error = %e, "training run failed"),
         }
-        self.record_end(id, &update).await;
-        self.prune_after_run().await;
         if outcome.is_ok()
             && let Some(w) = up_to_id
             && let Err(e) = self.db.set_watermark(w).await
         {
             tracing::error!(error = %e, "advancing the watermark failed; the next poll retrains");
         }
+        self.record_end(id, &update).await;
+        self.prune_after_run().await;
     }
 
     /// Applies the retention policy after a run (each run adds a version, so
