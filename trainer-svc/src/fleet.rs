@@ -164,6 +164,7 @@ pub async fn watch(
 /// One look at the fleet; true when it rolled back.
 pub async fn check_once(db: &Db, publisher: &Publisher, gauges: &FleetGauges) -> DbResult<bool> {
     let now = Utc::now();
+    db.forget_replicas(now).await?;
     let fleet = db.fleet().await?;
     let active = db.active_model_version().await?;
     gauges.set(&fleet, active.as_ref().map(|a| a.version.as_str()), now);

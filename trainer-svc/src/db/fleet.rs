@@ -67,7 +67,6 @@ fn at(ms: i64) -> DateTime<Utc> {
 impl Db {
     /// Records `report` as heard `now`. The version's `since` is kept while
     /// the version is unchanged, a refusal's time while the refusal is.
-    /// Replicas unheard of for [`FORGET_AFTER_MS`] are dropped.
     pub async fn record_replica(
         &self,
         report: &ReplicaReportIn,
@@ -98,15 +97,23 @@ impl Db {
             report.refused_reason.clone().into(),
             refused_at.into(),
         ];
-        let conn = self.connection();
-        conn.execute_raw(Statement::from_sql_and_values(self.backend(), sql, values))
+        self.connection()
+            .execute_raw(Statement::from_sql_and_values(self.backend(), sql, values))
             .await?;
-        conn.execute_raw(Statement::from_sql_and_values(
-            self.backend(),
-            "DELETE FROM fleet_replicas WHERE last_seen_ms < $1",
-            vec![(now_ms - FORGET_AFTER_MS).into()],
-        ))
-        .await?;
+        Ok(())
+    }
+
+    /// Forgets replicas unheard of for [`FORGET_AFTER_MS`] at `now`. The
+    /// trainer's fleet check calls it, once per check rather than once per
+    /// replica report.
+    pub async fn forget_replicas(&self, now: DateTime<Utc>) -> DbResult<()> {
+        self.connection()
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                "DELETE FROM fleet_replicas WHERE last_seen_ms < $1",
+                vec![(ms(now) - FORGET_AFTER_MS).into()],
+            ))
+            .await?;
         Ok(())
     }
 
