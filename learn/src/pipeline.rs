@@ -179,6 +179,9 @@ pub struct Trained {
     pub verdict: Verdict,
     /// Whether the time head was learned and judged, and on how many rows.
     pub time: TimeSupport,
+    /// The replicas' probe check on the export: `Err` says why every
+    /// replica would refuse it.
+    pub servable: Result<(), String>,
     /// Usable rows read.
     pub rows: u64,
     /// Hold-out rows.
@@ -294,7 +297,7 @@ pub fn judge(
         time_modeled: Some(with_times),
     };
     let onnx = Artifact::write(fitted.graph(), &metadata)?;
-    verify_export(&onnx, &fitted, ds)?;
+    let servable = verify_export(&onnx, &fitted, ds)?;
 
     progress(Phase::Gating, 0.0);
     let active_scored = incumbent
@@ -326,6 +329,7 @@ pub fn judge(
         baselines,
         verdict,
         time,
+        servable,
         rows: ds.census.rows,
         holdout_rows: ds.holdout.len() as u64,
         skipped: ds
@@ -351,7 +355,15 @@ fn feature_means(rows: &dataset::Rows) -> Vec<f32> {
 
 /// Runs the exported file through ONNX Runtime on up to 2 000 hold-out (or
 /// training) rows and checks it reproduces the in-Rust forward pass.
-fn verify_export(onnx: &[u8], fitted: &Fitted, ds: &Dataset) -> Result<(), TrainError> {
+/// Checks the export against the fitted model and returns what the
+/// replicas' own probe check ([`taskcast_contract::servable`]) says of it,
+/// on the same loaded model: a model that passes here can still be one no
+/// replica would serve, and that is a rejection, not a failed run.
+fn verify_export(
+    onnx: &[u8],
+    fitted: &Fitted,
+    ds: &Dataset,
+) -> Result<Result<(), String>, TrainError> {
     let rows = if ds.holdout.is_empty() {
         &ds.train
     } else {
@@ -386,7 +398,7 @@ fn verify_export(onnx: &[u8], fitted: &Fitted, ds: &Dataset) -> Result<(), Train
             "max difference {worst:e}"
         )));
     }
-    Ok(())
+    Ok(taskcast_contract::servable::check(&model, 1).map_err(|e| e.to_string()))
 }
 
 /// Largest absolute difference between two runs' outputs.

@@ -27,29 +27,22 @@ impl Decision {
     }
 
     /// This decision, unless it promotes a model the replicas would refuse
-    /// (their load and warm-up checks, [`taskcast_contract::servable`], run
-    /// here on a blocking thread): then a rejection saying why, so the
-    /// registry never names as active what no replica can serve.
-    pub(super) async fn unless_unservable(self, onnx: &[u8]) -> Decision {
-        if !self.promote {
-            return self;
-        }
-        let bytes = onnx.to_vec();
-        let checked =
-            tokio::task::spawn_blocking(move || taskcast_contract::servable::check_bytes(&bytes))
-                .await;
-        let why = match checked {
-            Ok(Ok(())) => return self,
-            Ok(Err(e)) => e.to_string(),
-            Err(join) => format!("the check did not finish: {join}"),
-        };
-        tracing::warn!(reason = %why, "trained model passed the gate but replicas would refuse it");
-        Decision {
-            promote: false,
-            reason: format!(
-                "not servable (replicas would refuse it): {why}; gate: {}",
-                self.reason
-            ),
+    /// (their probe check, run by the pipeline on the export it verified):
+    /// then a rejection saying why, so the registry never names as active
+    /// what no replica can serve.
+    pub(super) fn unless_unservable(self, servable: &Result<(), String>) -> Decision {
+        match servable {
+            Err(why) if self.promote => {
+                tracing::warn!(reason = %why, "trained model passed the gate but replicas would refuse it");
+                Decision {
+                    promote: false,
+                    reason: format!(
+                        "not servable (replicas would refuse it): {why}; gate: {}",
+                        self.reason
+                    ),
+                }
+            }
+            _ => self,
         }
     }
 }
@@ -105,4 +98,32 @@ pub(super) enum RunFailure {
     Db(#[from] DbError),
     #[error("interrupted by shutdown before publishing")]
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unservable_model_is_rejected_whatever_the_gate_or_the_operator_said() {
+        let refused = Err("probe 0: p_correct NaN is not a probability".to_string());
+        let gate = Verdict::Promote("beats the baselines".into());
+        let d = Decision::new(&gate, false).unless_unservable(&refused);
+        assert!(!d.promote);
+        assert!(d.reason.starts_with("not servable"), "{}", d.reason);
+        assert!(d.reason.contains("p_correct NaN") && d.reason.contains("beats the baselines"));
+        // An operator's force does not override it either.
+        let reject = Verdict::Reject("worse than the active version".into());
+        assert!(
+            !Decision::new(&reject, true)
+                .unless_unservable(&refused)
+                .promote
+        );
+        // A servable model keeps the gate's decision and reason.
+        let d = Decision::new(&gate, false).unless_unservable(&Ok(()));
+        assert!(d.promote && d.reason == "beats the baselines");
+        // A rejection stays one, with the gate's reason.
+        let d = Decision::new(&reject, false).unless_unservable(&refused);
+        assert!(!d.promote && d.reason == "worse than the active version");
+    }
 }

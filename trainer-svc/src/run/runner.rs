@@ -253,9 +253,7 @@ impl Runner {
             },
         )
         .await;
-        let decision = Decision::new(&trained.verdict, force)
-            .unless_unservable(&trained.onnx)
-            .await;
+        let decision = Decision::new(&trained.verdict, force).unless_unservable(&trained.servable);
         self.publish(id, &trained, &decision).await?;
         if let Ok(mut c) = clock.lock() {
             c.finish();
