@@ -2,6 +2,7 @@
 //! - [`task`]: one completed task, as every source yields it (the
 //!   `completed_tasks` table, a CSV file, the simulator), and what makes one
 //!   unusable;
+//! - [`canary`]: which learners a canary's candidate answers;
 //! - [`encode`]: a label's key and an attempt's log-time, which everything below uses;
 //! - [`features`]: the feature code (one pure function per row, documented formulas);
 //! - [`keymap`]: fast maps keyed by label keys;
@@ -18,6 +19,7 @@
 pub mod artifact;
 pub mod bootstrap;
 pub mod bootstrap_weights;
+pub mod canary;
 pub mod encode;
 pub mod features;
 pub mod first_contact;

@@ -35,7 +35,7 @@ default 4 MiB would refuse them.
 
     python client.py predict --user u1 --candidate t1:fractions:medium
     python client.py recommend --user u1 --candidate a:fractions:easy --candidate b:algebra:hard
-    python client.py model | train [--family linear] [--wait] | run ID | models | promote VERSION
+    python client.py model | train [--family linear] [--wait] | run ID | models | promote VERSION [--canary PCT] | fleet
     python client.py rollback | watch-models | report | health {inference,trainer}
 
 The gRPC code is generated from proto/ on first import into a cache folder,
@@ -275,8 +275,10 @@ class TaskcastClient:
 
     Transport: see parse_address. `tls=True` asks for TLS on addresses without a
     scheme (dns:///...); `ca_file` replaces the system roots; `cert_file` and
-    `key_file` present a client certificate (TLS material with no TLS address
-    is refused). Channels open on first use, so an address that is never
+    `key_file` present a client certificate; `server_name` is the name the
+    server's certificate is checked against (and sent as SNI) when the address
+    is not that name: a `kubectl port-forward` to localhost, or a Service's
+    address (TLS material with no TLS address is refused). Channels open on first use, so an address that is never
     called is never dialled.
 
     Deadlines: `timeout` on every unary call, `wait_timeout` on
@@ -288,17 +290,17 @@ class TaskcastClient:
                  reader_token: str | None = None, replica_token: str | None = None,
                  wait_timeout: float = DEFAULT_WAIT_TIMEOUT, tls: bool = False,
                  ca_file: str | os.PathLike | None = None, cert_file: str | os.PathLike | None = None,
-                 key_file: str | os.PathLike | None = None,
+                 key_file: str | os.PathLike | None = None, server_name: str | None = None,
                  max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES) -> None:
         for name, value in (("timeout", timeout), ("wait_timeout", wait_timeout)):
             if not value or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if (cert_file is None) != (key_file is None):
             raise ValueError("a client certificate needs both cert_file and key_file")
-        if (ca_file is not None or cert_file is not None) and not tls and not any(
+        if (ca_file is not None or cert_file is not None or server_name) and not tls and not any(
                 parse_address(a)[1] for a in (inference, trainer) if a):
             # Most likely meant for TLS; refuse rather than send tokens in plaintext.
-            raise ValueError("a CA or client certificate was given, but no address uses TLS: "
+            raise ValueError("a CA, client certificate or server name was given, but no address uses TLS: "
                              "write it as https://host:port (or pass --tls for a gRPC name)")
         self.timeout = timeout
         self.wait_timeout = wait_timeout
@@ -310,6 +312,7 @@ class TaskcastClient:
         self._ca = Path(ca_file).read_bytes() if ca_file is not None else None
         self._cert = Path(cert_file).read_bytes() if cert_file is not None else None
         self._key = Path(key_file).read_bytes() if key_file is not None else None
+        self._server_name = server_name or None
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -340,6 +343,8 @@ class TaskcastClient:
             if which == "trainer":
                 options.append(("grpc.max_receive_message_length", self.max_receive_bytes))
             if use_tls:
+                if self._server_name:
+                    options.append(("grpc.ssl_target_name_override", self._server_name))
                 creds = grpc.ssl_channel_credentials(
                     root_certificates=self._ca if self._ca is not None else system_root_certificates(),
                     private_key=self._key, certificate_chain=self._cert)
@@ -398,8 +403,12 @@ class TaskcastClient:
     def train(self, family: str = "", force: bool = False) -> trn.TrainingRun:
         return self.trainer.Train(trn.TrainRequest(family=family, force=force), **self._kw("Trainer.Train"))
 
-    def promote(self, version: str) -> trn.ModelVersion:
-        return self.trainer.Promote(trn.PromoteRequest(version=version), **self._kw("Trainer.Promote"))
+    def promote(self, version: str, canary_percent: int = 0) -> trn.ModelVersion:
+        """Makes `version` active; with canary_percent (1-99), starts a canary of it
+        instead (the trainer then judges it on live outcomes; Promote without a
+        percent or Rollback ends it early)."""
+        return self.trainer.Promote(trn.PromoteRequest(version=version, canary_percent=canary_percent),
+                                    **self._kw("Trainer.Promote"))
 
     def rollback(self) -> trn.ModelVersion:
         return self.trainer.Rollback(trn.RollbackRequest(), **self._kw("Trainer.Rollback"))
@@ -521,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", help="PEM roots to verify the servers with, instead of the system roots")
     p.add_argument("--cert-file", help="PEM client certificate (mutual TLS; with --key-file)")
     p.add_argument("--key-file", help="PEM private key of --cert-file")
+    p.add_argument("--server-name",
+                   help="name to verify the servers' TLS certificates against, when the address is not that "
+                        "name (e.g. trainer, through `kubectl port-forward` to localhost)")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
                    help=f"deadline of each unary call, seconds (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--max-receive-mib", type=int, default=DEFAULT_MAX_RECEIVE_BYTES // 2**20,
@@ -554,8 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--last-rows", type=int, default=0)
     s.add_argument("--stuck-window", type=int, default=0)
     sub.add_parser("fleet", help="GetFleet: each inference replica's version and state")
-    s = sub.add_parser("promote", help="Promote (admin token)")
+    s = sub.add_parser("promote", help="Promote (admin token); --canary PERCENT starts a canary instead")
     s.add_argument("version")
+    s.add_argument("--canary", type=int, default=0, metavar="PERCENT",
+                   help="serve VERSION to this share of learners (1-99) until the trainer judges it")
     sub.add_parser("rollback", help="Rollback (admin token)")
     s = sub.add_parser("watch-models", help="first WatchModels message (the active model), without the ONNX bytes")
     s.add_argument("--subscriber", default="python-cli")
@@ -600,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tc = TaskcastClient(args.inference, args.trainer, token=tokens[ADMIN], timeout=args.timeout,
                             reader_token=tokens[READER], replica_token=tokens[REPLICA], tls=args.tls,
                             ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                            server_name=args.server_name,
                             max_receive_bytes=args.max_receive_mib * 2**20)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -656,7 +671,7 @@ def _run(tc: TaskcastClient, a: argparse.Namespace):
     if a.cmd == "report":
         return tc.model_report(a.version, a.last_days, a.last_rows, a.stuck_window)
     if a.cmd == "promote":
-        return tc.promote(a.version)
+        return tc.promote(a.version, a.canary)
     if a.cmd == "rollback":
         return tc.rollback()
     if a.cmd == "watch-models":

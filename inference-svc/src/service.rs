@@ -51,9 +51,13 @@ impl InferenceService {
     /// The request's model snapshot, or UNAVAILABLE before the first load
     /// (health says NOT_SERVING then, so well-behaved clients never get here).
     fn model(&self) -> Result<Arc<LoadedModel>, Status> {
-        self.slot
-            .current()
-            .ok_or_else(|| Status::unavailable("no model loaded yet; retry shortly"))
+        self.slot.current().ok_or_else(not_loaded)
+    }
+
+    /// The snapshot that answers `user_id`: during a canary, the candidate
+    /// for its share of learners.
+    fn model_for(&self, user_id: &str) -> Result<Arc<LoadedModel>, Status> {
+        self.slot.for_learner(user_id).ok_or_else(not_loaded)
     }
 
     fn observe(&self, model: &LoadedModel, history: usize, candidates: usize) {
@@ -70,7 +74,7 @@ impl InferenceService {
     /// included, is what [`Inference::predict`] answers for the same request.
     pub fn predict_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
         let req = PredictRequestRef::decode(body, &self.limits).map_err(status)?;
-        let model = self.model()?;
+        let model = self.model_for(req.user_id)?;
         let input = PredictInput::from(&req);
         let scored = score(&model, &input, &self.limits).map_err(status)?;
         self.observe(&model, req.history.len(), req.candidates.len());
@@ -92,8 +96,8 @@ impl InferenceService {
     /// Predict's; the answer is what [`Inference::recommend`] answers.
     pub fn recommend_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
         let req = RecommendRequestRef::decode(body, &self.limits).map_err(status)?;
-        let model = self.model()?;
         let input = PredictInput::from(&req.request);
+        let model = self.model_for(input.user_id)?;
         let r = recommend(&model, &input, &req.params, &self.limits).map_err(status)?;
         self.observe(&model, input.history.len(), input.candidates.len());
         let response = recommend_response(&model, r);
@@ -102,6 +106,10 @@ impl InferenceService {
         response.encode_raw(out);
         Ok(())
     }
+}
+
+fn not_loaded() -> Status {
+    Status::unavailable("no model loaded yet; retry shortly")
 }
 
 fn recommend_response(model: &LoadedModel, r: Recommendation) -> RecommendResponse {
@@ -182,7 +190,7 @@ impl Inference for InferenceService {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let req = request.into_inner();
-        let model = self.model()?;
+        let model = self.model_for(&req.user_id)?;
         let input = PredictInput::from(&req);
         let predictions = predict(&model, &input, &self.limits).map_err(status)?;
         self.observe(&model, req.history.len(), req.candidates.len());
@@ -198,7 +206,7 @@ impl Inference for InferenceService {
         request: Request<RecommendRequest>,
     ) -> Result<Response<RecommendResponse>, Status> {
         let req = request.into_inner();
-        let model = self.model()?;
+        let model = self.model_for(&req.user_id)?;
         let input = PredictInput::from(&req);
         let r = recommend(&model, &input, &RecommendParams::from(&req), &self.limits)
             .map_err(status)?;

@@ -6,14 +6,16 @@
 //! The trainer sends the active model first on every (re)connection; when it
 //! is the model already serving (same version and sha256) it is not reloaded.
 //! On a fresh install it says instead that no version is active yet, and only
-//! then does the replica serve its startup model (the bootstrap).
+//! then does the replica serve its startup model (the bootstrap). During a
+//! canary the message also carries the candidate, served beside the active
+//! model to the canary's share of learners.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use taskcast_proto::trainer_client::TrainerClient;
-use taskcast_proto::{ModelArtifact, ReplicaReport, WatchModelsRequest};
+use taskcast_proto::{Canary, ModelArtifact, ReplicaReport, WatchModelsRequest};
 use taskcast_serving::auth::{Role, Token, TokenError};
 use taskcast_serving::backoff::Backoff;
 use taskcast_serving::shutdown::Shutdown;
@@ -187,9 +189,10 @@ async fn watch_once(
     }
 }
 
-/// Acts on one message of the model stream.
+/// Acts on one message of the model stream: the active model, then the
+/// canary (started, kept, or ended).
 async fn take(
-    artifact: ModelArtifact,
+    mut artifact: ModelArtifact,
     standby: Option<&[u8]>,
     slot: &ModelSlot,
     state: &mut FollowState,
@@ -210,6 +213,13 @@ async fn take(
         }
         return;
     }
+    let canary = artifact.canary.take().map(|c| *c);
+    take_active(artifact, slot, state).await;
+    take_canary(canary, slot, state).await;
+}
+
+/// Swaps in the active model unless it is the one serving.
+async fn take_active(artifact: ModelArtifact, slot: &ModelSlot, state: &mut FollowState) {
     if let Some(cur) = slot.current()
         && cur.version() == artifact.version
         && cur.sha256.eq_ignore_ascii_case(&artifact.sha256)
@@ -222,6 +232,34 @@ async fn take(
     // trainer; keep following.
     if let Err(e) = slot.try_swap(artifact.onnx, Some(artifact.sha256)).await {
         state.refused = Some((artifact.version, e.to_string()));
+    }
+}
+
+/// Starts, keeps or ends the canary the trainer announced (`None`: none).
+async fn take_canary(canary: Option<Canary>, slot: &ModelSlot, state: &mut FollowState) {
+    let Some(Canary {
+        rollout_id,
+        percent,
+        candidate: Some(candidate),
+        ..
+    }) = canary
+    else {
+        slot.clear_canary().await;
+        return;
+    };
+    if let Some(arm) = slot.canary()
+        && arm.rollout_id == rollout_id
+        && arm.model.sha256.eq_ignore_ascii_case(&candidate.sha256)
+    {
+        return;
+    }
+    tracing::info!(rollout = %rollout_id, candidate = %candidate.version, percent, "trainer announced a canary");
+    let version = candidate.version;
+    if let Err(e) = slot
+        .try_canary(&rollout_id, percent, candidate.onnx, candidate.sha256)
+        .await
+    {
+        state.refused = Some((version, e.to_string()));
     }
 }
 
@@ -241,12 +279,17 @@ impl Reporter {
             .map(|m| (m.version().to_string(), m.sha256.clone()))
             .unwrap_or_default();
         let (refused_version, refused_reason) = refused.clone().unwrap_or_default();
+        let canary_version = slot
+            .canary()
+            .map(|arm| arm.model.version().to_string())
+            .unwrap_or_default();
         let mut request = tonic::Request::new(ReplicaReport {
             replica: self.replica.clone(),
             version,
             sha256,
             refused_version,
             refused_reason,
+            canary_version,
         });
         request.set_timeout(Duration::from_secs(5));
         if let Some(h) = &self.auth {

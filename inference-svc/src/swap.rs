@@ -5,6 +5,10 @@
 //! every response names exactly the version that produced it, and a swap never
 //! waits for requests nor requests for a swap: the old model is dropped when
 //! its last in-flight request finishes.
+//!
+//! During a canary the slot also holds the candidate ([`CanaryArm`]); a
+//! request's snapshot is then chosen by its learner ([`ModelSlot::for_learner`]),
+//! so one learner gets one version for the whole canary.
 
 use std::sync::Arc;
 
@@ -13,14 +17,29 @@ use tokio::sync::Mutex;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use taskcast_contract::canary::CanarySplit;
+
 use crate::model::{LoadedModel, ModelError};
 use crate::telemetry::Metrics;
 
 pub use crate::telemetry::INFERENCE_SERVICE;
 
+/// A canary's candidate and the share of learners it answers.
+#[derive(Debug)]
+pub struct CanaryArm {
+    /// The rollout this arm belongs to.
+    pub rollout_id: String,
+    /// Share of learners, in percent.
+    pub percent: u32,
+    /// The candidate.
+    pub model: Arc<LoadedModel>,
+    split: CanarySplit,
+}
+
 /// The currently serving model, if any, and the machinery to replace it.
 pub struct ModelSlot {
     current: ArcSwapOption<LoadedModel>,
+    canary: ArcSwapOption<CanaryArm>,
     /// Serialises swaps so two concurrent loads cannot interleave their
     /// store and metric updates (requests never take this lock). Holds the
     /// version served before the current one (see [`ModelSlot::install`]).
@@ -44,6 +63,7 @@ impl ModelSlot {
     pub fn new(metrics: Arc<Metrics>, health: HealthReporter, pool: usize) -> Self {
         ModelSlot {
             current: ArcSwapOption::empty(),
+            canary: ArcSwapOption::empty(),
             swapping: Mutex::new(None),
             metrics,
             health,
@@ -56,6 +76,102 @@ impl ModelSlot {
         self.current.load_full()
     }
 
+    /// The model that answers `user_id`: the canary's candidate for its
+    /// share of learners, the serving model for everyone else (one hash per
+    /// request, and only during a canary).
+    pub fn for_learner(&self, user_id: &str) -> Option<Arc<LoadedModel>> {
+        if let Some(arm) = self.canary.load().as_ref()
+            && arm.split.to_candidate(user_id)
+        {
+            return Some(Arc::clone(&arm.model));
+        }
+        self.current()
+    }
+
+    /// The canary arm, if a canary is being served.
+    pub fn canary(&self) -> Option<Arc<CanaryArm>> {
+        self.canary.load_full()
+    }
+
+    /// Loads `bytes` on a blocking thread with every check a model must pass.
+    async fn load(
+        &self,
+        bytes: Vec<u8>,
+        expected_sha256: Option<String>,
+    ) -> Result<LoadedModel, ModelError> {
+        let pool = self.pool;
+        tokio::task::spawn_blocking(move || {
+            LoadedModel::load(&bytes, expected_sha256.as_deref(), pool)
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(ModelError::Runtime(format!(
+                "model load task failed: {join}"
+            )))
+        })
+    }
+
+    /// Logs and counts a refused load; what serves stays as it is.
+    fn refused(&self, e: &ModelError, what: &str) {
+        self.metrics
+            .model_refused
+            .with_label_values(&[e.reason()])
+            .inc();
+        let serving = self.current().map(|m| m.version().to_string());
+        tracing::warn!(
+            reason = e.reason(),
+            error = %e,
+            serving = serving.as_deref().unwrap_or("<none>"),
+            "{what} refused; the serving model is unchanged"
+        );
+    }
+
+    /// Loads a canary's candidate and serves it to `percent` of learners
+    /// (replacing any other canary). On refusal the canary arm is cleared,
+    /// so every learner gets the serving model, and the error is returned.
+    pub async fn try_canary(
+        &self,
+        rollout_id: &str,
+        percent: u32,
+        bytes: Vec<u8>,
+        expected_sha256: String,
+    ) -> Result<Arc<CanaryArm>, ModelError> {
+        match self.load(bytes, Some(expected_sha256)).await {
+            Ok(model) => {
+                let arm = Arc::new(CanaryArm {
+                    rollout_id: rollout_id.to_string(),
+                    percent,
+                    split: CanarySplit::new(rollout_id, percent),
+                    model: Arc::new(model),
+                });
+                let _guard = self.swapping.lock().await;
+                self.canary.store(Some(Arc::clone(&arm)));
+                self.metrics.canary_percent.set(i64::from(percent));
+                tracing::info!(
+                    rollout = rollout_id,
+                    candidate = arm.model.version(),
+                    percent,
+                    "canary serving"
+                );
+                Ok(arm)
+            }
+            Err(e) => {
+                self.clear_canary().await;
+                self.refused(&e, "canary candidate");
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends any canary: every learner gets the serving model.
+    pub async fn clear_canary(&self) {
+        let _guard = self.swapping.lock().await;
+        if let Some(old) = self.canary.swap(None) {
+            self.metrics.canary_percent.set(0);
+            tracing::info!(rollout = %old.rollout_id, candidate = old.model.version(), "canary ended on this replica");
+        }
+    }
+
     /// Loads and verifies `bytes` on a blocking thread, then atomically puts
     /// the model into service. On refusal the old model keeps serving, the
     /// refusal is logged and counted, and the error is returned.
@@ -64,16 +180,7 @@ impl ModelSlot {
         bytes: Vec<u8>,
         expected_sha256: Option<String>,
     ) -> Result<Arc<LoadedModel>, ModelError> {
-        let pool = self.pool;
-        let loaded = tokio::task::spawn_blocking(move || {
-            LoadedModel::load(&bytes, expected_sha256.as_deref(), pool)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(ModelError::Runtime(format!(
-                "model load task failed: {join}"
-            )))
-        });
+        let loaded = self.load(bytes, expected_sha256).await;
         let loaded = loaded.and_then(|model| match self.current() {
             Some(cur) if cur.version() == model.version() && cur.sha256 != model.sha256 => {
                 Err(ModelError::VersionConflict {
@@ -87,17 +194,7 @@ impl ModelSlot {
         match loaded {
             Ok(model) => Ok(self.install(model).await),
             Err(e) => {
-                self.metrics
-                    .model_refused
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                let serving = self.current().map(|m| m.version().to_string());
-                tracing::warn!(
-                    reason = e.reason(),
-                    error = %e,
-                    serving = serving.as_deref().unwrap_or("<none>"),
-                    "model refused; the serving model is unchanged"
-                );
+                self.refused(&e, "model");
                 Err(e)
             }
         }

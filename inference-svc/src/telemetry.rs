@@ -36,6 +36,8 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     /// 1 while the WatchModels stream to the trainer is up.
     pub trainer_connected: IntGauge,
+    /// Share of learners a canary's candidate answers here (0: no canary).
+    pub canary_percent: IntGauge,
     /// Times the trainer subscription was re-established after a failure.
     pub trainer_reconnects: IntCounter,
     /// History attempts per request (before windowing).
@@ -73,6 +75,10 @@ impl Metrics {
             "trainer_connected",
             "1 while subscribed to the trainer's model stream.",
         )?;
+        let canary_percent = IntGauge::new(
+            "canary_percent",
+            "Share of learners (percent) this replica answers with a canary's candidate; 0 when no canary runs.",
+        )?;
         let trainer_reconnects = IntCounter::new(
             "trainer_reconnects_total",
             "Trainer subscription attempts after the first.",
@@ -92,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(model_refused.clone()))?;
         registry.register(Box::new(model_info.clone()))?;
         registry.register(Box::new(trainer_connected.clone()))?;
+        registry.register(Box::new(canary_percent.clone()))?;
         registry.register(Box::new(trainer_reconnects.clone()))?;
         registry.register(Box::new(history_length.clone()))?;
         registry.register(Box::new(candidates.clone()))?;
@@ -103,6 +110,7 @@ impl Metrics {
             model_refused,
             model_info,
             trainer_connected,
+            canary_percent,
             trainer_reconnects,
             history_length,
             candidates,

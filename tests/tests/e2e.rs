@@ -286,6 +286,7 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
     trainer
         .promote(admin(PromoteRequest {
             version: other.clone(),
+            canary_percent: 0,
         }))
         .await?;
     for c in clients.iter_mut() {

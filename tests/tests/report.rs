@@ -257,6 +257,7 @@ async fn run(db_url: &str, dir: &std::path::Path) -> Result<()> {
     trainer
         .promote(admin(PromoteRequest {
             version: broken.into(),
+            canary_percent: 0,
         }))
         .await?;
     wait_serving(&mut inference, broken).await?;

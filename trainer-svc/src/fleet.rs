@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use taskcast_serving::shutdown::Shutdown;
 
-use crate::db::{Db, DbResult, ReplicaRecord};
+use crate::db::{Db, DbError, DbResult, ReplicaRecord};
 use crate::run::publisher::Publisher;
 
 /// A replica silent for longer than this is "gone": replicas report every
@@ -174,9 +174,19 @@ pub async fn check_once(db: &Db, publisher: &Publisher, gauges: &FleetGauges) ->
     let Some(why) = all_refuse(&fleet, &active.version, active.promoted_at, now) else {
         return Ok(false);
     };
-    let Some(back) = db.rollback().await? else {
+    let Some(prev) = db.previous_active().await? else {
         tracing::error!(version = %active.version, reason = %why, "every replica refuses the active version and there is nothing to roll back to");
         return Ok(false);
+    };
+    // Only from the version judged: with two trainer replicas checking the
+    // same fleet, the second finds the registry moved and does nothing.
+    let back = match db.rollback_from(&active.version, &prev.version).await {
+        Ok(back) => back,
+        Err(DbError::Conflict(why)) => {
+            tracing::info!(%why, "the registry moved while rolling back a refused version; nothing to do");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
     };
     db.reject(
         &active.version,
@@ -203,6 +213,7 @@ mod tests {
             refused_reason: if refused.is_empty() { "" } else { "warmup" }.into(),
             refused_at: (!refused.is_empty()).then_some(now),
             last_seen: now - chrono::Duration::seconds(seen_ago),
+            canary_version: String::new(),
         }
     }
 

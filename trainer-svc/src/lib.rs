@@ -2,6 +2,8 @@
 //! (`taskcast_learn`): the database, the runs and their triggers, the gRPC
 //! service, the live report and the commands.
 //!
+//! - [`canary`]: judging a canary on live outcomes, and the rollout policy
+//!   of automatic runs;
 //! - [`data`]: completed tasks from the database or a CSV file, for the
 //!   learning crate, and the import of a CSV file;
 //! - [`db`]: the database, which only [`db::Db`] touches;
@@ -17,6 +19,7 @@
 //! The command line (`main.rs` and its `commands/`, one module per command)
 //! is the binary's, not the library's.
 
+pub mod canary;
 pub mod data;
 pub mod db;
 pub mod fleet;

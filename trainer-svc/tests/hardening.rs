@@ -119,16 +119,20 @@ async fn prune_keeps_what_can_be_served_and_the_newest() {
             db.reject(&format!("v{i:02}"), "gate").await.unwrap();
         }
         assert_eq!(db.registry_bytes().await.unwrap(), 11_000);
+        // An operator tries the rejected v03 on a share of learners.
+        db.start_canary("v03", 10).await.unwrap();
         let policy = RetentionPolicy { keep_candidates: 3 };
 
-        // Never active: v02..v10, newest first v10, v09, v08 kept; v02..v07 go.
+        // Never active: v02..v10, newest first v10, v09, v08 kept; v03 is
+        // under a canary; v02, v04..v07 go.
         let dry = db.prune_models(&policy, true).await.unwrap();
         let names: Vec<&str> = dry.pruned.iter().map(|(v, _)| v.as_str()).collect();
-        assert_eq!(names, ["v02", "v03", "v04", "v05", "v06", "v07"]);
+        assert_eq!(names, ["v02", "v04", "v05", "v06", "v07"]);
         assert_eq!(db.registry_bytes().await.unwrap(), 11_000);
 
         let r = db.prune_models(&policy, false).await.unwrap();
-        assert_eq!((r.bytes_before, r.bytes_after), (11_000, 5_000));
+        assert_eq!((r.bytes_before, r.bytes_after), (11_000, 6_000));
+        assert_eq!(db.get_model_onnx("v03").await.unwrap().unwrap().len(), 1000);
         eprintln!("registry {} -> {} bytes", r.bytes_before, r.bytes_after);
         assert!(
             db.prune_models(&policy, false)

@@ -456,6 +456,7 @@ async fn promote_and_rollback() {
         let err = client
             .promote(admin(PromoteRequest {
                 version: "linear-20000101T000000000Z".into(),
+                canary_percent: 0,
             }))
             .await
             .unwrap_err();
@@ -496,6 +497,7 @@ async fn promote_and_rollback() {
         let promoted = client
             .promote(admin(PromoteRequest {
                 version: v1.clone(),
+                canary_percent: 0,
             }))
             .await
             .expect("Promote")
@@ -568,10 +570,12 @@ async fn admin_rpcs_need_the_token() {
                 .promote(match auth {
                     None => tonic::Request::new(PromoteRequest {
                         version: "x".into(),
+                        canary_percent: 0,
                     }),
                     Some(a) => with_auth(
                         PromoteRequest {
                             version: "x".into(),
+                            canary_percent: 0,
                         },
                         a,
                     ),

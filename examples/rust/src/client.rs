@@ -388,6 +388,7 @@ impl Taskcast {
         let (rpc, d) = (rpc::PROMOTE, self.call_deadline());
         let msg = PromoteRequest {
             version: version.into(),
+            canary_percent: 0,
         };
         // The admin token is checked before connecting.
         self.request(rpc, msg.clone(), d)?;

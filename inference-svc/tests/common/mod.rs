@@ -186,6 +186,7 @@ pub fn artifact(bytes: Vec<u8>, version: &str) -> ModelArtifact {
         onnx: bytes,
         promoted_at: None,
         no_active_version: false,
+        canary: None,
     }
 }
 

@@ -119,6 +119,7 @@ impl Rpc {
             Rpc::Promote => code(
                 tc.promote(cred.request(PromoteRequest {
                     version: "no-such-version".into(),
+                    canary_percent: 0,
                 }))
                 .await
                 .map(drop),

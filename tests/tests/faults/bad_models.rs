@@ -65,6 +65,7 @@ async fn bad_models_are_refused_on_every_replica() -> Result<()> {
             let e = tc
                 .promote(admin(PromoteRequest {
                     version: version.into(),
+                    canary_percent: 0,
                 }))
                 .await
                 .err()

@@ -145,6 +145,7 @@ async fn a_version_every_replica_refuses_is_rolled_back() -> Result<()> {
             let e = tc
                 .promote(admin(PromoteRequest {
                     version: "nan".into(),
+                    canary_percent: 0,
                 }))
                 .await
                 .err()

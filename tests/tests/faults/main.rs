@@ -7,6 +7,7 @@
 //! One file per fault family: [`tls`], [`mtls`] (client certificates and
 //! rotation), [`trainer_down`], [`database`],
 //! [`shutdown`], [`bad_models`], [`swaps`] (promotions under load),
+//! [`fleet`] (replicas across trainer outages), [`canary`] (canaries judged on live outcomes),
 //! [`floods`], [`auth`]; here, what they share.
 //!
 //! Every test has its own ports, its own database and a time bound.
@@ -18,6 +19,7 @@ mod support;
 
 mod auth;
 mod bad_models;
+mod canary;
 mod database;
 mod fleet;
 mod floods;

@@ -409,6 +409,7 @@ async fn mtls_certificates_rotate_without_a_restart() -> Result<()> {
             TrainerClient::new(channel(trainer.port, &new_ca.pem(), Some(&new_client)).await?);
         tc.promote(admin(PromoteRequest {
             version: "v2".into(),
+            canary_percent: 0,
         }))
         .await?;
         wait_serving(&mut ic, "v2", Duration::from_secs(15)).await?;
@@ -459,6 +460,7 @@ async fn mtls_certificates_rotate_without_a_restart() -> Result<()> {
         .await?;
         tc.promote(admin(PromoteRequest {
             version: "v1".into(),
+            canary_percent: 0,
         }))
         .await?;
         wait_serving(&mut ic, "v1", Duration::from_secs(15)).await?;

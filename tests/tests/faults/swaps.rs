@@ -36,7 +36,10 @@ async fn hundred_promotions_under_load_fail_nothing_and_do_not_leak() -> Result<
 
         let mut promote = async |i: usize| -> Result<()> {
             let v = if i.is_multiple_of(2) { "v2" } else { "v1" };
-            tc.promote(admin(PromoteRequest { version: v.into() })).await?;
+            tc.promote(admin(PromoteRequest {
+                version: v.into(),
+                canary_percent: 0,
+            })).await?;
             wait_serving(&mut ic, v, Duration::from_secs(10)).await
         };
         // Warm-up: allocator arenas and the pools settle over the first swaps.

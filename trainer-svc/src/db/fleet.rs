@@ -39,6 +39,8 @@ pub struct ReplicaRecord {
     pub refused_at: Option<DateTime<Utc>>,
     /// When it last reported.
     pub last_seen: DateTime<Utc>,
+    /// The canary candidate it serves beside `version`; empty if none.
+    pub canary_version: String,
 }
 
 /// A report as a replica sends it.
@@ -54,6 +56,8 @@ pub struct ReplicaReportIn {
     pub refused_version: String,
     /// Why.
     pub refused_reason: String,
+    /// The canary candidate it serves ("" none).
+    pub canary_version: String,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -75,8 +79,8 @@ impl Db {
         let now_ms = ms(now);
         let refused_at: Option<i64> = (!report.refused_version.is_empty()).then_some(now_ms);
         let sql = "INSERT INTO fleet_replicas \
-             (name, version, sha256, since_ms, refused_version, refused_reason, refused_at_ms, last_seen_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $4) \
+             (name, version, sha256, since_ms, refused_version, refused_reason, refused_at_ms, last_seen_ms, canary_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $8) \
              ON CONFLICT (name) DO UPDATE SET \
                since_ms = CASE WHEN fleet_replicas.version = excluded.version \
                  THEN fleet_replicas.since_ms ELSE excluded.since_ms END, \
@@ -87,6 +91,7 @@ impl Db {
                version = excluded.version, sha256 = excluded.sha256, \
                refused_version = excluded.refused_version, \
                refused_reason = excluded.refused_reason, \
+               canary_version = excluded.canary_version, \
                last_seen_ms = excluded.last_seen_ms";
         let values: Vec<Value> = vec![
             report.name.clone().into(),
@@ -96,6 +101,7 @@ impl Db {
             report.refused_version.clone().into(),
             report.refused_reason.clone().into(),
             refused_at.into(),
+            report.canary_version.clone().into(),
         ];
         self.connection()
             .execute_raw(Statement::from_sql_and_values(self.backend(), sql, values))
@@ -124,7 +130,7 @@ impl Db {
             .query_all_raw(Statement::from_string(
                 self.backend(),
                 "SELECT name, version, sha256, since_ms, refused_version, refused_reason, \
-                 refused_at_ms, last_seen_ms FROM fleet_replicas ORDER BY name",
+                 refused_at_ms, last_seen_ms, canary_version FROM fleet_replicas ORDER BY name",
             ))
             .await?;
         rows.iter()
@@ -138,6 +144,7 @@ impl Db {
                     refused_reason: r.try_get("", "refused_reason")?,
                     refused_at: r.try_get::<Option<i64>>("", "refused_at_ms")?.map(at),
                     last_seen: at(r.try_get("", "last_seen_ms")?),
+                    canary_version: r.try_get("", "canary_version")?,
                 })
             })
             .collect::<Result<_, _>>()

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(TimeModeled),
             Box::new(Idempotence),
             Box::new(super::fleet::Fleet),
+            Box::new(super::rollout::Rollouts),
         ]
     }
 }

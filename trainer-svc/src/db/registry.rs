@@ -18,6 +18,8 @@ use super::{Db, DbError, DbResult, metrics_from_json, metrics_to_json, to_i64, t
 pub enum ModelState {
     /// Registered, never served (or not yet).
     Candidate,
+    /// Served to a share of learners by a canary in progress (`db/rollout.rs`).
+    Canary,
     /// Serving now; at most one.
     Active,
     /// Served before, replaced since.
@@ -28,6 +30,7 @@ pub enum ModelState {
 
 stored_enum!(ModelState, "model state", {
     Candidate => "candidate",
+    Canary => "canary",
     Active => "active",
     Retired => "retired",
     Rejected => "rejected",
@@ -42,12 +45,15 @@ pub enum PromotionKind {
     Rollback,
     /// The training gate promoted a new version.
     Auto,
+    /// A canary's judge promoted its candidate on live outcomes.
+    Canary,
 }
 
 stored_enum!(PromotionKind, "promotion kind", {
     Promote => "promote",
     Rollback => "rollback",
     Auto => "auto",
+    Canary => "canary",
 });
 
 /// A version to register. It starts as a [`ModelState::Candidate`].
@@ -168,7 +174,7 @@ impl TryFrom<promotion::Model> for PromotionRecord {
     }
 }
 
-async fn meta_where(
+pub(super) async fn meta_where(
     conn: &impl ConnectionTrait,
     version: &str,
 ) -> DbResult<Option<ModelVersionMeta>> {
@@ -185,7 +191,10 @@ pub(super) const ONNX_LEN: &str = "CAST(LENGTH(onnx) AS BIGINT)";
 
 /// Size of one version's ONNX bytes; `Some(0)` once pruned, `None` when the
 /// version does not exist.
-async fn onnx_len_in(conn: &impl ConnectionTrait, version: &str) -> DbResult<Option<i64>> {
+pub(super) async fn onnx_len_in(
+    conn: &impl ConnectionTrait,
+    version: &str,
+) -> DbResult<Option<i64>> {
     Ok(model_version::Entity::find_by_id(version.to_owned())
         .select_only()
         .column_as(Expr::cust(ONNX_LEN), "n")
@@ -194,7 +203,7 @@ async fn onnx_len_in(conn: &impl ConnectionTrait, version: &str) -> DbResult<Opt
         .await?)
 }
 
-fn not_found(version: &str) -> DbError {
+pub(super) fn not_found(version: &str) -> DbError {
     DbError::NotFound {
         what: "model version",
         key: version.to_owned(),
@@ -297,8 +306,9 @@ impl Db {
 }
 
 /// The body of [`Db::set_active`], inside the caller's transaction (which
-/// holds the registry lock).
-async fn activate_in(
+/// holds the registry lock). A canary in progress ends with it
+/// ([`super::rollout::end_for_promotion_in`]).
+pub(super) async fn activate_in(
     tx: &impl ConnectionTrait,
     version: &str,
     kind: PromotionKind,
@@ -309,6 +319,7 @@ async fn activate_in(
     if target.state == ModelState::Active {
         return Ok(target);
     }
+    super::rollout::end_for_promotion_in(tx, version, kind).await?;
     // A pruned version has no model left to serve.
     if onnx_len_in(tx, version).await? == Some(0) {
         return Err(DbError::Conflict(format!(
@@ -353,6 +364,7 @@ async fn activate_in(
                     format!("promoted by the training gate: {}", target.reason)
                 }
                 PromotionKind::Auto => "promoted by the training gate".to_owned(),
+                PromotionKind::Canary => "promoted by its canary".to_owned(),
             }),
         )
         .col_expr(model_version::Column::PromotedAt, Expr::value(now))
@@ -400,12 +412,42 @@ impl Db {
     /// the registry lock, so a promotion landing in between cannot make the
     /// rollback return to a version that is no longer the previous one.
     pub async fn rollback(&self) -> DbResult<Option<ModelVersionMeta>> {
+        self.rollback_checked(None).await
+    }
+
+    /// [`Db::rollback`], only if `from` is still the active version and
+    /// `to` still the version a rollback returns to: callers that checked
+    /// `to` first (is it servable?) or decided on `from` (every replica
+    /// refuses it) act on what they checked, or get
+    /// [`DbError::Conflict`] when the registry moved in between — two
+    /// trainer replicas never roll back twice for one cause.
+    pub async fn rollback_from(&self, from: &str, to: &str) -> DbResult<ModelVersionMeta> {
+        self.rollback_checked(Some((from, to)))
+            .await?
+            .ok_or_else(|| DbError::Conflict("there is no previous active version".into()))
+    }
+
+    async fn rollback_checked(
+        &self,
+        expect: Option<(&str, &str)>,
+    ) -> DbResult<Option<ModelVersionMeta>> {
         let tx = self.conn.begin().await?;
         self.registry_xact_lock(&tx).await?;
         let Some(prev) = previous_active_in(&tx).await? else {
             tx.commit().await?;
             return Ok(None);
         };
+        if let Some((from, to)) = expect {
+            let active = active_in(&tx).await?;
+            if active.as_deref() != Some(from) || prev.version != to {
+                return Err(DbError::Conflict(format!(
+                    "the registry changed: {} is active and a rollback would return to {}, \
+                     not {from} to {to}; look again and retry",
+                    active.as_deref().unwrap_or("nothing"),
+                    prev.version
+                )));
+            }
+        }
         let meta = activate_in(&tx, &prev.version, PromotionKind::Rollback).await?;
         tx.commit().await?;
         Ok(Some(meta))
@@ -431,13 +473,7 @@ async fn previous_active_in(conn: &impl ConnectionTrait) -> DbResult<Option<Mode
             stack.push(p.version);
         }
     }
-    let active: Option<String> = model_version::Entity::find()
-        .select_only()
-        .column(model_version::Column::Version)
-        .filter(model_version::Column::State.eq(ModelState::Active.as_str()))
-        .into_tuple()
-        .one(conn)
-        .await?;
+    let active = active_in(conn).await?;
     for v in stack.iter().rev() {
         if Some(v) == active.as_ref() {
             continue;
@@ -449,6 +485,17 @@ async fn previous_active_in(conn: &impl ConnectionTrait) -> DbResult<Option<Mode
         }
     }
     Ok(None)
+}
+
+/// The active version's id, read on `conn`.
+pub(super) async fn active_in(conn: &impl ConnectionTrait) -> DbResult<Option<String>> {
+    Ok(model_version::Entity::find()
+        .select_only()
+        .column(model_version::Column::Version)
+        .filter(model_version::Column::State.eq(ModelState::Active.as_str()))
+        .into_tuple()
+        .one(conn)
+        .await?)
 }
 
 impl Db {
@@ -463,6 +510,11 @@ impl Db {
         if meta.state == ModelState::Active {
             return Err(DbError::Conflict(format!(
                 "model version {version:?} is active and cannot be rejected"
+            )));
+        }
+        if meta.state == ModelState::Canary {
+            return Err(DbError::Conflict(format!(
+                "model version {version:?} is under a canary: end the canary (Rollback) to reject it"
             )));
         }
         model_version::Entity::update_many()

@@ -64,7 +64,8 @@ impl Db {
     /// metadata (ListModels still lists them; `size_bytes` and `sha256` say
     /// what they were). Kept whole: every version that was ever active
     /// (anything in the promotion history, so rollbacks always find a
-    /// model), candidates not rejected (they may still be promoted), and
+    /// model), candidates not rejected (they may still be promoted) and
+    /// versions under a canary (replicas are serving them), and
     /// the newest [`RetentionPolicy::keep_candidates`] versions never
     /// active. With `dry_run` nothing changes and the report lists what
     /// would go. One transaction under the registry lock, so a concurrent

@@ -6,13 +6,17 @@
 //! the trainer does not know whether anything is active ([`Published::Unknown`]),
 //! and must not tell a replica "nothing is active, serve your bootstrap" —
 //! that is only said after the registry answered so ([`Published::Empty`]).
+//!
+//! During a canary the active model carries the candidate too
+//! ([`CanaryModel`]): starting or ending a canary is announced like a
+//! promotion.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::db::{Db, DbResult, ModelVersionMeta};
+use crate::db::{Db, DbResult, ModelVersionMeta, Rollout};
 
 /// The active model, bytes included.
 #[derive(Debug)]
@@ -21,6 +25,38 @@ pub struct ActiveModel {
     pub meta: ModelVersionMeta,
     /// The ONNX file.
     pub onnx: Arc<Vec<u8>>,
+    /// The canary in progress, if any.
+    pub canary: Option<CanaryModel>,
+}
+
+/// A canary's candidate, bytes included.
+#[derive(Debug)]
+pub struct CanaryModel {
+    /// The rollout.
+    pub rollout: Rollout,
+    /// The candidate's registry metadata.
+    pub meta: ModelVersionMeta,
+    /// The candidate's ONNX file.
+    pub onnx: Arc<Vec<u8>>,
+}
+
+/// What makes two announcements the same: the active version and its
+/// activation, and the canary's rollout.
+fn identity(
+    m: &ModelVersionMeta,
+    rollout: Option<&Rollout>,
+) -> (String, Option<DateTime<Utc>>, Option<String>) {
+    (
+        m.version.clone(),
+        m.promoted_at,
+        rollout.map(|r| r.id.clone()),
+    )
+}
+
+impl ActiveModel {
+    fn identity(&self) -> (String, Option<DateTime<Utc>>, Option<String>) {
+        identity(&self.meta, self.canary.as_ref().map(|c| &c.rollout))
+    }
 }
 
 impl ActiveModel {
@@ -56,12 +92,17 @@ impl Published {
 #[derive(Clone, Debug)]
 pub struct Publisher {
     tx: Arc<watch::Sender<Published>>,
+    /// One refresh at a time: refreshes race (the scheduler's poll, a run's
+    /// publish, Promote, the canary judge), and one holding an older read
+    /// must not replace a newer one.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
         Publisher {
             tx: Arc::new(watch::channel(Published::Unknown).0),
+            refreshing: Arc::default(),
         }
     }
 }
@@ -82,10 +123,12 @@ impl Publisher {
         self.tx.receiver_count()
     }
 
-    /// Re-reads the registry's active version and publishes it if it changed
-    /// (version or promotion time: a rollback to the same version re-announces).
-    /// Returns true when subscribers were notified.
+    /// Re-reads the registry's active version and canary and publishes them
+    /// if they changed (version, promotion time or rollout: a rollback to
+    /// the same version re-announces). Returns true when subscribers were
+    /// notified.
     pub async fn refresh(&self, db: &Db) -> DbResult<bool> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let Some(meta) = db.active_model_version().await? else {
             // Known empty now; an active model is never taken back to
             // nothing (the registry has no such transition).
@@ -98,38 +141,51 @@ impl Publisher {
             });
             return Ok(sent);
         };
-        let unchanged = self.current().is_some_and(|cur| {
-            cur.meta.version == meta.version && cur.meta.promoted_at == meta.promoted_at
-        });
-        if unchanged {
+        let rollout = db.open_rollout().await?;
+        let current = self.current();
+        if current
+            .as_ref()
+            .is_some_and(|cur| cur.identity() == identity(&meta, rollout.as_ref()))
+        {
             return Ok(false);
         }
-        let Some(onnx) = db.get_model_onnx(&meta.version).await? else {
-            return Ok(false);
-        };
-        // Refreshes race (the scheduler's poll, a run's publish, Promote):
-        // decide against the value current now, so one activation is announced
-        // once and a slower refresh holding an older read never replaces a
-        // newer activation (`seq` grows with every activation).
-        let model = Arc::new(ActiveModel {
-            meta,
-            onnx: Arc::new(onnx),
-        });
-        let sent = self.tx.send_if_modified(|cur| {
-            if let Published::Active(c) = cur {
-                let same = c.meta.version == model.meta.version
-                    && c.meta.promoted_at == model.meta.promoted_at;
-                let stale = matches!((c.meta.seq, model.meta.seq), (Some(a), Some(b)) if a >= b);
-                if same || stale {
-                    return false;
-                }
+        // The active bytes are re-read only when the active version changed.
+        let onnx = match current.as_ref() {
+            Some(cur) if cur.meta.version == meta.version && cur.meta.sha256 == meta.sha256 => {
+                Arc::clone(&cur.onnx)
             }
-            *cur = Published::Active(Arc::clone(&model));
-            true
-        });
-        if sent {
-            tracing::info!(version = %model.meta.version, family = %model.meta.family, "publishing active model");
-        }
-        Ok(sent)
+            _ => match db.get_model_onnx(&meta.version).await? {
+                Some(onnx) => Arc::new(onnx),
+                None => return Ok(false),
+            },
+        };
+        let canary = match rollout {
+            Some(rollout) => canary_model(db, rollout).await?,
+            None => None,
+        };
+        let model = Arc::new(ActiveModel { meta, onnx, canary });
+        tracing::info!(
+            version = %model.meta.version,
+            family = %model.meta.family,
+            canary = model.canary.as_ref().map(|c| c.meta.version.as_str()).unwrap_or("<none>"),
+            "publishing active model"
+        );
+        self.tx.send_replace(Published::Active(model));
+        Ok(true)
     }
+}
+
+/// The canary's candidate with its bytes; `None` if it vanished meanwhile.
+async fn canary_model(db: &Db, rollout: Rollout) -> DbResult<Option<CanaryModel>> {
+    let Some(meta) = db.get_model_version(&rollout.candidate).await? else {
+        return Ok(None);
+    };
+    let Some(onnx) = db.get_model_onnx(&rollout.candidate).await? else {
+        return Ok(None);
+    };
+    Ok(Some(CanaryModel {
+        rollout,
+        meta,
+        onnx: Arc::new(onnx),
+    }))
 }

@@ -55,6 +55,8 @@ pub struct RunnerConfig {
     /// Prune the registry after every run ([`Db::prune_models`]); `None`
     /// keeps every version's bytes.
     pub retention: Option<crate::db::RetentionPolicy>,
+    /// How a model that passed the gate goes into service.
+    pub rollout: crate::canary::RolloutPolicy,
 }
 
 impl Default for RunnerConfig {
@@ -68,6 +70,7 @@ impl Default for RunnerConfig {
             retry_backoff: Duration::from_secs(5),
             train_on_startup: true,
             retention: Some(crate::db::RetentionPolicy::default()),
+            rollout: crate::canary::RolloutPolicy::Direct,
         }
     }
 }
@@ -332,11 +335,40 @@ impl Runner {
             })
             .await?;
         if decision.promote {
-            self.db.set_active(version, PromotionKind::Auto).await?;
-            self.publisher.refresh(&self.db).await?;
+            self.go_live(version).await?;
         } else {
             self.db.reject(version, &decision.reason).await?;
         }
+        Ok(())
+    }
+
+    /// Puts a version that passed the gate into service as the rollout
+    /// policy says. A canary in progress is left to finish (an operator may
+    /// have started it): the new version waits as a candidate. The first
+    /// version goes live directly: a canary needs an active version to
+    /// compare with.
+    async fn go_live(&self, version: &str) -> Result<(), DbError> {
+        if let Some(open) = self.db.open_rollout().await? {
+            let why = format!(
+                "passed the gate; not put into service: the canary of {} is in progress",
+                open.candidate
+            );
+            self.db.set_reason(version, &why).await?;
+            tracing::info!(%version, canary = %open.candidate, "new version waits: a canary is in progress");
+            return Ok(());
+        }
+        let has_active =
+            self.publisher.current().is_some() || self.db.active_model_version().await?.is_some();
+        match self.config.rollout {
+            crate::canary::RolloutPolicy::Canary(percent) if has_active => {
+                let r = self.db.start_canary(version, percent).await?;
+                tracing::info!(%version, rollout = %r.id, percent, "canary started by the rollout policy");
+            }
+            _ => {
+                self.db.set_active(version, PromotionKind::Auto).await?;
+            }
+        }
+        self.publisher.refresh(&self.db).await?;
         Ok(())
     }
 

@@ -143,6 +143,31 @@ pub struct ServeConfig {
     /// token files are looked at every few seconds.
     #[arg(long, env = "TASKCAST_TOKEN_GRACE_SECONDS", default_value_t = taskcast_serving::token_reload::DEFAULT_TOKEN_GRACE.as_secs())]
     pub token_grace_seconds: u64,
+    /// How automatic runs put a model that passed the gate into service:
+    /// `direct` (active for everyone at once) or `canary:PERCENT` (a canary
+    /// on that share of learners, judged on live outcomes). A canary needs
+    /// traffic: pick it when each arm can gather --canary-min-outcomes
+    /// completed tasks within --canary-max-seconds.
+    #[arg(long, env = "TASKCAST_ROLLOUT", default_value = "direct")]
+    pub rollout: crate::canary::RolloutPolicy,
+    /// Completed tasks each arm of a canary needs before it is judged.
+    #[arg(long, env = "TASKCAST_CANARY_MIN_OUTCOMES", default_value_t = 1000)]
+    pub canary_min_outcomes: u64,
+    /// Longest a canary runs: past it without enough outcomes, its
+    /// candidate goes back to "candidate" unjudged.
+    #[arg(long, env = "TASKCAST_CANARY_MAX_SECONDS", default_value_t = 86_400)]
+    pub canary_max_seconds: u64,
+    /// How much worse (live log loss) a canary's candidate may be than the
+    /// active version and still be promoted.
+    #[arg(
+        long,
+        env = "TASKCAST_CANARY_LOGLOSS_TOLERANCE",
+        default_value_t = 0.005
+    )]
+    pub canary_logloss_tolerance: f64,
+    /// How often a canary in progress is judged, in seconds.
+    #[arg(long, env = "TASKCAST_CANARY_CHECK_SECONDS", default_value_t = 30)]
+    pub canary_check_seconds: u64,
     /// Registry retention, applied after every run: the newest N versions
     /// never active keep their ONNX bytes; older rejected ones keep their
     /// metadata only (versions ever active and unrejected candidates keep
@@ -229,6 +254,11 @@ impl ServeConfig {
                 max_connection_age_grace_seconds: 30,
             },
             keep_candidates: crate::db::DEFAULT_KEEP_CANDIDATES,
+            rollout: crate::canary::RolloutPolicy::Direct,
+            canary_min_outcomes: 1000,
+            canary_max_seconds: 86_400,
+            canary_logloss_tolerance: 0.005,
+            canary_check_seconds: 30,
             request_timeout_ms: 60_000,
             concurrency_limit_per_connection: 32,
             shutdown_grace_seconds: 20,
@@ -316,6 +346,15 @@ impl ServeConfig {
         }
     }
 
+    /// When a canary is decided.
+    pub fn canary(&self) -> crate::canary::CanaryPolicy {
+        crate::canary::CanaryPolicy {
+            min_outcomes: self.canary_min_outcomes,
+            max_duration: Duration::from_secs(self.canary_max_seconds),
+            logloss_tolerance: self.canary_logloss_tolerance,
+        }
+    }
+
     /// The runner's settings.
     pub fn runner(&self) -> RunnerConfig {
         RunnerConfig {
@@ -338,6 +377,7 @@ impl ServeConfig {
             retention: (self.keep_candidates > 0).then_some(crate::db::RetentionPolicy {
                 keep_candidates: self.keep_candidates,
             }),
+            rollout: self.rollout,
             ..RunnerConfig::default()
         }
     }

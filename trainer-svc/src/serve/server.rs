@@ -110,6 +110,13 @@ pub async fn run(
         crate::fleet::CHECK_EVERY,
         stopping.clone(),
     ));
+    let canary_watch = tokio::spawn(crate::canary::watch(
+        db.clone(),
+        publisher.clone(),
+        config.canary(),
+        Duration::from_secs(config.canary_check_seconds.max(1)),
+        stopping.clone(),
+    ));
     // Kept to wait for an interrupted run to record its end at shutdown.
     let runner_at_exit = runner.clone();
 
@@ -205,6 +212,7 @@ pub async fn run(
         .map_err(ServeError::from);
     let _ = scheduler.await;
     let _ = fleet_watch.await;
+    let _ = canary_watch.await;
     if let Some(t) = live_report {
         let _ = t.await;
     }

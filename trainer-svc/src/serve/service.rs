@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use taskcast_proto::trainer_server::Trainer;
 use taskcast_proto::{
-    Fleet, FleetReplica, GetFleetRequest, GetTrainingRunRequest, ListModelsRequest,
+    CanaryStatus, Fleet, FleetReplica, GetFleetRequest, GetTrainingRunRequest, ListModelsRequest,
     ListModelsResponse, ModelArtifact, ModelReportRequest, ModelReportResponse, ModelVersion,
     PromoteRequest, ReplicaReport, ReplicaReportAck, RollbackRequest, TrainRequest, TrainingRun,
     WatchModelsRequest,
@@ -18,14 +18,18 @@ use taskcast_serving::shutdown::Shutdown;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
+use crate::canary;
 use crate::db::{
-    Db, DbError, MAX_REPLICA_NAME_BYTES as MAX_NAME_BYTES, ModelVersionMeta, PromotionKind,
-    ReplicaReportIn, RunRecord, RunTrigger,
+    CanaryEnd, Db, DbError, MAX_REPLICA_NAME_BYTES as MAX_NAME_BYTES, PromotionKind,
+    ReplicaReportIn, Rollout, RunTrigger,
 };
 use crate::fleet;
 use crate::report::{self, DriftConfig, ReportError, ReportRequest};
-use crate::run::publisher::{ActiveModel, Published, Publisher};
+use crate::run::publisher::{Published, Publisher};
 use crate::run::runner::{Runner, RunnerError};
+use crate::serve::protos::{
+    artifact_proto, opt_timestamp, report_proto, run_proto, timestamp, version_proto,
+};
 use crate::serve::pseudonym::Pseudonymiser;
 use crate::serve::telemetry::TrainerMetrics;
 use taskcast_learn::families::Family;
@@ -92,6 +96,25 @@ impl TrainerService {
     }
 }
 
+impl TrainerService {
+    /// A canary in progress with its figures so far.
+    async fn canary_status(&self, r: Rollout) -> Result<CanaryStatus, DbError> {
+        let candidate = canary::arm(&self.db, &r, &r.candidate).await?;
+        let baseline = canary::arm(&self.db, &r, &r.baseline).await?;
+        Ok(CanaryStatus {
+            started_at: Some(timestamp(r.started_at)),
+            candidate_outcomes: candidate.outcomes,
+            baseline_outcomes: baseline.outcomes,
+            candidate_logloss: candidate.logloss.unwrap_or(f64::NAN),
+            baseline_logloss: baseline.logloss.unwrap_or(f64::NAN),
+            rollout_id: r.id,
+            candidate: r.candidate,
+            baseline: r.baseline,
+            percent: r.percent,
+        })
+    }
+}
+
 /// The replicas' load and warm-up checks ([`taskcast_contract::servable`])
 /// on `onnx`, off the async runtime (ONNX Runtime compiles the graph);
 /// `FAILED_PRECONDITION` naming `version` and why a replica would refuse it.
@@ -133,147 +156,6 @@ fn runner_status(e: RunnerError) -> Status {
     match e {
         RunnerError::Db(e) => db_status(e),
         RunnerError::Busy => Status::aborted(e.to_string()),
-    }
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-/// A run record as the API shows it.
-pub fn run_proto(r: &RunRecord) -> TrainingRun {
-    TrainingRun {
-        id: r.id.clone(),
-        trigger: r.trigger.as_str().into(),
-        state: r.state.as_str().into(),
-        phase: r.phase.clone(),
-        progress: r.progress,
-        rows_used: r.rows_used,
-        rows_skipped: r.rows_skipped,
-        metrics: r.metrics.clone().into_iter().collect(),
-        model_version: r.model_version.clone().unwrap_or_default(),
-        error: r.error.clone(),
-        started_at: Some(timestamp(r.started_at)),
-        finished_at: r.finished_at.map(timestamp),
-        family: r.family.clone(),
-        gate_reason: r.gate_reason.clone(),
-    }
-}
-
-/// A registry entry as the API shows it.
-pub fn version_proto(m: &ModelVersionMeta) -> ModelVersion {
-    ModelVersion {
-        version: m.version.clone(),
-        family: m.family.clone(),
-        feature_schema: m.feature_schema.clone(),
-        sha256: m.sha256.clone(),
-        metrics: m.metrics.clone().into_iter().collect(),
-        state: m.state.as_str().into(),
-        reason: m.reason.clone(),
-        created_at: Some(timestamp(m.created_at)),
-        promoted_at: m.promoted_at.map(timestamp),
-        size_bytes: m.size_bytes,
-        time_modeled: taskcast_contract::artifact::time_modeled(m.time_modeled, &m.metrics),
-    }
-}
-
-fn artifact_proto(a: &ActiveModel) -> ModelArtifact {
-    ModelArtifact {
-        version: a.meta.version.clone(),
-        family: a.meta.family.clone(),
-        feature_schema: a.meta.feature_schema.clone(),
-        sha256: a.meta.sha256.clone(),
-        onnx: a.onnx.as_ref().clone(),
-        promoted_at: a.promoted_at().map(timestamp),
-        no_active_version: false,
-    }
-}
-
-fn opt_timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
-    t.map(timestamp)
-}
-
-fn diversity_proto(d: &report::Diversity) -> taskcast_proto::Diversity {
-    taskcast_proto::Diversity {
-        groups: d.groups,
-        distinct: d.distinct,
-        spread: d.spread,
-        spread_p10_p90: d.spread_p10_p90.unwrap_or(0.0),
-    }
-}
-
-/// A live report as the API shows it: learner ids as they are with
-/// `pseudonyms` `None` (admin), else as keyed pseudonyms.
-pub fn report_proto(r: &report::Report, pseudonyms: Option<&Pseudonymiser>) -> ModelReportResponse {
-    let learner = |id: &str| match pseudonyms {
-        Some(p) => p.pseudonym(id),
-        None => id.to_string(),
-    };
-    let versions = r
-        .versions
-        .iter()
-        .map(|v| {
-            let l = &v.live;
-            taskcast_proto::VersionReport {
-                version: v.version.clone(),
-                family: v.family.clone(),
-                state: v.state.clone(),
-                rows: l.rows,
-                auc: l.auc,
-                logloss: l.logloss,
-                brier: l.brier,
-                ece: l.ece,
-                mean_predicted: l.mean_predicted,
-                observed_rate: l.observed_rate,
-                timed_rows: l.timed_rows,
-                time_mae_seconds: l.time_mae_seconds,
-                time_mae_log_seconds: l.time_mae_log_seconds,
-                interval_rows: l.interval_rows,
-                interval_coverage: l.interval_coverage,
-                overall: Some(diversity_proto(&v.overall)),
-                per_learner: Some(diversity_proto(&v.per_learner)),
-                topics: v
-                    .topics
-                    .iter()
-                    .map(|t| taskcast_proto::TopicDiversity {
-                        topic: t.topic.clone(),
-                        rows: t.rows,
-                        distinct: t.distinct,
-                        spread: t.spread,
-                        std_dev: t.std_dev,
-                    })
-                    .collect(),
-                stuck_eligible_learners: v.stuck_eligible_learners,
-                stuck_learners: v.stuck_learners,
-                stuck: v
-                    .stuck
-                    .iter()
-                    .map(|s| taskcast_proto::StuckLearner {
-                        user_id: learner(&s.user_id),
-                        tasks: s.tasks,
-                        p_min: s.p_min,
-                        p_max: s.p_max,
-                    })
-                    .collect(),
-                holdout: v.holdout.clone().into_iter().collect(),
-                drift: v.drift,
-                drift_reasons: v.drift_reasons.clone(),
-                first_completed_at: opt_timestamp(v.first_completed_at),
-                last_completed_at: opt_timestamp(v.last_completed_at),
-            }
-        })
-        .collect();
-    ModelReportResponse {
-        versions,
-        last_days: r.request.last_days,
-        last_rows: r.request.last_rows,
-        stuck_window: r.request.stuck_window,
-        generated_at: Some(timestamp(r.generated_at)),
-        rows_scanned: r.rows_scanned,
-        learner_ids_pseudonymised: pseudonyms.is_some(),
     }
 }
 
@@ -381,9 +263,18 @@ impl Trainer for TrainerService {
         &self,
         req: Request<PromoteRequest>,
     ) -> Result<Response<ModelVersion>, Status> {
-        let version = req.into_inner().version;
+        let PromoteRequest {
+            version,
+            canary_percent,
+        } = req.into_inner();
         if version.trim().is_empty() {
             return Err(Status::invalid_argument("version must not be empty"));
+        }
+        if canary_percent > taskcast_contract::canary::MAX_PERCENT {
+            return Err(Status::invalid_argument(format!(
+                "canary_percent: {canary_percent} is not 1-{} (0 promotes fully)",
+                taskcast_contract::canary::MAX_PERCENT
+            )));
         }
         let onnx = self
             .db
@@ -394,6 +285,22 @@ impl Trainer for TrainerService {
         // Never announce a model every replica would refuse: the replicas'
         // own load and warm-up checks, run here first.
         servable(&version, onnx).await?;
+        if canary_percent > 0 {
+            let rollout = self
+                .db
+                .start_canary(&version, canary_percent)
+                .await
+                .map_err(db_status)?;
+            self.publisher.refresh(&self.db).await.map_err(db_status)?;
+            tracing::info!(%version, rollout = %rollout.id, percent = canary_percent, "canary started by operator");
+            let meta = self
+                .db
+                .get_model_version(&version)
+                .await
+                .map_err(db_status)?
+                .ok_or_else(|| Status::not_found(format!("model version {version:?} not found")))?;
+            return Ok(Response::new(version_proto(&meta)));
+        }
         let meta = self
             .db
             .set_active(&version, PromotionKind::Promote)
@@ -408,30 +315,54 @@ impl Trainer for TrainerService {
         &self,
         _req: Request<RollbackRequest>,
     ) -> Result<Response<ModelVersion>, Status> {
-        // The replicas' checks on the version rolled back to, before the
-        // registry changes (an old version may predate today's checks).
-        if let Some(prev) = self.db.previous_active().await.map_err(db_status)? {
-            let onnx = self
+        // During a canary, Rollback stops it: the active version stays.
+        if let Some(open) = self.db.open_rollout().await.map_err(db_status)? {
+            let why = format!("rolled back by operator during canary {}", open.id);
+            if let Some(active) = self
                 .db
-                .get_model_onnx(&prev.version)
+                .end_canary(&open.id, CanaryEnd::Reject, &why)
                 .await
                 .map_err(db_status)?
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "the previous version {:?} has no model bytes left (pruned)",
-                        prev.version
-                    ))
-                })?;
-            servable(&prev.version, onnx).await?;
+            {
+                self.publisher.refresh(&self.db).await.map_err(db_status)?;
+                tracing::info!(candidate = %open.candidate, version = %active.version, "canary rolled back by operator");
+                return Ok(Response::new(version_proto(&active)));
+            }
         }
-        let meta = self
+        let no_previous =
+            || Status::failed_precondition("no previous active version to roll back to");
+        let prev = self
             .db
-            .rollback()
+            .previous_active()
+            .await
+            .map_err(db_status)?
+            .ok_or_else(no_previous)?;
+        let active = self
+            .db
+            .active_model_version()
+            .await
+            .map_err(db_status)?
+            .ok_or_else(no_previous)?;
+        // The replicas' checks on the version rolled back to, before the
+        // registry changes (an old version may predate today's checks).
+        let onnx = self
+            .db
+            .get_model_onnx(&prev.version)
             .await
             .map_err(db_status)?
             .ok_or_else(|| {
-                Status::failed_precondition("no previous active version to roll back to")
+                Status::failed_precondition(format!(
+                    "the previous version {:?} has no model bytes left (pruned)",
+                    prev.version
+                ))
             })?;
+        servable(&prev.version, onnx).await?;
+        // Returns to exactly the version checked, or says the registry moved.
+        let meta = self
+            .db
+            .rollback_from(&active.version, &prev.version)
+            .await
+            .map_err(db_status)?;
         self.publisher.refresh(&self.db).await.map_err(db_status)?;
         tracing::info!(version = %meta.version, "rolled back by operator");
         Ok(Response::new(version_proto(&meta)))
@@ -458,6 +389,7 @@ impl Trainer for TrainerService {
             sha256: clip(r.sha256),
             refused_version: clip(r.refused_version),
             refused_reason: clip(r.refused_reason),
+            canary_version: clip(r.canary_version),
         };
         self.db
             .record_replica(&report, chrono::Utc::now())
@@ -484,11 +416,17 @@ impl Trainer for TrainerService {
                 last_refusal: r.refused_reason.clone(),
                 last_refused_at: opt_timestamp(r.refused_at),
                 last_seen: Some(timestamp(r.last_seen)),
+                canary_version: r.canary_version.clone(),
             })
             .collect();
+        let canary = match self.db.open_rollout().await.map_err(db_status)? {
+            Some(r) => Some(self.canary_status(r).await.map_err(db_status)?),
+            None => None,
+        };
         Ok(Response::new(Fleet {
             active_version: active,
             replicas,
+            canary,
         }))
     }
 
