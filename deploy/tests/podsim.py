@@ -5,10 +5,14 @@ kubelet would, with the real binaries or the real images:
 
 * every pod gets its own network namespace with its own IP on a bridge, so
   the services listen on exactly the ports the manifests declare and
-  several replicas of one Deployment never clash; Service names resolve to
-  pod IPs through the pod's /etc/hosts (`ip netns exec` bind-mounts
-  /etc/netns/<ns>/hosts over it; podman gets the same file mounted), the
-  way cluster DNS resolves a headless Service;
+  several replicas of one Deployment never clash; Service names resolve
+  through the pod's /etc/hosts (`ip netns exec` bind-mounts
+  /etc/netns/<ns>/hosts over it; podman gets the same file mounted): a
+  headless Service's to its pods' IPs, as cluster DNS answers; a ClusterIP
+  Service's to its virtual IP, an address of the node that every pod
+  routes through, where a stand-in for kube-proxy (ServiceProxy) forwards
+  each new connection to one of the Service's ready endpoints, picked at
+  random, on its targetPort;
 * the harness itself enters the "node" namespace that holds the bridge,
   like the kubelet, and runs the probes from there;
 * containers start with the manifest's command/args (else the image's
@@ -18,7 +22,10 @@ kubelet would, with the real binaries or the real images:
   from `/` in an empty environment (`env -i`, plus the image's ENV as the
   container would have it), with every path under a mount or an image
   file remapped into a temporary root;
-* init containers run to completion, in order, before the main container.
+* init containers run to completion, in order, before the main container;
+* a pod is a ready endpoint once the harness saw its readiness probe pass
+  (`Pod.ready`) and while its containers run: stopping or killing a
+  container takes it out at once, as the kubelet's report would.
 
 Everything started is tracked and ended by `Cluster.close()`, which the
 test calls even on failure: processes by their process group, containers by
@@ -32,6 +39,7 @@ import ctypes
 import http.client
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -55,6 +63,9 @@ os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "podman" / "conta
 # namespaces this test makes and deletes (nothing is routed off the machine).
 SUBNET = "10.244.{n}."
 NODE_HOST = 1
+# ClusterIP Services' virtual IPs: a service CIDR of their own, held by the
+# node namespace (pods reach it through their default route, the node).
+SERVICE_SUBNET = "10.96.{n}."
 RUNTIME_LETTER = {"process": "x", "podman": "c"}
 
 
@@ -178,6 +189,9 @@ class Pod:
     grace: int
     ip: str = ""
     netns: str = ""
+    # Passed its readiness probe since its containers last started (set by
+    # the harness, which runs the probes); cleared when one is stopped or killed.
+    ready: bool = False
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -316,9 +330,11 @@ def _setns(path: str) -> None:
 
 class TcpRelay:
     """Listens on (host, port) in the current network namespace and forwards each
-    connection to what `connect()` opens (the machine's PostgreSQL, opened from
-    the machine's own namespace): an external database host the pods reach
-    over the pod network."""
+    connection to what `connect()` opens: the machine's PostgreSQL, opened from
+    the machine's own namespace (an external database host the pods reach over
+    the pod network), or one of a Service's endpoints (ServiceProxy). When
+    either side ends or resets, both are shut down, so a client sees its
+    backend go away as it would without the relay."""
 
     def __init__(self, host: str, port: int, connect):
         self.connect = connect
@@ -353,15 +369,24 @@ class TcpRelay:
                 continue
             except OSError:
                 break
-            try:
-                upstream = self.connect()
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._open, args=(client,), daemon=True).start()
+
+    def _open(self, client: socket.socket) -> None:
+        """Connects one client upstream on a thread of its own (a slow connect
+        holds up no other client), then pipes both ways."""
+        try:
+            upstream = self.connect()
+        except Exception:  # noqa: BLE001  (refused, unreachable, no endpoint: the client's connection closes)
+            client.close()
+            return
+        # Blocking from here on: an idle connection (a pooled database session,
+        # the one holding the training lock, a model stream between models)
+        # must not time out in the relay, which would end it for both sides.
+        client.settimeout(None)
+        upstream.settimeout(None)
+        self.conns += [client, upstream]
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        self._pipe(client, upstream)
 
     def close(self) -> None:
         self.closed.set()
@@ -372,6 +397,41 @@ class TcpRelay:
             except OSError:
                 pass
         self.thread.join(timeout=2)
+
+
+class ServiceProxy:
+    """kube-proxy's part for one ClusterIP Service: its virtual IP answers on
+    each Service port, and each new connection goes to the targetPort of one
+    of the Service's ready endpoints, picked at random as kube-proxy's
+    iptables rules pick them, looked up afresh per connection as kube-proxy
+    follows the EndpointSlices. With no ready endpoint the connection is
+    closed at once (kube-proxy rejects it). An established connection stays
+    with its endpoint until one side closes it; when that endpoint dies, the
+    client's connection ends too, and its next one goes to another endpoint."""
+
+    def __init__(self, name: str, vip: str, ports: list[dict], pods: list[Pod], cluster: "Cluster"):
+        self.name, self.vip, self.pods, self.cluster = name, vip, pods, cluster
+        # Service port -> {pod name: container port}: a named targetPort is
+        # looked up in each pod's containers, as the EndpointSlice controller does.
+        self.targets: dict[int, dict[str, int]] = {}
+        for sp in ports:
+            target = str(sp.get("targetPort", sp["port"]))
+            for p in pods:
+                found = [c.ports[target] for c in p.containers if target in c.ports]
+                if not found:
+                    raise ManifestError(f"Service {name}: targetPort {target} is no port of {p.name}")
+                self.targets.setdefault(sp["port"], {})[p.name] = found[0]
+        self.relays = [TcpRelay(vip, port, lambda port=port: self._connect(port)) for port in self.targets]
+
+    def endpoints(self) -> list[Pod]:
+        return [p for p in self.pods if self.cluster.endpoint_ready(p)]
+
+    def _connect(self, port: int) -> socket.socket:
+        ready = self.endpoints()
+        if not ready:
+            raise ConnectionRefusedError(f"Service {self.name} has no ready endpoint")
+        pod = random.choice(ready)
+        return socket.create_connection((pod.ip, self.targets[port][pod.name]), timeout=5)
 
 
 @dataclass
@@ -415,12 +475,15 @@ class Cluster:
         self.id = f"tcm{os.getpid() % 100000}{RUNTIME_LETTER[runtime]}{subnet}"
         self.prefix = SUBNET.format(n=200 + subnet)
         self.node_ip = self.prefix + str(NODE_HOST)
+        self.service_prefix = SERVICE_SUBNET.format(n=subnet)
         self.node_ns = f"{self.id}-node"
         self.namespaces: list[str] = []
         self.running: list[Running] = []
         self.hosts: dict[str, list[str]] = {}
         self.relays: list[TcpRelay] = []
+        self.services: dict[str, ServiceProxy] = {}
         self._next_ip = 10
+        self._next_vip = 10
         self._home_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         self._entered = False
         # A thread that stays in the machine's namespace (started before
@@ -481,6 +544,38 @@ class Cluster:
         connect = lambda: self.in_host(socket.create_connection, host_addr, 5)  # noqa: E731
         self.relays.append(TcpRelay(self.node_ip, port, connect))
         return self.node_ip
+
+    def add_service(self, svc: dict, pods: list[Pod]) -> ServiceProxy:
+        """A ClusterIP Service: a virtual IP on the node and kube-proxy's
+        forwarding behind it, to the pods among `pods` its selector picks
+        (call after enter_node)."""
+        assert self._entered
+        name = svc["metadata"]["name"]
+        vip = self.service_prefix + str(self._next_vip)
+        self._next_vip += 1
+        sh("ip", "-n", self.node_ns, "addr", "add", f"{vip}/32", "dev", "br0")
+        selected = [p for p in pods if selector_matches(svc["spec"]["selector"], p.labels)]
+        proxy = ServiceProxy(name, vip, svc["spec"]["ports"], selected, self)
+        self.services[name] = proxy
+        self.relays += proxy.relays
+        return proxy
+
+    def current(self, pod: Pod) -> list[Running]:
+        """The latest start of each of the pod's (non-init) containers."""
+        latest: dict[str, Running] = {}
+        for r in self.running:
+            if r.pod is pod and r.container in pod.containers:
+                latest[r.container.name] = r
+        return list(latest.values())
+
+    def endpoint_ready(self, pod: Pod) -> bool:
+        """Whether the Service's EndpointSlice lists `pod` as ready: readiness
+        passed since its containers started, and every one still runs (the
+        kubelet reports an exited container at once)."""
+        if not pod.ready:
+            return False
+        current = self.current(pod)
+        return len(current) == len(pod.containers) and all(r.alive() for r in current)
 
     def _write_etc(self, ns: str, pod_name: str, ip: str) -> Path:
         d = Path("/etc/netns") / ns
@@ -697,7 +792,9 @@ class Cluster:
 
     def stop(self, r: Running, grace: float) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code
-        (None if it had to be killed)."""
+        (None if it had to be killed). A terminating pod leaves its Services'
+        endpoints first."""
+        r.pod.ready = False
         if r.podman_name is not None and r.proc is None:
             if r.alive():
                 sh("podman", "stop", "--time", str(int(grace)), r.podman_name, check=False, timeout=grace + 30)
@@ -717,9 +814,31 @@ class Cluster:
                 return None
         return p.returncode
 
+    def kill(self, r: Running) -> int | None:
+        """SIGKILL, no SIGTERM and no grace (a crash, the OOM killer, `kill -9`);
+        returns the exit code once it is gone."""
+        r.pod.ready = False
+        if r.podman_name is not None and r.proc is None:
+            sh("podman", "kill", "--signal", "KILL", r.podman_name, check=False, timeout=60)
+            sh("podman", "wait", r.podman_name, check=False, timeout=60)
+            return r.exit_code()
+        try:
+            os.killpg(r.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return r.proc.wait(timeout=10)
+
+    def restart(self, r: Running) -> Running:
+        """Starts the container `r` ran again in the same pod (same network
+        namespace, IP and volumes), as the kubelet restarts an exited
+        container of a restartPolicy Always pod; init containers do not run
+        again. The pod is ready again once the harness saw readiness pass."""
+        assert not r.alive(), f"{r.pod.name}/{r.container.name} still runs"
+        return self._launch(r.pod, r.container, detach=True)
+
     def kill_pod(self, pod: Pod) -> dict[str, int | None]:
         codes = {}
-        for r in [r for r in self.running if r.pod is pod and r.container in pod.containers]:
+        for r in self.current(pod):
             codes[r.container.name] = self.stop(r, pod.grace)
         return codes
 

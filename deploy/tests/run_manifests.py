@@ -17,9 +17,17 @@ own ports; init containers run first. Then it checks what a cluster would:
   Service and NetworkPolicy port, every probe and the Prometheus annotation
   point at one of them;
 * the inference replicas reach the trainer through the configured URL (the
-  Service name), swap from the bootstrap model to the model the trainer
-  trained and promoted, and a client balancing over the headless Service's
-  DNS name (the Python and Rust example clients) reaches every replica;
+  Service name, its virtual IP forwarded by podsim's kube-proxy stand-in to
+  a ready trainer pod; prod: over TLS, verified against the CA of a Secret
+  made at test time), swap from the bootstrap model to the model the
+  trainer trained and promoted, and a client balancing over the headless
+  Service's DNS name (the Python and Rust example clients) reaches every
+  replica;
+* prod's two trainer replicas start together and only one trains; each is
+  killed (SIGKILL) in turn while the replicas follow it: they keep serving
+  the active version, reconnect to the other through the Service, nothing
+  is lost, and a training run, a rollback and a promotion through the
+  Service then reach every replica;
 * each role's token the trainer reads is its Secret's (admin promotes,
   reader reads, replicas follow the trainer with theirs);
 * restarting the trainer is safe (dev: the seed step imports nothing twice);
@@ -29,8 +37,10 @@ own ports; init containers run first. Then it checks what a cluster would:
 
 The prod overlay's database is a fresh database on the machine's PostgreSQL
 (reached by the pods through a relay on the node, under a cluster-like host
-name), filled as the app's backend would fill it. The admin token and the
-database URL Secrets are created from deploy/k8s/secrets/ as an operator would.
+name), filled as the app's backend would fill it. The Secrets the overlay does
+not render (tokens, the database URL, the trainer's certificate) are created
+from deploy/k8s/secrets/ as an operator would: random tokens, and a throwaway
+CA and a certificate for the trainer Service's names made with the openssl CLI.
 
 Binaries come from $TASKCAST_BIN_DIR (default target/debug: scripts/test.sh has
 just built them; a release build would add minutes to CI for no extra
@@ -163,6 +173,8 @@ class Stack:
         self.pods: list[podsim.Pod] = []
         self.ops_ns = ""
         self.active_version = ""
+        # The CA the trainer's certificate chains to, when the overlay has one.
+        self.trainer_ca: Path | None = None
 
     # --- setup
     def operator_secrets(self) -> dict[str, dict[str, str]]:
@@ -172,14 +184,64 @@ class Stack:
         templates = {}
         for t in sorted((K8S / "secrets").glob("*.secret.template.yaml")):
             s = yaml.safe_load(t.read_text())
-            templates[s["metadata"]["name"]] = set(s["stringData"])
+            templates[s["metadata"]["name"]] = (s.get("type", "Opaque"), set(s["stringData"]))
         url = f"postgres://{PG_USER}@{DB_HOST}:5432/{self.database}"
         out = {}
-        for name, keys in templates.items():
+        for name, (kind, keys) in templates.items():
             if name not in rendered and self.referenced(name):
+                if kind == "kubernetes.io/tls":
+                    out[name] = self.trainer_certificate(keys)
+                    continue
                 # A fresh random value per Secret, as `openssl rand` would give.
                 out[name] = {k: url if k == "url" else secrets.token_hex(24) for k in keys}
         return out
+
+    def trainer_url(self) -> str:
+        """TASKCAST_TRAINER_URL of the generated ConfigMap: what the replicas dial."""
+        (cm,) = [d for d in self.docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("taskcast-config-")]
+        return cm["data"]["TASKCAST_TRAINER_URL"]
+
+    def trainer_names(self) -> list[str]:
+        """The names the trainer Service is dialled by, in cluster DNS's forms."""
+        svc, ns = "trainer", self.namespace
+        return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+
+    def trainer_certificate(self, keys: set[str]) -> dict[str, str]:
+        """The trainer's TLS Secret as the template asks for it: a throwaway CA
+        (ca.crt) and a server certificate it signed (tls.crt, tls.key) with the
+        trainer Service's names as subject alternative names, made with the
+        openssl CLI as an operator without cert-manager would."""
+        assert keys == {"tls.crt", "tls.key", "ca.crt"}, keys
+        d = self.work / "trainer-tls"
+        d.mkdir()
+
+        def openssl(*args: str) -> None:
+            out = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                "-subj", "/CN=taskcast manifest test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        sans = ",".join(f"DNS:{n}" for n in self.trainer_names())
+        (d / "tls.ext").write_text(f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+                                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=trainer")
+        openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "2",
+                "-days", "2", "-extfile", "tls.ext", "-out", "tls.crt")
+        self.trainer_ca = d / "ca.crt"
+        return {k: (d / k).read_text() for k in sorted(keys)}
+
+    def trainer_client(self, target: str | None = None, **kw) -> "example.TaskcastClient":
+        """A client of the trainer as an operator's tool in the cluster has it:
+        through the trainer Service (or `target`, a pod's address), over TLS
+        verified against the Secret's CA for the host the replicas' URL names
+        when that URL is https://."""
+        target = target or self.service_target("trainer", "grpc")
+        scheme, host = re.match(r"(https?)://([^:/]+)", self.trainer_url()).groups()
+        if scheme == "https":
+            return example.TaskcastClient(trainer=f"https://{target}", ca_file=self.trainer_ca, server_name=host, **kw)
+        return example.TaskcastClient(trainer=target, **kw)
 
     def trainer_secret(self, path: str) -> str:
         """The value the trainer pod finds at /var/run/secrets/taskcast/`path`,
@@ -233,6 +295,10 @@ class Stack:
         self.pods = trainers + inference
         for p in self.pods:
             cl.create_pod(p)
+        # kube-proxy's part: a virtual IP for each ClusterIP Service.
+        for svc in self.objects.of_kind("Service"):
+            if svc["spec"].get("clusterIP") != "None":
+                cl.add_service(svc, self.pods)
         # An operator's pod, labelled as the NetworkPolicy admits, for the clients.
         self.ops_ns = f"{cl.id}-ops-shell"
         ops_ip = cl.add_host(self.ops_ns)
@@ -240,36 +306,43 @@ class Stack:
         cl.refresh_hosts(self.pods)
         cl._write_etc(self.ops_ns, "ops-shell", ops_ip)
 
-        for p in trainers:
-            self.start_and_probe(p)
+        # The Deployment starts its replicas together (prod: two, racing for
+        # the training lock on a database with tasks and no model).
+        started = [(p, cl.start_pod(p)) for p in trainers]
+        for p, rs in started:
+            self.probe(p, rs)
         self.active_version = self.wait_trained()
         for p in inference:
             self.start_and_probe(p)
         self.wait_swapped()
 
     def dns(self) -> dict[str, list[str]]:
-        """Service names -> pod IPs, as cluster DNS answers for a headless Service.
-        A ClusterIP Service's virtual IP is stood in for by its one backend's
-        IP: test_ports checks its ports equal the container ports, so nothing
-        kube-proxy would translate is lost."""
+        """Service names -> addresses, as cluster DNS answers: a headless
+        Service's pod IPs; a ClusterIP Service's virtual IP, behind which
+        podsim's kube-proxy stand-in picks a ready pod per connection."""
         names: dict[str, list[str]] = {}
         for svc in self.objects.of_kind("Service"):
-            backends = [p.ip for p in self.pods if selector_matches(svc["spec"]["selector"], p.labels)]
-            assert backends, f"Service {svc['metadata']['name']} selects no pod"
-            if svc["spec"].get("clusterIP") != "None":
-                assert len(backends) == 1, f"ClusterIP Service {svc['metadata']['name']}: one backend expected here"
             n, ns = svc["metadata"]["name"], self.namespace
+            backends = [p.ip for p in self.pods if selector_matches(svc["spec"]["selector"], p.labels)]
+            assert backends, f"Service {n} selects no pod"
+            addrs = backends if svc["spec"].get("clusterIP") == "None" else [self.cluster.services[n].vip]
             for name in (n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.cluster.local"):
-                names[name] = backends
+                names[name] = addrs
         if self.overlay == "prod":
             names[DB_HOST] = [self.cluster.node_ip]
         return names
 
     def start_and_probe(self, pod: podsim.Pod) -> None:
-        for r in self.cluster.start_pod(pod):
+        self.probe(pod, self.cluster.start_pod(pod))
+
+    def probe(self, pod: podsim.Pod, started: list[podsim.Running]) -> None:
+        """Waits for each started container's probes, as declared; the pod is
+        then a ready endpoint of its Services."""
+        for r in started:
             for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if kind in r.container.probes:
                     wait_probe(r, kind, limit=TRAINED_TIMEOUT)
+        pod.ready = True
 
     def running(self, pod: podsim.Pod | None = None) -> list[podsim.Running]:
         return [r for r in self.cluster.running
@@ -285,8 +358,7 @@ class Stack:
 
     def wait_trained(self) -> str:
         deadline = time.monotonic() + TRAINED_TIMEOUT
-        with example.TaskcastClient(trainer=self.service_target("trainer", "grpc"),
-                                    reader_token=self.trainer_secret("reader-token")) as tc:
+        with self.trainer_client(reader_token=self.trainer_secret("reader-token")) as tc:
             while True:
                 active = [m for m in tc.list_models().models if m.state == "active"]
                 if active:
@@ -304,6 +376,9 @@ class Stack:
 
     def inference_pods(self) -> list[podsim.Pod]:
         return [p for p in self.pods if p.workload == "inference-svc"]
+
+    def trainer_pods(self) -> list[podsim.Pod]:
+        return [p for p in self.pods if p.workload == "trainer-svc"]
 
     def metrics(self, pod: podsim.Pod) -> str:
         return scrape(pod.ip, pod.containers[0].port("metrics"))
@@ -400,9 +475,13 @@ def test_probes_answer_as_declared(stack):
             ok, detail = probe_once(r.pod, r.container, probe)
             assert ok, f"{r.pod.name}/{r.container.name} {kind}: {detail}"
             kinds.add((r.pod.workload, kind, "grpc" if "grpc" in probe else "httpGet" if "httpGet" in probe else "other"))
-    # The issue's contract: readiness on gRPC health, liveness on /healthz, for both services.
+    # The issue's contract: readiness on gRPC health, liveness on /healthz, for
+    # both services; a trainer serving gRPC over TLS only (prod), which the
+    # kubelet's plaintext gRPC probe cannot ask, is ready on /healthz.
+    tls = stack.trainer_url().startswith("https://")
     for workload in ("inference-svc", "trainer-svc"):
-        assert (workload, "readinessProbe", "grpc") in kinds
+        readiness = "httpGet" if workload == "trainer-svc" and tls else "grpc"
+        assert (workload, "readinessProbe", readiness) in kinds
         assert (workload, "livenessProbe", "httpGet") in kinds
 
 
@@ -421,11 +500,18 @@ def test_ports_match_what_the_processes_listen_on(stack):
             assert scrape(p.ip, int(ann["prometheus.io/port"]), ann.get("prometheus.io/path", "/metrics"))
     for svc in stack.objects.of_kind("Service"):
         selected = [p for p in stack.pods if selector_matches(svc["spec"]["selector"], p.labels)]
+        headless = svc["spec"].get("clusterIP") == "None"
         for sp in svc["spec"]["ports"]:
             for p in selected:
                 target = p.containers[0].port(sp.get("targetPort", sp["port"]))
                 assert target in listening[p.name], f"Service {svc['metadata']['name']}:{sp['port']} -> {p.name}:{target}"
-                assert target == sp["port"], "the DNS stand-in for a Service needs port == targetPort"
+                if headless:
+                    # DNS gives the pods' IPs: clients dial the Service port on them.
+                    assert target == sp["port"], "a headless Service needs port == targetPort"
+            if not headless and sp["name"] == "metrics":
+                # The virtual IP forwards the Service port to a ready pod's
+                # targetPort (podsim's kube-proxy); gRPC goes through it in every test.
+                assert "taskcast_" in scrape(stack.cluster.services[svc["metadata"]["name"]].vip, sp["port"])
     for np in stack.objects.of_kind("NetworkPolicy"):
         selected = [p for p in stack.pods if selector_matches(np["spec"]["podSelector"], p.labels)]
         assert selected, f"NetworkPolicy {np['metadata']['name']} selects no pod"
@@ -436,12 +522,15 @@ def test_ports_match_what_the_processes_listen_on(stack):
 
 
 def test_inference_follows_the_trainer_it_is_configured_with(stack):
-    trainer = stack.pod("trainer-svc")
+    trainers = stack.trainer_pods()
     # Generated with a content hash: taskcast-config-<hash>.
     (config,) = [v for k, v in stack.objects.config_maps.items() if k.startswith("taskcast-config-")]
     url = config["TASKCAST_TRAINER_URL"]
     host = re.match(r"https?://([^:/]+)", url).group(1)
-    assert stack.dns()[host] == [trainer.ip], f"{url} does not lead to the trainer pod"
+    service = stack.cluster.services[host.split(".")[0]]
+    assert stack.dns()[host] == [service.vip], f"{url} does not lead to the trainer Service"
+    # Every trainer replica is a ready endpoint of it.
+    assert service.pods == trainers and service.endpoints() == trainers, [p.name for p in service.endpoints()]
     for p in stack.inference_pods():
         with example.TaskcastClient(inference=f"{p.ip}:50051") as tc:
             model = tc.get_model()
@@ -449,13 +538,20 @@ def test_inference_follows_the_trainer_it_is_configured_with(stack):
         m = stack.metrics(p)
         assert sum_samples(m, "taskcast_inference_trainer_connected") == 1
         assert sum_samples(m, "taskcast_inference_model_info", version=stack.active_version) == 1
-    tm = stack.metrics(trainer)
-    assert sum_samples(tm, "taskcast_trainer_model_subscribers") == len(stack.inference_pods())
-    assert sum_samples(tm, "taskcast_trainer_runs_finished_total", state="SUCCEEDED") >= 1
-    assert sum_samples(tm, "taskcast_trainer_run_duration_seconds_count", state="SUCCEEDED") >= 1
-    assert sum_samples(tm, "taskcast_trainer_last_success_timestamp_seconds") > 0
+    # Each replica streams from one trainer replica; the ones that ran the
+    # startup training counted it.
+    tms = [stack.metrics(t) for t in trainers]
+    total = lambda name, **labels: sum(sum_samples(tm, name, **labels) for tm in tms)  # noqa: E731
+    assert total("taskcast_trainer_model_subscribers") == len(stack.inference_pods())
+    assert total("taskcast_trainer_runs_finished_total", state="SUCCEEDED") >= 1
+    assert total("taskcast_trainer_run_duration_seconds_count", state="SUCCEEDED") >= 1
+    assert max(sum_samples(tm, "taskcast_trainer_last_success_timestamp_seconds") for tm in tms) > 0
     # The trainer's own gRPC series carry its prefix, like inference's.
-    assert sum_samples(tm, "taskcast_trainer_grpc_server_requests_total", method="WatchModels") >= 1
+    assert total("taskcast_trainer_grpc_server_requests_total", method="WatchModels") >= len(stack.inference_pods())
+    if len(trainers) > 1:
+        # Started together on a database with tasks and no model: one trained.
+        assert total("taskcast_trainer_runs_started_total", trigger="startup") == 1
+        assert stack.psql("SELECT count(*) FROM training_runs", stack.database) == "1"
 
 
 PY_BALANCE = """
@@ -506,22 +602,21 @@ def test_role_tokens_are_the_secrets(stack):
 
     admin, reader = stack.trainer_secret("admin-token"), stack.trainer_secret("reader-token")
     assert admin != reader
-    target = stack.service_target("trainer", "grpc")
-    with example.TaskcastClient(trainer=target, token="not-" + admin) as tc:
+    with stack.trainer_client(token="not-" + admin) as tc:
         with pytest.raises(grpc.RpcError) as e:
             tc.promote(stack.active_version)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with example.TaskcastClient(trainer=target, token=reader) as tc:
+    with stack.trainer_client(token=reader) as tc:
         with pytest.raises(grpc.RpcError) as e:
             tc.promote(stack.active_version)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    with example.TaskcastClient(trainer=target, reader_token=reader) as tc:
+    with stack.trainer_client(reader_token=reader) as tc:
         assert any(m.state == "active" for m in tc.list_models().models)
-    with example.TaskcastClient(trainer=target) as tc:
+    with stack.trainer_client() as tc:
         with pytest.raises(grpc.RpcError) as e:
             tc.list_models()
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with example.TaskcastClient(trainer=target, token=admin) as tc:
+    with stack.trainer_client(token=admin) as tc:
         assert tc.promote(stack.active_version).version == stack.active_version
 
 
@@ -753,9 +848,13 @@ def test_a_real_prometheus_scrapes_the_pods_and_evaluates_the_alerts(stack, tmp_
             fired = wait_for("TaskcastInferenceModelRefused firing",
                              lambda: "firing" in prom_alerts(port).get("TaskcastInferenceModelRefused", set()), timeout=60)
             assert fired
-            # Each replica refused it, and says so in its metric.
-            refused = prom_get(port, "/api/v1/query", query="sum by (pod) (taskcast_inference_model_refused_total)")["result"]
-            assert len(refused) == len(stack.inference_pods()), refused
+            # Each replica refused it, and says so in its metric (the alert
+            # fires on the first replica's scrape; the others' follow within
+            # a scrape interval).
+            def refused():
+                result = prom_get(port, "/api/v1/query", query="sum by (pod) (taskcast_inference_model_refused_total)")
+                return len(result["result"]) == len(stack.inference_pods())
+            wait_for("every replica's refusal scraped", refused, timeout=30)
         finally:
             restore_active(stack, bad)
         stack.wait_swapped()
@@ -827,6 +926,148 @@ def count_tasks(stack) -> int:
         return conn.execute("SELECT count(*) FROM completed_tasks").fetchone()[0]
 
 
+def registry_rows(stack) -> list[str]:
+    """Every registry version with its state and digest, oldest first (prod)."""
+    return stack.psql("SELECT version || ' ' || state || ' ' || sha256 FROM model_versions ORDER BY seq",
+                      stack.database).splitlines()
+
+
+def test_trainer_speaks_tls_to_the_replicas(stack):
+    """prod: the trainer serves gRPC only over TLS, with the Secret's certificate,
+    valid for every name of its Service and no other; the replicas follow it
+    over https:// holding only the CA; an operator's client in the cluster
+    reaches it by its DNS name."""
+    if not stack.trainer_url().startswith("https://"):
+        pytest.skip(f"the {stack.overlay} overlay's replicas dial the trainer in plaintext")
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    grpc_port = stack.pod("trainer-svc").containers[0].port("grpc")
+    for t in stack.trainer_pods():
+        # Plaintext (a kubelet gRPC probe, a client without TLS) is not served.
+        with grpc.insecure_channel(f"{t.ip}:{grpc_port}") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        for name in stack.trainer_names():
+            with example.TaskcastClient(trainer=f"https://{t.ip}:{grpc_port}", ca_file=stack.trainer_ca,
+                                        server_name=name, timeout=5) as tc:
+                assert tc.health("trainer") == "SERVING", (t.name, name)
+    # A name the certificate does not carry is refused.
+    with example.TaskcastClient(trainer=f"https://{stack.service_target('trainer', 'grpc')}",
+                                ca_file=stack.trainer_ca, server_name="inference", timeout=5) as tc:
+        with pytest.raises(grpc.RpcError) as e:
+            tc.health("trainer")
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    for p in stack.inference_pods():
+        # The replicas hold the CA, never the trainer's key.
+        (mount,) = [m for m in p.containers[0].mounts if m["name"] == "trainer-ca"]
+        assert sorted(f.name for f in stack.cluster.volume_dir(p, mount["name"]).iterdir()) == ["ca.crt"]
+        (r,) = stack.running(p)
+        assert "subscribed to trainer model stream" in r.logs() and stack.trainer_url() in r.logs(), r.logs()[-2000:]
+    # An operator's tool in the cluster, by the Service's full DNS name.
+    token = stack.work / "reader-token"
+    token.write_text(stack.trainer_secret("reader-token"))
+    out = stack.cluster.exec_in(
+        stack.ops_ns, sys.executable, str(EXAMPLES / "client.py"),
+        "--trainer", f"https://{stack.trainer_names()[-1]}:{grpc_port}", "--ca-file", str(stack.trainer_ca),
+        "--reader-token-file", str(token), "models", env={"PATH": os.environ["PATH"]})
+    assert out.returncode == 0 and stack.active_version in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_killing_either_trainer_loses_nothing(stack):
+    """prod's two trainer replicas: SIGKILL the one the inference replicas
+    follow, let the kubelet restart it, then kill the other. Each time the
+    replicas keep serving the active version (SERVING, the same GetModel),
+    reconnect through the Service to the survivor, and nothing is lost
+    (completed tasks, registry). Then a training run, a rollback and a
+    promotion through the Service reach every replica, whichever trainer
+    replica each follows."""
+    trainers = stack.trainer_pods()
+    if len(trainers) < 2:
+        pytest.skip(f"the {stack.overlay} overlay runs one trainer replica")
+    inference = stack.inference_pods()
+    admin, reader = stack.trainer_secret("admin-token"), stack.trainer_secret("reader-token")
+    rows, registry = count_tasks(stack), registry_rows(stack)
+    started = time.monotonic()
+
+    def subscribers(t: podsim.Pod) -> float:
+        return sum_samples(stack.metrics(t), "taskcast_trainer_model_subscribers")
+
+    def inference_metric(p: podsim.Pod, name: str) -> float:
+        return sum_samples(stack.metrics(p), name)
+
+    def serves(version: str) -> list[str]:
+        """The replicas that are not SERVING `version` (empty: all are)."""
+        wrong = []
+        for p in inference:
+            c = p.containers[0]
+            ok, detail = probe_once(p, c, c.probes["readinessProbe"])
+            with example.TaskcastClient(inference=f"{p.ip}:{c.port('grpc')}") as tc:
+                got = tc.get_model().version
+            if not ok or got != version:
+                wrong.append(f"{p.name}: {detail}, {got}")
+        return wrong
+
+    killed = []
+    for _ in trainers:
+        counts = {t.name: subscribers(t) for t in trainers}
+        assert sum(counts.values()) == len(inference), counts
+        victim = max(trainers, key=lambda t: counts[t.name])
+        (survivor,) = [t for t in trainers if t is not victim]
+        before = {p.name: inference_metric(p, "taskcast_inference_trainer_reconnects_total") for p in inference}
+        (r,) = stack.running(victim)
+        stack.cluster.kill(r)
+        r.stopped = True
+        killed.append(victim.name)
+        assert serves(stack.active_version) == []
+        wait_for(f"every replica following {survivor.name}",
+                 lambda: subscribers(survivor) == len(inference)
+                 and all(inference_metric(p, "taskcast_inference_trainer_connected") == 1 for p in inference),
+                 timeout=30, every=0.2)
+        assert serves(stack.active_version) == []
+        moved = sum(inference_metric(p, "taskcast_inference_trainer_reconnects_total") - before[p.name]
+                    for p in inference)
+        assert moved >= counts[victim.name], (moved, counts)
+        # The kubelet restarts the killed container in its pod (same IP).
+        stack.probe(victim, [stack.cluster.restart(r)])
+    assert sorted(killed) == sorted(t.name for t in trainers), killed
+    assert count_tasks(stack) == rows, "completed_tasks changed"
+    assert registry_rows(stack) == registry, "the registry changed"
+    print(f"\n{stack.id}: both trainers killed in turn in {time.monotonic() - started:.0f}s")
+
+    # Both replicas answer the reader RPCs, from the same registry.
+    grpc_port = trainers[0].containers[0].port("grpc")
+    for t in trainers:
+        with stack.trainer_client(f"{t.ip}:{grpc_port}", reader_token=reader) as tc:
+            assert [m.version for m in tc.list_models().models if m.state == "active"] == [stack.active_version]
+
+    def wait_served(version: str) -> None:
+        wait_for(f"every replica serving {version}", lambda: not serves(version), timeout=120, every=0.5)
+
+    # Promotions through the Service reach every replica, whichever trainer
+    # replica it follows (the other publishes from its registry poll).
+    with stack.trainer_client(token=admin, reader_token=reader, wait_timeout=TRAINED_TIMEOUT) as tc:
+        run = tc.train(family="linear", force=True)
+        last = None
+        for last in tc.watch_training_run(run.id):
+            pass
+        assert last is not None and last.state == "SUCCEEDED", last
+        new = last.model_version
+        assert new and new != stack.active_version, new
+        wait_served(new)
+        assert tc.rollback().version == stack.active_version
+        wait_served(stack.active_version)
+        assert tc.promote(new).version == new
+        wait_served(new)
+        # And the replicas report it to the trainers (GetFleet, through the Service).
+        wait_for("every replica reported current", lambda: sorted(
+            (r.name, r.version, r.state) for r in tc.get_fleet().replicas if r.state != "gone") == sorted(
+            (p.name, new, "current") for p in inference), timeout=60)
+    stack.active_version = new
+    print(f"{stack.id}: kills, a run, a rollback and a promotion in {time.monotonic() - started:.0f}s")
+
+
 def test_trainer_restart_is_safe(stack):
     trainer = stack.pod("trainer-svc")
     rows = count_tasks(stack)
@@ -871,7 +1112,7 @@ def _component_docs() -> list[dict]:
     try:
         shutil.copytree(K8S / "overlays" / "prod", d, dirs_exist_ok=True)
         k = yaml.safe_load((d / "kustomization.yaml").read_text())
-        k["components"] = ["../../components/monitoring"]
+        k["components"] = k.get("components", []) + ["../../components/monitoring"]
         (d / "kustomization.yaml").write_text(yaml.safe_dump(k))
         return render(d)
     finally:

@@ -76,10 +76,12 @@ def test_every_alert_is_tested_firing_and_silent():
         assert situation in silent, situation
 
 
-@pytest.mark.parametrize("mutation", ["stall on any pending task", "no model without for"])
+@pytest.mark.parametrize("mutation", ["stall on any pending task", "no model without for",
+                                      "pending tasks summed over trainer replicas"])
 def test_unit_tests_catch_a_broken_rule(tmp_path, mutation):
-    """The unit tests fail on the rule as it was before the quiet-night fix, and
-    on an alert that no longer waits out a rollout."""
+    """The unit tests fail on the rule as it was before the quiet-night fix, on
+    an alert that no longer waits out a rollout, and on one that adds up what
+    both of prod's trainer replicas export."""
     gs = groups()
     rules = {r["alert"]: r for g in gs for r in g["rules"] if "alert" in r}
     if mutation == "stall on any pending task":
@@ -87,6 +89,12 @@ def test_unit_tests_catch_a_broken_rule(tmp_path, mutation):
             "(max by (namespace) (taskcast_trainer_pending_tasks) > 0) unless on (namespace) "
             "(sum by (namespace) (increase(taskcast_trainer_runs_started_total[6h])) > 0)")
         expected = "quiet night"
+    elif mutation == "pending tasks summed over trainer replicas":
+        expr = rules["TaskcastTrainingStalled"]["expr"]
+        assert "max by (namespace) (taskcast_trainer_pending_tasks)" in expr
+        rules["TaskcastTrainingStalled"]["expr"] = expr.replace(
+            "max by (namespace) (taskcast_trainer_pending_tasks)", "sum by (namespace) (taskcast_trainer_pending_tasks)")
+        expected = "two trainer replicas"
     else:
         del rules["TaskcastInferenceNoModel"]["for"]
         expected = "TaskcastInferenceNoModel"

@@ -321,25 +321,73 @@ def test_inference_deployment(overlay):
     # trainer's. Its only Secret is the replica token it follows the trainer with.
     assert not any(a.startswith("--admin-token") for a in c["args"])
     assert "--trainer-token-file=/var/run/secrets/taskcast/replica-token" in c["args"]
-    secrets_mounted = [v["secret"]["secretName"] for v in pod_spec(dep).get("volumes", []) if v.get("secret")]
-    assert [unhashed(n) for n in secrets_mounted] == ["taskcast-replica-token"]
+    secrets_mounted = {unhashed(v["secret"]["secretName"]): v["secret"]
+                       for v in pod_spec(dep).get("volumes", []) if v.get("secret")}
+    expected = {"taskcast-replica-token"} | ({"taskcast-trainer-tls"} if overlay == "prod" else set())
+    assert set(secrets_mounted) == expected
+    if "taskcast-trainer-tls" in secrets_mounted:
+        # The CA it verifies the trainer with, never the trainer's key.
+        assert secrets_mounted["taskcast-trainer-tls"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
     assert not any(v.get("projected") for v in pod_spec(dep).get("volumes", []))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_trainer_single_replica_recreate(overlay):
+def test_trainer_deployment(overlay):
     dep = one(render(overlay), "Deployment", TRAINER)
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
     c = container(dep)
+    db = [e for e in c.get("env", []) if e["name"] == "TASKCAST_DATABASE_URL"]
+    assert len(db) == 1, "every overlay must give the trainer a database"
+    if overlay == "dev":
+        # SQLite on a ReadWriteOncePod volume: one writer, never two pods side by side.
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    else:
+        # PostgreSQL: two replicas (training serialised by an advisory lock),
+        # rolled one new pod at a time without ever dropping below two.
+        assert "valueFrom" in db[0]
+        assert dep["spec"]["replicas"] == 2
+        assert dep["spec"]["strategy"] == {"type": "RollingUpdate",
+                                           "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert c["args"][0] == "serve"
     assert "--listen=0.0.0.0:50052" in c["args"] and "--metrics-listen=0.0.0.0:9102" in c["args"]
     # `serve` loads ONNX Runtime at startup; the image carries it here.
     assert "--ort-lib=/opt/onnxruntime/libonnxruntime.so" in c["args"]
-    assert c["readinessProbe"]["grpc"]["port"] == 50052
+    tls = any(e["name"] == "TASKCAST_TLS_CERT" for e in c.get("env", []))
+    assert tls == (overlay == "prod")
+    for probe in ("startupProbe", "readinessProbe"):
+        if tls:
+            # The kubelet's gRPC probe speaks plaintext only: with TLS on the
+            # gRPC port, the metrics port's /healthz (up once migrated).
+            assert set(c[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"httpGet"}, c[probe]
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        else:
+            assert c[probe]["grpc"] == {"port": 50052}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    db = [e for e in c.get("env", []) if e["name"] == "TASKCAST_DATABASE_URL"]
-    assert len(db) == 1, "every overlay must give the trainer a database"
+
+
+def test_prod_trainer_replicas_spread_over_nodes_and_survive_drains():
+    """Two trainer replicas never share a node where there are two (a node
+    going away leaves one), zones preferred apart, and a drain may take only
+    one of them at a time; dev's single replica has no such budget (it would
+    block every drain)."""
+    docs = render("prod")
+    dep = one(docs, "Deployment", TRAINER)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    spread = {c["topologyKey"]: c for c in pod_spec(dep)["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["kubernetes.io/hostname"]["nodeTaintsPolicy"] == "Honor"
+    assert spread["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    for c in spread.values():
+        assert c["maxSkew"] == 1 and selector_matches(c["labelSelector"], labels)
+        # Each ReplicaSet apart: a rollout's surge pod never waits for a third node.
+        assert c["matchLabelKeys"] == ["pod-template-hash"]
+    # Required anti-affinity would block the surge pod on a two-node cluster.
+    assert "affinity" not in pod_spec(dep)
+    pdb = one(docs, "PodDisruptionBudget", TRAINER)
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": TRAINER}}}
+    assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]
+    assert not [d for d in render("dev") if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == TRAINER]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -357,7 +405,7 @@ def test_hpa_and_pdb_target_inference(overlay):
     # Utilization is relative to requests: without a CPU request the HPA does nothing.
     assert "cpu" in container(inf)["resources"]["requests"]
 
-    (pdb,) = find(docs, "PodDisruptionBudget")
+    pdb = one(docs, "PodDisruptionBudget", INFERENCE)
     spec = pdb["spec"]
     assert spec.get("minAvailable") == 2 or spec.get("maxUnavailable") == 1
     # The PDB must keep a quorum of replicas: minAvailable below the HPA floor.
@@ -544,9 +592,14 @@ def test_services_route_to_pods(overlay):
         for p in svc["spec"]["ports"]:
             assert p["targetPort"] in named, f"targetPort {p['targetPort']} is no container port name"
             assert named[p["targetPort"]] == p["port"]
-    # Inference dials the trainer by this Service name.
+    # Inference dials the trainer by this Service name (prod: over TLS, and no
+    # longer cleartext HTTP/2 for meshes).
     cm = one(docs, "ConfigMap", find(docs, "ConfigMap")[0]["metadata"]["name"])
-    assert cm["data"]["TASKCAST_TRAINER_URL"] == "http://trainer:50052"
+    scheme = "https" if overlay == "prod" else "http"
+    assert cm["data"]["TASKCAST_TRAINER_URL"] == f"{scheme}://trainer:50052"
+    grpc_port = one(docs, "Service", "trainer")["spec"]["ports"][0]
+    assert grpc_port["name"] == "grpc"
+    assert grpc_port["appProtocol"] == ("https" if overlay == "prod" else "kubernetes.io/h2c")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -603,7 +656,7 @@ def test_secret_references_resolve(overlay):
 def test_secret_templates_are_placeholders_and_not_applied():
     assert {yaml.safe_load(t.read_text())["metadata"]["name"] for t in SECRET_TEMPLATES} == {
         "taskcast-admin-token", "taskcast-replica-token", "taskcast-reader-token",
-        "taskcast-pseudonym-key", "taskcast-database"}
+        "taskcast-pseudonym-key", "taskcast-database", "taskcast-trainer-tls"}
     for t in SECRET_TEMPLATES:
         s = yaml.safe_load(t.read_text())
         kubernetes_validate.validate(s, K8S_VERSIONS[-1], strict=True)
@@ -785,7 +838,7 @@ def test_readme_monitoring_patches_fit_kube_prometheus_stack(tmp_path):
     shutil.copytree(K8S, copy_root)
     kfile = copy_root / "overlays" / "prod" / "kustomization.yaml"
     k = yaml.safe_load(kfile.read_text())
-    k["components"] = extra["components"]
+    k["components"] = k.get("components", []) + extra["components"]
     k["patches"] = k.get("patches", []) + extra["patches"]
     kfile.write_text(yaml.safe_dump(k))
     docs = _render(str(copy_root / "overlays" / "prod"))
@@ -805,25 +858,9 @@ def test_readme_monitoring_patches_fit_kube_prometheus_stack(tmp_path):
         assert np["spec"]["ingress"][0] == base[np["metadata"]["name"]]["spec"]["ingress"][0]
 
 
-def test_documented_trainer_tls_patch_turns_on_tls_between_inference_and_trainer(tmp_path):
-    """docs/deploying.md's TLS block, added to the prod overlay as it says, renders:
-    the replicas dial https:// and trust the Secret's CA, the trainer serves the
-    Secret's certificate and key, and nothing else about the pods changed."""
-    text = (ROOT / "docs" / "deploying.md").read_text()
-    block = text.split("<!-- trainer-tls-patches:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
-    extra = yaml.safe_load(block)
-    copy_root = tmp_path / "k8s"
-    shutil.copytree(K8S, copy_root)
-    kfile = copy_root / "overlays" / "prod" / "kustomization.yaml"
-    k = yaml.safe_load(kfile.read_text())
-    k["configMapGenerator"] = k.get("configMapGenerator", []) + extra["configMapGenerator"]
-    k["patches"] = k.get("patches", []) + extra["patches"]
-    kfile.write_text(yaml.safe_dump(k))
-    docs = _render(str(copy_root / "overlays" / "prod"))
+def tls_settings(docs) -> dict:
+    """What the rendered pods say about TLS between inference and the trainer."""
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("taskcast-config")]
-    assert cm["data"]["TASKCAST_TRAINER_URL"] == "https://trainer:50052"
-    # The Service the URL names exists and serves the trainer's gRPC port.
-    assert one(docs, "Service", "trainer")["spec"]["ports"][0]["port"] == 50052
 
     def pod(name):
         spec = one(docs, "Deployment", name)["spec"]["template"]["spec"]
@@ -831,16 +868,105 @@ def test_documented_trainer_tls_patch_turns_on_tls_between_inference_and_trainer
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
-        return env, mounts, volumes
+        return c, env, mounts, volumes
 
-    env, mounts, volumes = pod("trainer-svc")
+    return {"url": cm["data"]["TASKCAST_TRAINER_URL"], "trainer": pod(TRAINER), "inference": pod(INFERENCE),
+            "service": one(docs, "Service", "trainer")}
+
+
+def assert_tls_on(docs) -> None:
+    """The replicas dial https:// and trust the Secret's CA alone; the trainer
+    serves the Secret's certificate and key, probed where plaintext still
+    answers; nothing else about the pods changed."""
+    t = tls_settings(docs)
+    assert t["url"] == "https://trainer:50052"
+    # The Service the URL names exists and serves the trainer's gRPC port, not as cleartext HTTP/2.
+    grpc_port = t["service"]["spec"]["ports"][0]
+    assert (grpc_port["name"], grpc_port["port"], grpc_port["appProtocol"]) == ("grpc", 50052, "https")
+
+    c, env, mounts, volumes = t["trainer"]
     assert env["TASKCAST_TLS_CERT"] == "/var/run/secrets/taskcast-tls/tls.crt"
     assert env["TASKCAST_TLS_KEY"] == "/var/run/secrets/taskcast-tls/tls.key"
-    assert "TASKCAST_DATABASE_URL" in env, "the prod overlay's own env must survive"
-    assert volumes[mounts["/var/run/secrets/taskcast-tls"]]["secret"]["secretName"] == "taskcast-trainer-tls"
-    env, mounts, volumes = pod("inference-svc")
+    assert "TASKCAST_DATABASE_URL" in env, "the overlay's own env must survive"
+    secret = volumes[mounts["/var/run/secrets/taskcast-tls"]]["secret"]
+    assert secret["secretName"] == "taskcast-trainer-tls"
+    assert {it["key"]: it["path"] for it in secret["items"]} == {"tls.crt": "tls.crt", "tls.key": "tls.key"}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert "grpc" not in c[probe] and c[probe]["httpGet"]["port"] == "metrics", probe
+    # The token Secrets are still mounted where the flags point.
+    assert "/var/run/secrets/taskcast" in mounts
+
+    c, env, mounts, volumes = t["inference"]
     assert env == {"TASKCAST_TRAINER_CA": "/var/run/secrets/taskcast-tls/ca.crt"}
+    assert not any(k.startswith("TASKCAST_TLS") for k in env), "inference's own gRPC stays plaintext"
     ca = volumes[mounts["/var/run/secrets/taskcast-tls"]]["secret"]
     assert ca["secretName"] == "taskcast-trainer-tls" and ca["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
     # The replica token is still mounted where --trainer-token-file points.
     assert "/var/run/secrets/taskcast" in mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tls_between_inference_and_trainer_in_prod_only(overlay):
+    """prod turns TLS on by itself (the trainer-tls component); dev stays plaintext."""
+    docs = render(overlay)
+    if overlay == "prod":
+        assert_tls_on(docs)
+        return
+    t = tls_settings(docs)
+    assert t["url"] == "http://trainer:50052"
+    for name in ("trainer", "inference"):
+        c, env, mounts, volumes = t[name]
+        assert not [k for k in env if k.startswith(("TASKCAST_TLS", "TASKCAST_TRAINER_C"))], (name, env)
+        assert "/var/run/secrets/taskcast-tls" not in mounts
+        assert not any(v.get("secret", {}).get("secretName") == "taskcast-trainer-tls" for v in volumes.values())
+    assert "taskcast-trainer-tls" not in yaml.safe_dump_all(docs)
+
+
+def _block(text: str, marker: str) -> dict:
+    return yaml.safe_load(text.split(f"<!-- {marker}:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def test_documented_dev_opt_in_turns_on_tls(tmp_path):
+    """docs/deploying.md's block, added to the dev overlay as it says, renders
+    dev with TLS on both sides, exactly as prod has it."""
+    extra = _block((ROOT / "docs" / "deploying.md").read_text(), "trainer-tls-dev")
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_root)
+    kfile = copy_root / "overlays" / "dev" / "kustomization.yaml"
+    k = yaml.safe_load(kfile.read_text())
+    k["components"] = k.get("components", []) + extra["components"]
+    kfile.write_text(yaml.safe_dump(k))
+    docs = list(_render(str(copy_root / "overlays" / "dev")))
+    assert_tls_on(docs)
+    assert restricted_problems(docs) == [] and security_problems(docs) == []
+    for d in docs:
+        kubernetes_validate.validate(d, K8S_VERSIONS[-1], strict=True)
+
+
+def test_trainer_certificate_names_every_name_the_trainer_is_dialled_by():
+    """The Secret template, the cert-manager Certificate in docs/deploying.md and
+    the component agree: the Secret's name, type and keys, and a certificate
+    valid for the name in TASKCAST_TRAINER_URL and the Service's DNS names in
+    prod's namespace."""
+    docs = render("prod")
+    ns = one(docs, "Namespace", "taskcast")["metadata"]["name"]
+    host = re.match(r"https://([^:/]+)", tls_settings(docs)["url"]).group(1)
+    svc = one(docs, "Service", host)["metadata"]["name"]
+    names = {host, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}
+    (template,) = [yaml.safe_load(t.read_text()) for t in SECRET_TEMPLATES if "trainer-tls" in t.name]
+    assert template["metadata"]["name"] == "taskcast-trainer-tls"
+    assert template["type"] == "kubernetes.io/tls" and set(template["stringData"]) == {"tls.crt", "tls.key", "ca.crt"}
+    for n in names:
+        assert n in (K8S / "secrets" / "trainer-tls.secret.template.yaml").read_text(), n
+    cert = _block((ROOT / "docs" / "deploying.md").read_text(), "trainer-tls-certificate")
+    assert (cert["apiVersion"], cert["kind"]) == ("cert-manager.io/v1", "Certificate")
+    assert cert["metadata"]["namespace"] == ns
+    assert cert["spec"]["secretName"] == template["metadata"]["name"]
+    assert set(cert["spec"]["dnsNames"]) == names
+    assert "server auth" in cert["spec"]["usages"]
+    # The kubectl lines an operator is given create the same Secret.
+    for where in (K8S / "overlays" / "prod" / "kustomization.yaml", ROOT / "docs" / "deploying.md"):
+        text = where.read_text()
+        assert "create secret generic taskcast-trainer-tls --type=kubernetes.io/tls" in text, where
+        for key in ("tls.crt", "tls.key", "ca.crt"):
+            assert f"--from-file={key}=" in text, (where, key)

@@ -386,6 +386,25 @@ def test_https_with_ca_file_verifies_and_works(pki, capsys):
     assert "SERVING" in capsys.readouterr().out
 
 
+def test_server_name_is_what_the_certificate_is_checked_against(pki):
+    """An address that is not the certificate's name (a `kubectl port-forward` to
+    localhost, a Service's virtual IP): --server-name names what to verify."""
+    with serve(creds=_server_creds(pki)) as (port, rec):
+        url = f"https://127.0.0.1:{port}"
+        with client.TaskcastClient(url, ca_file=pki / "ca.pem", server_name="localhost", timeout=5) as tc:
+            tc.get_model()
+        # A name the certificate does not carry is refused, though the address is in it.
+        with client.TaskcastClient(url, ca_file=pki / "ca.pem", server_name="trainer.example", timeout=5) as tc:
+            with pytest.raises(grpc.RpcError) as err:
+                tc.get_model()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert client.main(["--inference", url, "--ca-file", str(pki / "ca.pem"), "--server-name", "localhost",
+                            "model"]) == 0
+    assert [rpc for rpc, _, _ in rec.calls] == ["Inference.GetModel", "Inference.GetModel"]
+    with pytest.raises(ValueError, match="no address uses TLS"):
+        client.TaskcastClient("http://127.0.0.1:1", server_name="localhost")
+
+
 def test_https_without_the_ca_is_not_trusted_and_never_plaintext(pki, capsys):
     with serve(creds=_server_creds(pki)) as (port, rec):
         # System roots only: the test CA is not among them, so the handshake fails.
