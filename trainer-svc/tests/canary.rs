@@ -1,7 +1,8 @@
 //! Canaries in the trainer: the rollout policy of automatic runs, and an
 //! operator ending a canary early either way, on SQLite and PostgreSQL
 //! (the judge on live outcomes runs against the real binaries in
-//! tests/tests/faults/canary.rs).
+//! tests/tests/faults/canary.rs); and a run left RUNNING by a trainer
+//! replica that died, closed by the next one to train.
 
 mod support;
 
@@ -153,6 +154,37 @@ async fn runs_start_canaries_and_operators_end_them_early() {
         );
         let rollout = db.open_rollout().await.unwrap();
         assert_eq!(rollout, None);
+        server.stop().await;
+        db.close().await.unwrap();
+    })
+    .await;
+}
+
+/// A run whose trainer died (its row still RUNNING, left by another
+/// replica while this one was up, so the startup clean-up never saw it) is
+/// closed as FAILED by the next trainer that takes the training lock.
+#[tokio::test]
+async fn a_dead_trainers_run_is_closed_by_the_next_lock_holder() {
+    on_each_backend(async |url, _| {
+        let db = Db::connect(url).await.unwrap();
+        db.insert_tasks(&simulator(20, 20, 4).generate())
+            .await
+            .unwrap();
+        let mut c = config(url, 0);
+        c.no_startup_training = true;
+        let server = Server::start(c).await;
+        let mut client = server.client().await;
+        db.insert_run(&trainer_svc::db::NewRun {
+            id: "run-of-a-dead-trainer".into(),
+            trigger: trainer_svc::db::RunTrigger::Auto,
+            family: "linear".into(),
+        })
+        .await
+        .unwrap();
+        run(&mut client, &db).await;
+        let dead = db.get_run("run-of-a-dead-trainer").await.unwrap().unwrap();
+        assert_eq!(dead.state, RunState::Failed, "{dead:?}");
+        assert!(dead.error.contains("trainer stopped"), "{}", dead.error);
         server.stop().await;
         db.close().await.unwrap();
     })

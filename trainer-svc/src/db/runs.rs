@@ -296,14 +296,29 @@ impl Db {
         let Some(guard) = self.try_training_lock().await? else {
             return Ok(0);
         };
+        let res = self.fail_running_runs(&guard, reason).await;
+        guard.release().await?;
+        res
+    }
+
+    /// Marks every RUNNING run FAILED with `reason`, for a caller holding
+    /// the training lock (`_held` proves it): a run is RUNNING only while
+    /// its process holds the lock, so any RUNNING row now belongs to a
+    /// trainer that died. The runner calls it on every lock it takes, so a
+    /// run killed with its trainer is closed by whichever trainer trains
+    /// next, not only by one that starts while the lock is free.
+    pub async fn fail_running_runs(
+        &self,
+        _held: &super::TrainingLockGuard,
+        reason: &str,
+    ) -> DbResult<u64> {
         let res = Entity::update_many()
             .col_expr(Column::State, Expr::value(RunState::Failed.as_str()))
             .col_expr(Column::Error, Expr::value(reason))
             .col_expr(Column::FinishedAt, Expr::value(Some(Utc::now())))
             .filter(Column::State.eq(RunState::Running.as_str()))
             .exec(&self.conn)
-            .await;
-        guard.release().await?;
-        Ok(res?.rows_affected)
+            .await?;
+        Ok(res.rows_affected)
     }
 }

@@ -154,6 +154,16 @@ impl Runner {
             Err(Some(running)) => return Ok(running),
             Err(None) => return Err(RunnerError::Busy),
         };
+        let stale = self
+            .db
+            .fail_running_runs(&lock, "its trainer stopped while this run was going")
+            .await?;
+        if stale > 0 {
+            tracing::warn!(
+                runs = stale,
+                "marked runs left RUNNING by a trainer that died as FAILED"
+            );
+        }
         let up_to_id = self.db.max_task_id().await?;
         let family = family.unwrap_or(self.config.spec.family);
         let id = format!("run-{}", Utc::now().format("%Y%m%dT%H%M%S%6fZ"));
