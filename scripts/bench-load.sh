@@ -6,7 +6,7 @@
 # other work shares the machine, unlike throughput). A table of medians per
 # server and case follows the rows.
 #
-#   scripts/bench-load.sh [--label NAME] [--runs N] [--duration S] [--cases c1,t1,t100] SERVER_BIN MODEL [-- EXTRA SERVER FLAGS]
+#   scripts/bench-load.sh [--label NAME] [--runs N] [--duration S] [--cases c1,t1,t100,t1000] SERVER_BIN MODEL [-- EXTRA SERVER FLAGS]
 #   scripts/bench-load.sh [--runs N] [--duration S] [--cases ...] --server LABEL SERVER_BIN MODEL [--server LABEL SERVER_BIN MODEL ...]
 #
 # SERVER_BIN is one of
@@ -25,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-label="" runs=3 duration=5 only="c1,t1,t100"
+label="" runs=3 duration=5 only="c1,t1,t100"  # t1000 (1000 candidates, 8 in flight) on request
 labels=() bins=() models=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -127,6 +127,7 @@ cases=(
   "c1|--concurrency 1 --connections 1 --candidates 1"
   "t1|--concurrency 32 --connections 4 --candidates 1 --threads 1"
   "t100|--concurrency 32 --connections 4 --candidates 100 --threads 1"
+  "t1000|--concurrency 8 --connections 4 --candidates 1000 --threads 1"
 )
 printf '| %-10s | %-4s | %3s | %9s | %11s | %8s | %8s | %8s | %11s | %7s | %8s |\n' \
   build case run "calls/s" "scores/s" "p50 µs" "p99 µs" "p99.9 µs" "server µs CPU/call" "load CPU" "RSS MiB"
