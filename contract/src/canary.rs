@@ -14,6 +14,13 @@ pub const BUCKETS: u64 = 10_000;
 /// Highest canary share, in percent (100 would be a promotion).
 pub const MAX_PERCENT: u32 = 99;
 
+/// Why `percent` cannot be a canary's share (the text names the API
+/// field), or `None` when it can: 1..=[`MAX_PERCENT`].
+pub fn percent_problem(percent: u32) -> Option<String> {
+    (!(1..=MAX_PERCENT).contains(&percent))
+        .then(|| format!("canary_percent: {percent} is not 1-{MAX_PERCENT} (0 promotes fully)"))
+}
+
 /// A canary's split of learners: `percent` of them go to the candidate.
 #[derive(Clone)]
 pub struct CanarySplit {

@@ -29,8 +29,6 @@ pub use crate::telemetry::INFERENCE_SERVICE;
 pub struct CanaryArm {
     /// The rollout this arm belongs to.
     pub rollout_id: String,
-    /// Share of learners, in percent.
-    pub percent: u32,
     /// The candidate.
     pub model: Arc<LoadedModel>,
     split: CanarySplit,
@@ -140,7 +138,6 @@ impl ModelSlot {
             Ok(model) => {
                 let arm = Arc::new(CanaryArm {
                     rollout_id: rollout_id.to_string(),
-                    percent,
                     split: CanarySplit::new(rollout_id, percent),
                     model: Arc::new(model),
                 });

@@ -79,6 +79,23 @@ impl Shutdown {
     pub async fn wait(mut self) {
         self.recv().await;
     }
+
+    /// Runs `step` now and then every `every` until the signal, waiting
+    /// `every` after each step ends (a slow step never piles up). A step's
+    /// own errors are its business: it logs them and the loop goes on.
+    pub async fn every<F, Fut>(mut self, every: std::time::Duration, mut step: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        loop {
+            step().await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.recv() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl FromStr for RolloutPolicy {
                 let pct = other
                     .strip_prefix("canary:")
                     .and_then(|p| p.trim().trim_end_matches('%').parse::<u32>().ok())
-                    .filter(|p| (1..=taskcast_contract::canary::MAX_PERCENT).contains(p));
+                    .filter(|p| taskcast_contract::canary::percent_problem(*p).is_none());
                 pct.map(RolloutPolicy::Canary).ok_or_else(|| {
                     format!("{other:?}: expected direct or canary:PERCENT with PERCENT 1-99")
                 })
@@ -218,17 +218,15 @@ pub async fn watch(
     publisher: Publisher,
     policy: CanaryPolicy,
     every: Duration,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        if let Err(e) = check_once(&db, &publisher, &policy).await {
-            tracing::warn!(error = %e, "judging the canary failed");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.recv() => return,
-        }
-    }
+    shutdown
+        .every(every, || async {
+            if let Err(e) = check_once(&db, &publisher, &policy).await {
+                tracing::warn!(error = %e, "judging the canary failed");
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -148,17 +148,15 @@ pub async fn watch(
     publisher: Publisher,
     gauges: FleetGauges,
     every: Duration,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        if let Err(e) = check_once(&db, &publisher, &gauges).await {
-            tracing::warn!(error = %e, "checking the fleet failed");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.recv() => return,
-        }
-    }
+    shutdown
+        .every(every, || async {
+            if let Err(e) = check_once(&db, &publisher, &gauges).await {
+                tracing::warn!(error = %e, "checking the fleet failed");
+            }
+        })
+        .await;
 }
 
 /// One look at the fleet; true when it rolled back.

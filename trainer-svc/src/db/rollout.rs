@@ -193,11 +193,8 @@ impl Db {
     /// [`DbError::Invalid`] for a percent out of range. A rejected version
     /// may be tried (an operator's explicit decision, as with Promote).
     pub async fn start_canary(&self, candidate: &str, percent: u32) -> DbResult<Rollout> {
-        if !(1..=taskcast_contract::canary::MAX_PERCENT).contains(&percent) {
-            return Err(DbError::Invalid(format!(
-                "canary_percent: {percent} is not 1-{} (0 promotes fully)",
-                taskcast_contract::canary::MAX_PERCENT
-            )));
+        if let Some(why) = taskcast_contract::canary::percent_problem(percent) {
+            return Err(DbError::Invalid(why));
         }
         let tx = self.conn.begin().await?;
         self.registry_xact_lock(&tx).await?;
@@ -308,12 +305,13 @@ impl Db {
                 set_state_in(&tx, &open.candidate, ModelState::Candidate, reason).await?;
             }
         }
-        let active = match active_in(&tx).await? {
-            Some(v) => meta_where(&tx, &v).await?,
-            None => None,
-        };
+        // A canary always has an active version: ending one never empties it.
+        let active = active_in(&tx).await?.unwrap_or(open.baseline);
+        let meta = meta_where(&tx, &active)
+            .await?
+            .ok_or_else(|| not_found(&active))?;
         tx.commit().await?;
-        active.map(Some).ok_or_else(|| not_found(&open.baseline))
+        Ok(Some(meta))
     }
 }
 

@@ -59,13 +59,6 @@ impl ActiveModel {
     }
 }
 
-impl ActiveModel {
-    /// When it became active.
-    pub fn promoted_at(&self) -> Option<DateTime<Utc>> {
-        self.meta.promoted_at
-    }
-}
-
 /// What the registry says is active, as far as this trainer knows.
 #[derive(Clone, Debug, Default)]
 pub enum Published {

@@ -367,8 +367,7 @@ impl Runner {
             tracing::info!(%version, canary = %open.candidate, "new version waits: a canary is in progress");
             return Ok(());
         }
-        let has_active =
-            self.publisher.current().is_some() || self.db.active_model_version().await?.is_some();
+        let has_active = self.db.active_model_version().await?.is_some();
         match self.config.rollout {
             crate::canary::RolloutPolicy::Canary(percent) if has_active => {
                 let r = self.db.start_canary(version, percent).await?;

@@ -270,11 +270,12 @@ impl Trainer for TrainerService {
         if version.trim().is_empty() {
             return Err(Status::invalid_argument("version must not be empty"));
         }
-        if canary_percent > taskcast_contract::canary::MAX_PERCENT {
-            return Err(Status::invalid_argument(format!(
-                "canary_percent: {canary_percent} is not 1-{} (0 promotes fully)",
-                taskcast_contract::canary::MAX_PERCENT
-            )));
+        // Checked before the model is loaded for the replicas' checks.
+        if let Some(why) = (canary_percent > 0)
+            .then(|| taskcast_contract::canary::percent_problem(canary_percent))
+            .flatten()
+        {
+            return Err(Status::invalid_argument(why));
         }
         let onnx = self
             .db
