@@ -3,7 +3,8 @@
 //! file that does not honour this contract.
 //!
 //! Graph contract:
-//! - input `features`: float `[batch, FEATURE_COUNT]`, rows from [`crate::features`];
+//! - input `features`: float `[batch, width]`, the first `width` columns of
+//!   rows from [`crate::features`], `width` set by the declared schema;
 //! - optional int64 `[batch]` inputs listed in [`ModelMetadata::index_inputs`]
 //!   (embedding indices: 0 is out-of-vocabulary, `i + 1` is `vocabulary[i]`);
 //! - output `p_correct`: float `[batch]`, probability of a correct first answer;
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::features::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, label_key};
+use crate::features::{FEATURE_NAMES, Schema, label_key};
 use crate::keymap::KeyMap;
 use crate::onnx::{DimValue, FLOAT, GraphBuilder, INT64, ModelProto, ValueInfoProto};
 use crate::priors::Priors;
@@ -74,9 +75,10 @@ pub struct ModelMetadata {
     pub version: String,
     /// Model family ("linear", "mlp", "bootstrap").
     pub family: String,
-    /// Must equal [`FEATURE_SCHEMA`].
+    /// A [`Schema`] id this build knows (`taskcast.features/v1` or `/v2`).
     pub feature_schema: String,
-    /// Feature names in input order; must equal [`FEATURE_NAMES`].
+    /// Feature names in input order; must equal the schema's
+    /// ([`Schema::names`]).
     pub features: Vec<String>,
     /// How many most recent attempts the features use.
     pub history_window: u32,
@@ -99,6 +101,12 @@ pub struct ModelMetadata {
     /// files written before the field existed: see [`ModelMetadata::time_modeled`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_modeled: Option<bool>,
+    /// Whether the model was trained with "now" known (rows with a recorded
+    /// `started_at`), so serving should give it the request's `as_of` or
+    /// the server's clock. A model trained without one gets "now unknown",
+    /// as every one of its training rows had (features module docs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
 }
 
 /// Whether a model learned its time head: what it recorded, or for records
@@ -109,6 +117,20 @@ pub fn time_modeled(recorded: Option<bool>, metrics: &BTreeMap<String, f64>) -> 
 }
 
 impl ModelMetadata {
+    /// The feature schema the model reads. [`Artifact::parse`] refuses a file
+    /// whose schema this build does not know, so for a parsed artifact this
+    /// never falls back; a hand-built record with an unknown id reads as the
+    /// current schema.
+    pub fn schema(&self) -> Schema {
+        Schema::from_id(&self.feature_schema).unwrap_or(Schema::CURRENT)
+    }
+
+    /// Whether the model wants "now" ([`ModelMetadata::clock`] on a schema
+    /// that reads it).
+    pub fn reads_clock(&self) -> bool {
+        self.clock && self.schema().reads_clock()
+    }
+
     /// Whether times are modelled. Older files do not say; they learned a time
     /// head exactly when they recorded time metrics.
     pub fn time_modeled(&self) -> bool {
@@ -170,10 +192,10 @@ pub enum ArtifactError {
     #[error("invalid `{METADATA_KEY}` metadata: {0}")]
     BadMetadata(#[from] serde_json::Error),
     /// Trained for another feature schema.
-    #[error("feature schema mismatch: model has `{found}`, this build computes `{expected}`")]
+    #[error("feature schema mismatch: model has `{found}`, this build computes {expected}")]
     SchemaMismatch {
         /// What this build computes.
-        expected: &'static str,
+        expected: String,
         /// What the model declares.
         found: String,
     },
@@ -225,28 +247,33 @@ impl Artifact {
             .metadata(METADATA_KEY)
             .ok_or(ArtifactError::MissingMetadata)?;
         let metadata: ModelMetadata = serde_json::from_str(json)?;
-        if metadata.feature_schema != FEATURE_SCHEMA {
+        let Some(schema) = Schema::from_id(&metadata.feature_schema) else {
             return Err(ArtifactError::SchemaMismatch {
-                expected: FEATURE_SCHEMA,
+                expected: Schema::ALL
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 found: metadata.feature_schema,
             });
-        }
-        if metadata.features.len() != FEATURE_COUNT
+        };
+        let width = schema.width();
+        if metadata.features.len() != width
             || metadata
                 .features
                 .iter()
-                .zip(FEATURE_NAMES)
+                .zip(schema.names())
                 .any(|(a, b)| a != b)
         {
             return Err(ArtifactError::FeatureMismatch {
                 found: metadata.features,
             });
         }
-        if metadata.feature_baseline.len() != FEATURE_COUNT
+        if metadata.feature_baseline.len() != width
             || metadata.feature_baseline.iter().any(|v| !v.is_finite())
         {
             return Err(ArtifactError::Invalid(format!(
-                "feature_baseline must hold {FEATURE_COUNT} finite values"
+                "feature_baseline must hold {width} finite values"
             )));
         }
         if metadata.history_window == 0 {
@@ -264,7 +291,7 @@ impl Artifact {
             "input",
             INPUT_FEATURES,
             FLOAT,
-            &[None, Some(FEATURE_COUNT as i64)],
+            &[None, Some(width as i64)],
         )?;
         for idx in &metadata.index_inputs {
             check_io(&graph.input, "input", &idx.name, INT64, &[None])?;

@@ -12,14 +12,13 @@ use std::collections::BTreeMap;
 use crate::artifact::{Artifact, ArtifactError, ModelMetadata};
 use crate::bootstrap_weights as w;
 use crate::features::{
-    CandidateKey, DEFAULT_HISTORY_WINDOW, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA,
-    FeatureContext, feature_index,
+    CandidateKey, DEFAULT_HISTORY_WINDOW, FEATURE_COUNT, FeatureContext, Schema, feature_index,
 };
 use crate::linear::LinearModel;
 use crate::priors::{PriorTable, Priors};
 
 /// Version id of the bootstrap model.
-pub const BOOTSTRAP_VERSION: &str = "bootstrap-2";
+pub const BOOTSTRAP_VERSION: &str = "bootstrap-3";
 
 /// The pretrained weights as a model.
 pub fn bootstrap_linear() -> LinearModel {
@@ -58,16 +57,26 @@ pub fn unknown_weight_names() -> Vec<&'static str> {
 /// tests and benches build their models on it too, so they stay valid when the
 /// contract grows a field.
 pub fn linear_metadata(version: &str, family: &str, priors: Priors) -> ModelMetadata {
+    linear_metadata_for(Schema::CURRENT, version, family, priors)
+}
+
+/// [`linear_metadata`] for a model of `schema`.
+pub fn linear_metadata_for(
+    schema: Schema,
+    version: &str,
+    family: &str,
+    priors: Priors,
+) -> ModelMetadata {
     let table = PriorTable::new(&priors);
     let baseline = FeatureContext::new(&[], &table)
         .row(&CandidateKey::new("", "", "", &table), &table)
-        .row
+        .row[..schema.width()]
         .to_vec();
     ModelMetadata {
         version: version.into(),
         family: family.into(),
-        feature_schema: FEATURE_SCHEMA.into(),
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        feature_schema: schema.id().into(),
+        features: schema.names().iter().map(|s| s.to_string()).collect(),
         history_window: DEFAULT_HISTORY_WINDOW,
         trained_at: "2026-11-26T00:00:00Z".into(),
         metrics: BTreeMap::new(),
@@ -76,6 +85,7 @@ pub fn linear_metadata(version: &str, family: &str, priors: Priors) -> ModelMeta
         index_inputs: vec![],
         priors,
         time_modeled: None,
+        clock: false,
     }
 }
 

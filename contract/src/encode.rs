@@ -30,6 +30,22 @@ pub fn log_time(seconds: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A point in time as the feature code's Unix seconds, from whole seconds
+/// and nanoseconds: the one conversion training (from stored milliseconds,
+/// [`unix_seconds_ms`]) and serving (from a protobuf `Timestamp`) share, so
+/// the same instant gives the same bits on both sides.
+pub fn unix_seconds(seconds: i64, nanos: u32) -> f64 {
+    seconds as f64 + f64::from(nanos) / 1e9
+}
+
+/// [`unix_seconds`] of Unix milliseconds.
+pub fn unix_seconds_ms(ms: i64) -> f64 {
+    unix_seconds(
+        ms.div_euclid(1000),
+        (ms.rem_euclid(1000) as u32) * 1_000_000,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +56,18 @@ mod tests {
         // FNV-1a 64 of "a", a published test vector.
         assert_eq!(label_key("a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(label_key("fractions"), label_key("Fractions"));
+    }
+
+    #[test]
+    fn milliseconds_and_timestamps_agree() {
+        for ms in [0i64, 1, 999, 1_565_096_190_868, -1, -1001] {
+            let (s, n) = (
+                ms.div_euclid(1000),
+                (ms.rem_euclid(1000) * 1_000_000) as u32,
+            );
+            assert_eq!(unix_seconds_ms(ms).to_bits(), unix_seconds(s, n).to_bits());
+        }
+        assert_eq!(unix_seconds_ms(-1), -0.001);
     }
 
     #[test]

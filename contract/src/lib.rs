@@ -36,7 +36,7 @@ pub mod task;
 pub use artifact::{Artifact, ArtifactError, IndexField, IndexInput, ModelMetadata};
 pub use features::{
     CandidateKey, Event, FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureContext, FeatureRow,
-    Features, RowKeys,
+    Features, RowKeys, Schema,
 };
 pub use priors::{PriorTable, Priors, Stat};
 pub use task::{RowProblem, TaskRow};

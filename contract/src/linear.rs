@@ -3,7 +3,7 @@
 //! The trainer fits it; the bootstrap model is one with pretrained weights.
 
 use crate::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
-use crate::features::{FEATURE_COUNT, FeatureRow};
+use crate::features::{FEATURE_COUNT, FeatureRow, Schema};
 use crate::onnx::{Dim, GraphBuilder, ModelProto};
 
 /// Weights on raw feature rows (any standardisation already folded in).
@@ -70,6 +70,16 @@ impl LinearModel {
     pub fn from_onnx(bytes: &[u8]) -> Option<LinearModel> {
         let model = ModelProto::from_bytes(bytes).ok()?;
         let graph = model.graph?;
+        // A file of an older schema has fewer weights; the columns it lacks
+        // get none.
+        let weights = |v: Vec<f32>| -> Option<[f32; FEATURE_COUNT]> {
+            if v.len() > FEATURE_COUNT {
+                return None;
+            }
+            let mut w = [0f32; FEATURE_COUNT];
+            w[..v.len()].copy_from_slice(&v);
+            Some(w)
+        };
         let floats = |name: &str| -> Option<Vec<f32>> {
             let t = graph.initializer.iter().find(|t| t.name == name)?;
             let v: Vec<f32> = t
@@ -80,24 +90,33 @@ impl LinearModel {
             Some(v)
         };
         Some(LinearModel {
-            p_weights: floats("p_w")?.try_into().ok()?,
+            p_weights: weights(floats("p_w")?)?,
             p_bias: *floats("p_b")?.first()?,
-            t_weights: floats("t_w")?.try_into().ok()?,
+            t_weights: weights(floats("t_w")?)?,
             t_bias: *floats("t_b")?.first()?,
             t_quantile_offsets: floats("t_q")?.try_into().ok()?,
         })
     }
 
-    /// The ONNX graph (inputs and outputs per [`crate::artifact`]).
+    /// The ONNX graph (inputs and outputs per [`crate::artifact`]) over the
+    /// current schema.
     pub fn graph(&self) -> GraphBuilder {
-        let f = FEATURE_COUNT as i64;
+        self.graph_for(Schema::CURRENT)
+    }
+
+    /// The graph reading `schema`'s columns only: the weights of the columns
+    /// it lacks are left out (tests and the upgrade path build models of an
+    /// older schema this way).
+    pub fn graph_for(&self, schema: Schema) -> GraphBuilder {
+        let width = schema.width();
+        let f = width as i64;
         let mut g = GraphBuilder::new("taskcast_linear");
         g.input_f32(INPUT_FEATURES, &[Dim::Batch, Dim::Fixed(f)])
             .output_f32(OUTPUT_P_CORRECT, &[Dim::Batch])
             .output_f32(OUTPUT_LOG_SECONDS, &[Dim::Batch, Dim::Fixed(3)])
-            .init_f32("p_w", &[f, 1], &self.p_weights)
+            .init_f32("p_w", &[f, 1], &self.p_weights[..width])
             .init_f32("p_b", &[1], &[self.p_bias])
-            .init_f32("t_w", &[f, 1], &self.t_weights)
+            .init_f32("t_w", &[f, 1], &self.t_weights[..width])
             .init_f32("t_b", &[1], &[self.t_bias])
             .init_f32("t_q", &[1, 3], &self.t_quantile_offsets)
             .init_i64("flat", &[1], &[-1])

@@ -163,16 +163,36 @@ impl OnnxModel {
         })
     }
 
-    /// Runs `x` (row-major `[n, FEATURE_COUNT]`) with `keys[i]` for row `i`'s
-    /// index inputs. Checks every output is finite and a probability where it must be.
+    /// How many feature columns the model reads: its schema's width.
+    pub fn width(&self) -> usize {
+        self.artifact.metadata.schema().width()
+    }
+
+    /// Runs `x` with `keys[i]` for row `i`'s index inputs. `x` is row-major,
+    /// either `[n, width]` or full rows of this build (`[n, FEATURE_COUNT]`),
+    /// of which a model of an older schema reads the leading columns (the
+    /// trainer scores an older active version on the rows it built for the
+    /// new one). Checks every output is finite and a probability where it
+    /// must be.
     pub fn run(&self, x: &[f32], keys: &[RowKeys]) -> Result<Vec<Output>, RuntimeError> {
         let n = keys.len();
-        if x.len() != n * FEATURE_COUNT {
+        let width = self.width();
+        let compact: Vec<f32>;
+        let x = if x.len() == n * width {
+            x
+        } else if x.len() == n * FEATURE_COUNT {
+            compact = x
+                .chunks_exact(FEATURE_COUNT)
+                .flat_map(|row| &row[..width])
+                .copied()
+                .collect();
+            &compact
+        } else {
             return Err(RuntimeError::Output(format!(
-                "{} feature values for {n} rows",
+                "{} feature values for {n} rows of {width}",
                 x.len()
             )));
-        }
+        };
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -200,7 +220,7 @@ impl OnnxModel {
             Vec::with_capacity(1 + self.lookups.len());
         inputs.push((
             Cow::Borrowed(INPUT_FEATURES),
-            TensorRef::from_array_view(([n, FEATURE_COUNT], x))?.into(),
+            TensorRef::from_array_view(([n, width], x))?.into(),
         ));
         for ((name, _, _), idx) in self.lookups.iter().zip(&indices) {
             inputs.push((

@@ -7,7 +7,8 @@
 //! Probes: an empty-history learner on an unknown candidate (the cold
 //! path), the artifact's own baseline row, a learner with a long perfect and
 //! fast history, one with a long failing and slow one, and one with
-//! unrecorded and absurd times. Every row is one the feature code can really
+//! unrecorded and absurd times; the histories come with and without
+//! timestamps, the first back after a year away. Every row is one the feature code can really
 //! produce: a model is judged on inputs it can meet, not on out-of-range
 //! vectors where even a sound MLP may cross its quantiles.
 
@@ -83,7 +84,8 @@ fn probe_rows(model: &OnnxModel) -> Vec<FeatureRow> {
     {
         *b = *v;
     }
-    let history = |correct: bool, seconds: f64| -> Vec<Event> {
+    let start = 1.7e9;
+    let history = |correct: bool, seconds: f64, timed: bool| -> Vec<Event> {
         (0..256)
             .map(|i| {
                 Event::resolve(
@@ -94,11 +96,12 @@ fn probe_rows(model: &OnnxModel) -> Vec<FeatureRow> {
                     Some(seconds),
                     t,
                 )
+                .at(timed.then_some(start + 30.0 * f64::from(i)))
             })
             .collect()
     };
-    let good = history(true, 1.0);
-    let bad = history(false, 1e6);
+    let good = history(true, 1.0, true);
+    let bad = history(false, 1e6, false);
     let mixed: Vec<Event> = (0..64)
         .map(|i| {
             let secs = [None, Some(1e-300), Some(f64::MAX), Some(30.0)][i % 4];
@@ -109,7 +112,10 @@ fn probe_rows(model: &OnnxModel) -> Vec<FeatureRow> {
     vec![
         empty,
         baseline,
-        FeatureContext::new(&good, t).row(&cand, t).row,
+        FeatureContext::new(&good, t)
+            .at(Some(start + 4e7))
+            .row(&cand, t)
+            .row,
         FeatureContext::new(&bad, t).row(&cand, t).row,
         FeatureContext::new(&mixed, t).row(&item, t).row,
     ]

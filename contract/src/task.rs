@@ -20,6 +20,11 @@ pub struct TaskRow {
     /// Completion time as Unix milliseconds; only the order within a learner matters
     /// (a CSV `ts` column of row numbers is read as seconds 0, 1, 2…).
     pub completed_at_ms: i64,
+    /// When the task was handed out, as Unix milliseconds, if the app
+    /// recorded it: the moment it would have called Predict. The only "now"
+    /// a training row may see besides its history (the feature module's
+    /// docs say why a completion time must not be used).
+    pub started_at_ms: Option<i64>,
 }
 
 /// Why a row cannot be used for training. Such rows are skipped and counted.

@@ -49,6 +49,7 @@ fn request(candidates: usize) -> PredictRequest {
         history,
         candidates,
         explain: false,
+        as_of: None,
     }
 }
 

@@ -6,6 +6,38 @@
 
 use taskcast_proto::{Attempt, Candidate};
 
+/// A `google.protobuf.Timestamp` as it arrived, unchecked: seconds and
+/// nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Whole seconds.
+    pub seconds: i64,
+    /// Nanoseconds; valid in `0..1_000_000_000`.
+    pub nanos: i32,
+}
+
+impl Stamp {
+    /// The range protobuf's `Timestamp` allows: years 1 to 9999.
+    const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
+    /// Unix seconds, when the timestamp is one protobuf allows.
+    pub fn unix_seconds(self) -> Option<f64> {
+        let valid =
+            Self::SECONDS.contains(&self.seconds) && (0..1_000_000_000).contains(&self.nanos);
+        // `nanos` was just checked to be in 0..1e9.
+        valid.then(|| taskcast_contract::features::unix_seconds(self.seconds, self.nanos as u32))
+    }
+}
+
+impl From<&prost_types::Timestamp> for Stamp {
+    fn from(t: &prost_types::Timestamp) -> Self {
+        Stamp {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }
+    }
+}
+
 /// `Attempt` and its in-place view alike, for the Predict path.
 pub trait AttemptFields {
     /// Topic label.
@@ -18,6 +50,8 @@ pub trait AttemptFields {
     fn correct(&self) -> bool;
     /// Seconds taken (0: not recorded).
     fn seconds(&self) -> f64;
+    /// When it was completed, if the client said.
+    fn completed_at(&self) -> Option<Stamp>;
 }
 
 /// `Candidate` and its in-place view alike, for the Predict path.
@@ -47,6 +81,9 @@ impl AttemptFields for Attempt {
     }
     fn seconds(&self) -> f64 {
         self.seconds
+    }
+    fn completed_at(&self) -> Option<Stamp> {
+        self.completed_at.as_ref().map(Stamp::from)
     }
 }
 

@@ -13,10 +13,10 @@
 use taskcast_contract::features::RowKeys;
 use taskcast_contract::features::{self, CandidateKey, Event, FeatureContext, label_key};
 use taskcast_contract::runtime::Output;
-use taskcast_contract::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow};
+use taskcast_contract::{FEATURE_NAMES, FeatureRow};
 use taskcast_proto::{Attempt, Candidate, PredictRequest, Prediction, Reason, RecommendRequest};
 
-use crate::fields::{AttemptFields, CandidateFields};
+use crate::fields::{AttemptFields, CandidateFields, Stamp};
 use crate::model::LoadedModel;
 
 /// Most candidates one request may carry.
@@ -74,6 +74,8 @@ pub struct PredictInput<'a, A = Attempt, C = Candidate> {
     pub candidates: &'a [C],
     /// Whether to fill `reasons`.
     pub explain: bool,
+    /// When the task is handed out, if the client said.
+    pub as_of: Option<Stamp>,
 }
 
 impl<'a> From<&'a PredictRequest> for PredictInput<'a> {
@@ -83,6 +85,7 @@ impl<'a> From<&'a PredictRequest> for PredictInput<'a> {
             history: &r.history,
             candidates: &r.candidates,
             explain: r.explain,
+            as_of: r.as_of.as_ref().map(Stamp::from),
         }
     }
 }
@@ -94,6 +97,7 @@ impl<'a> From<&'a RecommendRequest> for PredictInput<'a> {
             history: &r.history,
             candidates: &r.candidates,
             explain: r.explain,
+            as_of: r.as_of.as_ref().map(Stamp::from),
         }
     }
 }
@@ -184,6 +188,31 @@ fn check_label(
     Ok(())
 }
 
+/// A timestamp outside what protobuf's `Timestamp` allows, naming the field.
+fn bad_timestamp(what: impl std::fmt::Display, t: Stamp) -> PredictError {
+    PredictError::InvalidArgument(format!(
+        "{what}: not a valid timestamp (seconds {}, nanos {}): seconds must be within years \
+         1 to 9999 and nanos in 0..1000000000",
+        t.seconds, t.nanos
+    ))
+}
+
+/// The "now" a request's features are computed at: only for a model that
+/// reads the clock (trained on rows with a recorded start time), the
+/// request's `as_of` or else this server's clock. A model trained without
+/// one saw "now unknown" on every row, and gets the same here.
+fn request_now(reads_clock: bool, as_of: Option<Stamp>) -> Option<f64> {
+    if !reads_clock {
+        return None;
+    }
+    as_of.and_then(Stamp::unix_seconds).or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64())
+    })
+}
+
 /// Checks everything the feature code and the model rely on; the error
 /// message names the field so a client can fix the call without guessing.
 pub fn validate<A: AttemptFields, C: CandidateFields>(
@@ -196,12 +225,22 @@ pub fn validate<A: AttemptFields, C: CandidateFields>(
         input.history.len(),
         limits,
     )?;
+    if let Some(t) = input.as_of
+        && t.unix_seconds().is_none()
+    {
+        return Err(bad_timestamp("as_of", t));
+    }
     for (i, a) in input.history.iter().enumerate() {
         let s = a.seconds();
         if !s.is_finite() || s < 0.0 {
             return Err(PredictError::InvalidArgument(format!(
                 "history[{i}].seconds must be finite and >= 0, got {s}"
             )));
+        }
+        if let Some(t) = a.completed_at()
+            && t.unix_seconds().is_none()
+        {
+            return Err(bad_timestamp(format_args!("history[{i}].completed_at"), t));
         }
         for (name, value) in [
             ("topic", a.topic()),
@@ -259,8 +298,8 @@ pub fn score<A: AttemptFields, C: CandidateFields>(
     let meta = model.metadata();
 
     // Only the window is resolved: attempts before it never reach a feature.
-    // `seconds == 0` means "not recorded"; `completed_at` is informational
-    // (order is the client's, oldest first).
+    // `seconds == 0` means "not recorded"; the order is the client's (oldest
+    // first) whatever `completed_at` says.
     let window = meta.history_window as usize;
     let recent = &input.history[input.history.len().saturating_sub(window)..];
     let events: Vec<Event> = recent
@@ -276,25 +315,30 @@ pub fn score<A: AttemptFields, C: CandidateFields>(
                 seconds,
                 table,
             )
+            .at(a.completed_at().and_then(Stamp::unix_seconds))
         })
         .collect();
     let ctx = FeatureContext::for_candidates(
         features::window(&events, meta.history_window),
         table,
         input.candidates.len(),
-    );
+    )
+    .at(request_now(meta.reads_clock(), input.as_of));
 
     let user = label_key(input.user_id);
     let n = input.candidates.len();
-    let rows_per_candidate = if input.explain { 1 + FEATURE_COUNT } else { 1 };
-    let mut x: Vec<f32> = Vec::with_capacity(n * rows_per_candidate * FEATURE_COUNT);
+    // The model reads the first `width` columns of this build's rows: the
+    // columns of the schema it declares (`Schema`).
+    let width = model.onnx.width();
+    let rows_per_candidate = if input.explain { 1 + width } else { 1 };
+    let mut x: Vec<f32> = Vec::with_capacity(n * rows_per_candidate * width);
     let mut keys: Vec<RowKeys> = Vec::with_capacity(n * rows_per_candidate);
     let mut base: Vec<FeatureRow> = Vec::with_capacity(if input.explain { n } else { 0 });
     let mut cold: Vec<bool> = Vec::with_capacity(n);
     for c in input.candidates {
         let key = CandidateKey::new(c.topic(), c.difficulty(), c.item_id(), table);
         let f = ctx.row(&key, table);
-        x.extend_from_slice(&f.row);
+        x.extend_from_slice(&f.row[..width]);
         keys.push(RowKeys::new(user, &key));
         cold.push(f.cold_start);
         if input.explain {
@@ -305,10 +349,10 @@ pub fn score<A: AttemptFields, C: CandidateFields>(
         // Occlusion rows: candidate i's row with feature j set to its
         // population baseline, all in the same batch as the real rows.
         for (i, row) in base.iter().enumerate() {
-            for (j, baseline) in meta.feature_baseline.iter().enumerate().take(FEATURE_COUNT) {
+            for (j, baseline) in meta.feature_baseline.iter().enumerate().take(width) {
                 let mut r = *row;
                 r[j] = *baseline;
-                x.extend_from_slice(&r);
+                x.extend_from_slice(&r[..width]);
                 keys.push(keys[i]);
             }
         }
@@ -330,7 +374,7 @@ pub fn score<A: AttemptFields, C: CandidateFields>(
     for (i, cold_start) in cold.into_iter().enumerate() {
         let p = Point::from(&out[i]);
         let reasons = if input.explain {
-            let occluded = &out[n + i * FEATURE_COUNT..n + (i + 1) * FEATURE_COUNT];
+            let occluded = &out[n + i * width..n + (i + 1) * width];
             explain(&base[i], &p, occluded)
         } else {
             Vec::new()
@@ -376,10 +420,10 @@ impl From<&Output> for Point {
 /// Every feature's effect, largest |effect| first (ties: larger
 /// |seconds_effect|, then schema order).
 ///
-/// All 24 features are returned rather than a top-k: the response is
+/// Every feature of the model's schema is returned rather than a top-k: the response is
 /// complete, the ordering already puts what matters first, and a client that
 /// shows three reasons takes three. Zero-effect features are kept so the list
-/// has the same length for every model.
+/// has the same length for every model of a schema.
 fn explain(row: &FeatureRow, p: &Point, occluded: &[Output]) -> Vec<Reason> {
     let mut reasons: Vec<Reason> = occluded
         .iter()

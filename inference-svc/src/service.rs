@@ -295,6 +295,7 @@ mod tests {
                 })
                 .collect(),
             explain,
+            as_of: None,
         }
     }
 
@@ -364,6 +365,7 @@ mod tests {
             target_p_correct: target,
             time_budget_seconds: budget,
             limit,
+            as_of: None,
         };
         let mut cases = vec![
             rec(request(10, 20, false), 0.0, 0.0, 0),

@@ -102,6 +102,7 @@ fn largest_accepted() -> Vec<u8> {
             })
             .collect(),
         explain: false,
+        as_of: None,
     }
     .encode_to_vec()
 }

@@ -80,7 +80,7 @@ proptest! {
         explain in any::<bool>(),
     ) {
         let model = model();
-        let input = PredictInput { user_id: &user_id, history: &history, candidates: &candidates, explain };
+        let input = PredictInput { user_id: &user_id, history: &history, candidates: &candidates, explain, as_of: None };
         match predict(&model, &input, &Limits {
             max_history: 40,
             ..Limits::default()

@@ -25,7 +25,7 @@ async fn predictions_respond_to_history() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(base.model_version, "bootstrap-2");
+    assert_eq!(base.model_version, "bootstrap-3");
     assert_eq!(base.predictions.len(), 2);
     assert_eq!(base.predictions[0].task_id, "t1");
     assert!(
@@ -198,6 +198,7 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
         target_p_correct: target,
         time_budget_seconds: budget,
         limit: 0,
+        as_of: None,
     };
     for (req, want) in [
         (rec(1.0, 0.0), "target_p_correct"),
@@ -288,6 +289,7 @@ async fn recommend_respects_target_budget_and_limit() {
         target_p_correct: 0.0,
         time_budget_seconds: 0.0,
         limit: 0,
+        as_of: None,
     };
     let all = c.recommend(base.clone()).await.unwrap().into_inner();
     assert_eq!(all.target_p_correct, 0.7);
@@ -367,9 +369,9 @@ async fn get_model_describes_the_serving_model() {
     let server = start(config()).await;
     let mut c = server.client().await;
     let info = c.get_model(GetModelRequest {}).await.unwrap().into_inner();
-    assert_eq!(info.version, "bootstrap-2");
+    assert_eq!(info.version, "bootstrap-3");
     assert_eq!(info.family, "bootstrap");
-    assert_eq!(info.feature_schema, "taskcast.features/v1");
+    assert_eq!(info.feature_schema, "taskcast.features/v2");
     assert_eq!(info.history_window, 256);
     assert_eq!(info.features.len(), FEATURE_NAMES.len());
     assert_eq!(
@@ -470,7 +472,7 @@ async fn metrics_count_requests_per_rpc() {
     assert_eq!(
         metric(
             &text,
-            r#"taskcast_inference_predictions_total{model_version="bootstrap-2"}"#
+            r#"taskcast_inference_predictions_total{model_version="bootstrap-3"}"#
         ),
         2.0
     );
@@ -528,7 +530,7 @@ async fn run_serves_the_startup_model_and_returns_on_shutdown() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.model_version, "bootstrap-2");
+    assert_eq!(resp.model_version, "bootstrap-3");
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -571,6 +573,6 @@ async fn corrupt_startup_model_without_trainer_is_a_clear_error() {
     // A directory serves its newest .onnx.
     std::fs::write(dir.path().join("z-good.onnx"), bootstrap_bytes()).unwrap();
     let server = start(Config::default_for_tests(dir.path())).await;
-    assert_eq!(server.slot.current().unwrap().version(), "bootstrap-2");
+    assert_eq!(server.slot.current().unwrap().version(), "bootstrap-3");
     server.stop().await.unwrap();
 }

@@ -126,6 +126,7 @@ mod tests {
             correct: true,
             seconds: None,
             completed_at_ms: at,
+            started_at_ms: None,
         }
     }
 

@@ -51,7 +51,11 @@ pub async fn itemless_dataset(
     source: &mut impl LearnerSource,
     with_items: &Dataset,
 ) -> Result<Itemless, TrainError> {
-    let mut view = HoldoutView::new(&with_items.priors, with_items.history_window);
+    let mut view = HoldoutView::new(
+        &with_items.priors,
+        with_items.history_window,
+        with_items.clock,
+    );
     let dataset = dataset::load(
         source,
         Some(with_items.history_window),

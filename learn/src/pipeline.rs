@@ -288,6 +288,7 @@ pub fn judge(
         feature_schema: FEATURE_SCHEMA.into(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
         history_window: spec.history_window,
+        clock: ds.clock,
         trained_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         metrics,
         training_rows: ds.train.len() as u64,

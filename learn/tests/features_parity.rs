@@ -13,7 +13,7 @@
 
 use proptest::prelude::*;
 use taskcast_contract::TaskRow;
-use taskcast_contract::features::{label_key, window};
+use taskcast_contract::features::{label_key, unix_seconds, window};
 use taskcast_contract::{CandidateKey, Event, FeatureContext, PriorTable, RowKeys};
 use taskcast_learn::dataset::{self, PriorSet};
 use taskcast_learn::source::MemorySource;
@@ -54,21 +54,33 @@ fn row() -> impl Strategy<Value = TaskRow> {
         0..DIFFICULTIES.len(),
         any::<bool>(),
         seconds(),
-        0..60i64,
+        0..60_000i64,
+        prop::option::of(0..5_000i64),
     )
-        .prop_map(|(u, item_id, t, d, correct, seconds, ts)| TaskRow {
+        .prop_map(|(u, item_id, t, d, correct, seconds, ts, before)| TaskRow {
             user_id: LEARNERS[u].to_string(),
             item_id,
             topic: TOPICS[t].to_string(),
             difficulty: DIFFICULTIES[d].to_string(),
             correct,
             seconds,
-            completed_at_ms: ts * 1000,
+            completed_at_ms: ts * 1_000_003,
+            started_at_ms: before.map(|b| ts * 1_000_003 - b * 7),
         })
 }
 
+/// A stored millisecond time as the API carries it: a protobuf `Timestamp`,
+/// converted as inference-svc converts one.
+fn api_time(ms: i64) -> f64 {
+    unix_seconds(
+        ms.div_euclid(1000),
+        (ms.rem_euclid(1000) * 1_000_000) as u32,
+    )
+}
+
 /// One earlier attempt as inference-svc resolves it: the API carries seconds
-/// as a number, 0 when not recorded, and only positive values count.
+/// as a number, 0 when not recorded, and only positive values count; its
+/// `completed_at` as a `Timestamp`.
 fn inference_event(r: &TaskRow, table: &PriorTable) -> Event {
     let s = r.seconds.unwrap_or(0.0);
     let seconds = (s > 0.0).then_some(s);
@@ -80,16 +92,26 @@ fn inference_event(r: &TaskRow, table: &PriorTable) -> Event {
         seconds,
         table,
     )
+    .at(Some(api_time(r.completed_at_ms)))
 }
 
-/// The row and keys inference-svc would compute for `rows[i]` after `rows[..i]`.
-fn inference_row(rows: &[&TaskRow], i: usize, table: &PriorTable, w: u32) -> (Vec<f32>, RowKeys) {
+/// The row and keys inference-svc would compute for `rows[i]` after
+/// `rows[..i]`, for a model that reads the clock (`as_of` = the row's start
+/// time) or not.
+fn inference_row(
+    rows: &[&TaskRow],
+    i: usize,
+    table: &PriorTable,
+    w: u32,
+    clock: bool,
+) -> (Vec<f32>, RowKeys) {
     let events: Vec<Event> = rows[..i]
         .iter()
         .map(|r| inference_event(r, table))
         .collect();
-    let ctx = FeatureContext::new(window(&events, w), table);
     let r = rows[i];
+    let as_of = r.started_at_ms.filter(|_| clock).map(api_time);
+    let ctx = FeatureContext::new(window(&events, w), table).at(as_of);
     let cand = CandidateKey::new(
         &r.topic,
         &r.difficulty,
@@ -138,13 +160,13 @@ fn check(rows: Vec<TaskRow>, w: u32) -> Result<(), TestCaseError> {
             if i < split {
                 let hidden = has_items && dataset::hides_items(user_key, i);
                 let view = if hidden { &itemless } else { &usable };
-                let (want, keys) = inference_row(view, i, fold, w);
+                let (want, keys) = inference_row(view, i, fold, w, ds.clock);
                 prop_assert!(ti < ds.train.len());
                 prop_assert_eq!(bits(ds.train.row(ti)), bits(&want), "training row {}", ti);
                 prop_assert_eq!(ds.train.keys[ti], keys);
                 ti += 1;
             } else {
-                let (want, keys) = inference_row(&usable, i, &serving, w);
+                let (want, keys) = inference_row(&usable, i, &serving, w, ds.clock);
                 prop_assert!(hi < ds.holdout.len());
                 prop_assert_eq!(
                     bits(ds.holdout.row(hi)),

@@ -53,6 +53,7 @@ fn metadata(m: &Mlp) -> ModelMetadata {
         index_inputs: m.index_inputs(),
         priors: Default::default(),
         time_modeled: None,
+        clock: false,
     }
 }
 

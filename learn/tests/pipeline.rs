@@ -194,6 +194,7 @@ fn metadata(ds: &Dataset) -> ModelMetadata {
         index_inputs: Vec::new(),
         priors: ds.priors.clone(),
         time_modeled: None,
+        clock: false,
     }
 }
 
@@ -292,6 +293,7 @@ fn attempt(user: &str, item: &str, topic: &str, correct: bool, k: i64) -> TaskRo
         // Seconds encode the attempt's position so the split can be checked.
         seconds: Some((k + 1) as f64),
         completed_at_ms: 1_700_000_000_000 + k * 60_000,
+        started_at_ms: None,
     }
 }
 

@@ -85,6 +85,7 @@ impl Workload {
                 history,
                 candidates,
                 explain: shape.explain,
+                as_of: None,
             };
             requests.push(Bytes::from(req.encode_to_vec()));
         }

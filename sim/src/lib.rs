@@ -526,6 +526,9 @@ impl LearnerState {
             correct,
             seconds: recorded.then_some(seconds),
             completed_at_ms: self.clock_ms,
+            // Handed out when the learner started: an app records it when
+            // it calls Predict.
+            started_at_ms: Some(self.clock_ms.saturating_sub((seconds * 1000.0) as i64)),
         }
     }
 }

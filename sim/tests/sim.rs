@@ -373,6 +373,7 @@ fn csv_format() {
             correct: true,
             seconds: Some(12.5),
             completed_at_ms: 1_704_067_212_345,
+            started_at_ms: None,
         },
         TaskRow {
             user_id: "learner-0002".into(),
@@ -382,6 +383,7 @@ fn csv_format() {
             correct: false,
             seconds: None,
             completed_at_ms: 1_704_067_200_000,
+            started_at_ms: None,
         },
     ];
     let mut out = Vec::new();

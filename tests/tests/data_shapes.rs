@@ -827,6 +827,7 @@ fn predict_request(t: &Table) -> Result<PredictRequest> {
             .collect::<Result<_>>()?,
         candidates,
         explain: true,
+        as_of: None,
     })
 }
 

@@ -134,6 +134,7 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
         history: attempts(h),
         candidates: vec![cand.clone()],
         explain: false,
+        as_of: None,
     };
     let before = clients[0]
         .predict(predict(&history))
@@ -150,6 +151,7 @@ async fn whole_loop(db_url: &str, dir: &Path) -> Result<()> {
             correct: true,
             seconds: Some(15.0),
             completed_at_ms: history.last().map_or(0, |r| r.completed_at_ms) + 60_000 * (i + 1),
+            started_at_ms: None,
         })
         .collect();
     db.insert_tasks(&newer).await?;

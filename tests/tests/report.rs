@@ -91,6 +91,7 @@ async fn serve_rounds(
                         item_id: next.item_id.clone().unwrap_or_default(),
                     }],
                     explain: false,
+                    as_of: None,
                 })
                 .await?
                 .into_inner();

@@ -144,6 +144,7 @@ async fn run(size: &Size) -> Result {
         index_inputs: fitted.index_inputs(&ds),
         priors: ds.priors.clone(),
         time_modeled: None,
+        clock: false,
     };
     let onnx = Artifact::write(fitted.graph(), &metadata).expect("export");
     let model = OnnxModel::load(&onnx, 1).expect("load");

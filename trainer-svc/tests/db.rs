@@ -36,6 +36,7 @@ fn row(user: &str, ms: i64, correct: bool) -> TaskRow {
         correct,
         seconds: Some(ms as f64 / 10.0),
         completed_at_ms: ms,
+        started_at_ms: None,
     }
 }
 

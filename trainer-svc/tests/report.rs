@@ -358,6 +358,7 @@ fn outcome_rows() -> Vec<(TaskRow, StoredPrediction)> {
         correct,
         seconds: Some(seconds),
         completed_at_ms: at,
+        started_at_ms: None,
     };
     for u in 0..40u64 {
         for i in 0..10usize {
@@ -683,6 +684,7 @@ async fn report_scale() {
                     correct: unit(i as u64 + 7) < p,
                     seconds: Some(30.0),
                     completed_at_ms: 1_704_067_200_000 + i as i64 * 1_000,
+                    started_at_ms: None,
                 },
                 StoredPrediction {
                     p_correct: p,

@@ -383,6 +383,7 @@ async fn bad_rows_are_skipped_and_counted() {
             correct: true,
             seconds,
             completed_at_ms: 1_704_067_200_000 + ms,
+            started_at_ms: None,
         };
         rows.extend([
             bad("", "fractions", Some(10.0), 1),

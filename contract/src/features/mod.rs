@@ -50,61 +50,60 @@
 //! | 21 | `topic_speed` | `Σ_Ht,timed (t_j − m_j) / (nt_Ht + K)` |
 //! | 22 | `item_count` | `ln(1 + n_Hi)`, `Hi` = earlier attempts at the candidate's item |
 //! | 23 | `item_last_correct` | `+1` / `−1` if the last attempt at the item was right / wrong, `0` if none |
+//! | 24 | `decayed_rate_logit` | `logit((Σ_H w_j c_j + K·R)/(Σ_H w_j + K))`, `w_j = ½^(a_j/5)`, `a_j` = attempts after `j` in `H` |
+//! | 25 | `decayed_ability` | `Σ_H w_j (c_j − r_j) / (Σ_H w_j + K)` |
+//! | 26 | `topic_decayed_rate_logit` | as 24 over `Ht` (age counted in topic attempts), toward the topic rate of 9 |
+//! | 27 | `day_decayed_rate_logit` | as 24 with `w_j = ½^((A − τ_j)/1 day)` over timed attempts, toward `R`; `A` = the anchor |
+//! | 28 | `topic_gap_log` | `g(A − τ_last(Ht))`: time since the topic's last attempt, up to the anchor |
+//! | 29 | `item_gap_log` | `g(A − τ_last(Hi))` |
+//! | 30 | `idle_log` | `g(now − A)`: how long the learner has been away, when the caller knows "now" |
+//! | 31 | `times_known` | `1` when the anchor is known, else `0` |
+//! | 32 | `clock_known` | `1` when "now" is known, else `0` |
+//!
+//! Columns 0–23 are schema v1, all 33 are v2 ([`Schema`]).
+//!
+//! # Time, and why a row never sees its own
+//! `τ_j` is attempt `j`'s recorded time (completion, as the app stores it).
+//! The **anchor** `A` is the last attempt's `τ`: known before the next attempt
+//! starts, at training and at serving time alike. Gaps are measured to the
+//! anchor, never to the attempt being predicted: an export's timestamp of an
+//! attempt is usually when it was *finished*, so it contains the attempt's
+//! own duration and, through it, its outcome (slow answers are more often
+//! wrong). "Now" for `idle_log` is what the caller knew when it handed the
+//! task out: at training time a recorded `started_at`, at serving time
+//! `PredictRequest.as_of` or the server's clock, and only for models trained
+//! with a clock ([`FeatureContext::at`]). `g(s) = ln(1 + s/60)` with `s`
+//! clamped to `[0, 1 year]`; a topic or item never attempted gets
+//! `g(1 year)`; a gap whose times are unknown gets `0`, with `times_known`
+//! saying so, so histories without timestamps degrade to v1's information.
 //!
 //! With an empty history every learner feature equals its prior, so a new
 //! learner gets the topic / difficulty / item / population prediction.
 
-pub use crate::encode::{LOG_TIME_CAP, label_key, log_time};
+mod schema;
+
+pub use crate::encode::{LOG_TIME_CAP, label_key, log_time, unix_seconds, unix_seconds_ms};
 use crate::keymap::KeyMap;
 use crate::priors::{Prior, PriorTable};
+pub use schema::{FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA, FeatureRow, Schema, feature_index};
 
-/// Identifier of this feature schema; a model trained on another is refused.
-pub const FEATURE_SCHEMA: &str = "taskcast.features/v1";
 /// Learner-level pseudo-count (see the module docs).
 pub const K_LEARNER: f64 = 4.0;
 /// Size of the "recent" window.
 pub const RECENT: usize = 5;
 /// Default number of most recent attempts the features look at.
 pub const DEFAULT_HISTORY_WINDOW: u32 = 256;
-
-/// Feature names in input order.
-pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
-    "prior_item_logit",
-    "prior_item_log_time",
-    "prior_topic_logit",
-    "prior_topic_log_time",
-    "prior_difficulty_logit",
-    "prior_difficulty_log_time",
-    "overall_rate_logit",
-    "overall_log_time",
-    "overall_count",
-    "topic_rate_logit",
-    "topic_log_time",
-    "topic_count",
-    "difficulty_rate_logit",
-    "difficulty_log_time",
-    "difficulty_count",
-    "recent_rate_logit",
-    "recent_log_time",
-    "ability",
-    "topic_ability",
-    "recent_ability",
-    "speed",
-    "topic_speed",
-    "item_count",
-    "item_last_correct",
-];
-
-/// Number of features.
-pub const FEATURE_COUNT: usize = 24;
-
-/// Position of a feature by name.
-pub fn feature_index(name: &str) -> Option<usize> {
-    FEATURE_NAMES.iter().position(|n| *n == name)
-}
-
-/// One model input row.
-pub type FeatureRow = [f32; FEATURE_COUNT];
+/// Half-life of decayed correctness, in attempts: chosen on the developers'
+/// files (EVALUATION.md, "Feature schema v2").
+pub const HALF_LIFE_ATTEMPTS: f64 = 5.0;
+/// Half-life of day-decayed correctness, in seconds.
+pub const HALF_LIFE_SECONDS: f64 = 86_400.0;
+/// Longest gap the features tell apart, in seconds (a year).
+pub const GAP_CAP_SECONDS: f64 = 365.0 * 86_400.0;
+/// Timed attempts older than this many half-lives are left out of the
+/// day-decayed sums: their weight is below 1e-12, and skipping them spares
+/// the exponential.
+const DAY_DECAY_HORIZON: f64 = 40.0;
 
 /// `ln(p / (1 − p))` with `p` clamped away from 0 and 1.
 pub fn logit(p: f64) -> f64 {
@@ -129,6 +128,8 @@ pub struct Event {
     pub prior_rate: f64,
     /// Prior log-time of its item.
     pub prior_log_time: f64,
+    /// When it was recorded (Unix seconds), if the caller knows.
+    pub at: Option<f64>,
 }
 
 impl Event {
@@ -151,7 +152,15 @@ impl Event {
             log_time: log_time(seconds),
             prior_rate: prior.rate,
             prior_log_time: prior.log_time,
+            at: None,
         }
+    }
+
+    /// The same attempt, recorded at `at` (Unix seconds; `None`, or a value
+    /// that is not finite, means unknown).
+    pub fn at(mut self, at: Option<f64>) -> Self {
+        self.at = at.filter(|t| t.is_finite());
+        self
     }
 }
 
@@ -211,6 +220,16 @@ pub fn window(history: &[Event], window: u32) -> &[Event] {
     &history[history.len().saturating_sub(w)..]
 }
 
+/// Per-attempt decay factor, `½^(1/HALF_LIFE_ATTEMPTS)`.
+fn attempt_decay() -> f64 {
+    0.5f64.powf(1.0 / HALF_LIFE_ATTEMPTS)
+}
+
+/// `g(s)` of the module docs: a gap in seconds, clamped, as log-minutes.
+fn gap_log(seconds: f64) -> f64 {
+    (1.0 + seconds.clamp(0.0, GAP_CAP_SECONDS) / 60.0).ln()
+}
+
 /// Sums over a subset of the history.
 #[derive(Clone, Copy, Debug, Default)]
 struct Agg {
@@ -222,15 +241,25 @@ struct Agg {
     surprise: f64,
     /// Σ over timed (t_j − m_j)
     slowness: f64,
+    /// Σ w_j, Σ w_j c_j and Σ w_j (c_j − r_j) with per-attempt decay.
+    decayed_n: f64,
+    decayed_correct: f64,
+    decayed_surprise: f64,
+    /// The time of the last attempt added.
+    last_at: Option<f64>,
 }
 
 impl Agg {
     #[inline]
-    fn add(&mut self, e: &Event) {
+    fn add(&mut self, e: &Event, decay: f64) {
         let c = if e.correct { 1.0 } else { 0.0 };
         self.n += 1.0;
         self.correct += c;
         self.surprise += c - e.prior_rate;
+        self.decayed_n = self.decayed_n * decay + 1.0;
+        self.decayed_correct = self.decayed_correct * decay + c;
+        self.decayed_surprise = self.decayed_surprise * decay + (c - e.prior_rate);
+        self.last_at = e.at;
         if let Some(t) = e.log_time {
             self.n_timed += 1.0;
             self.log_time += t;
@@ -242,6 +271,10 @@ impl Agg {
         (self.correct + K_LEARNER * prior) / (self.n + K_LEARNER)
     }
 
+    fn decayed_rate(&self, prior: f64) -> f64 {
+        (self.decayed_correct + K_LEARNER * prior) / (self.decayed_n + K_LEARNER)
+    }
+
     fn mean_log_time(&self, prior: f64) -> f64 {
         (self.log_time + K_LEARNER * prior) / (self.n_timed + K_LEARNER)
     }
@@ -250,8 +283,29 @@ impl Agg {
         self.surprise / (self.n + K_LEARNER)
     }
 
+    fn decayed_ability(&self) -> f64 {
+        self.decayed_surprise / (self.decayed_n + K_LEARNER)
+    }
+
     fn speed(&self) -> f64 {
         self.slowness / (self.n_timed + K_LEARNER)
+    }
+}
+
+/// Attempts at one item: how many, the last outcome (+1 / −1) and its time.
+#[derive(Clone, Copy, Debug, Default)]
+struct ItemSums {
+    n: f64,
+    last: f64,
+    last_at: Option<f64>,
+}
+
+impl ItemSums {
+    #[inline]
+    fn add(&mut self, e: &Event) {
+        self.n += 1.0;
+        self.last = if e.correct { 1.0 } else { -1.0 };
+        self.last_at = e.at;
     }
 }
 
@@ -262,6 +316,15 @@ pub struct FeatureContext<'h> {
     population: Prior,
     overall: Agg,
     recent: Agg,
+    /// Σ w and Σ w·c with day decay, over timed attempts.
+    day_n: f64,
+    day_correct: f64,
+    /// The last attempt's time (module docs).
+    anchor: Option<f64>,
+    /// "Now", when the caller knows it ([`FeatureContext::at`]).
+    now: Option<f64>,
+    /// `½^(1/HALF_LIFE_ATTEMPTS)`, computed once per context.
+    decay: f64,
     /// Per-key sums, when built with [`FeatureContext::indexed`].
     groups: Option<Groups>,
 }
@@ -272,26 +335,26 @@ pub struct FeatureContext<'h> {
 struct Groups {
     topics: KeyMap<Agg>,
     difficulties: KeyMap<Agg>,
-    /// Attempts at the item and whether the last one was right (+1) or wrong (−1).
-    items: KeyMap<(f64, f64)>,
+    items: KeyMap<ItemSums>,
 }
 
 impl Groups {
-    fn new(history: &[Event]) -> Self {
+    fn new(history: &[Event], decay: f64) -> Self {
         let mut g = Groups::default();
         // Events are added in window order, so each group's floating-point
         // sums are accumulated exactly as `FeatureContext::row`'s pass does.
         for e in history {
             if e.topic != 0 {
-                g.topics.entry(e.topic).or_default().add(e);
+                g.topics.entry(e.topic).or_default().add(e, decay);
             }
             if e.difficulty != 0 {
-                g.difficulties.entry(e.difficulty).or_default().add(e);
+                g.difficulties
+                    .entry(e.difficulty)
+                    .or_default()
+                    .add(e, decay);
             }
             if e.item != 0 {
-                let (n, last) = g.items.entry(e.item).or_default();
-                *n += 1.0;
-                *last = if e.correct { 1.0 } else { -1.0 };
+                g.items.entry(e.item).or_default().add(e);
             }
         }
         g
@@ -309,23 +372,48 @@ pub struct Features {
 
 impl<'h> FeatureContext<'h> {
     /// Summarises `history`, which must already be cut to the model's window
-    /// ([`window`]) and ordered oldest first.
+    /// ([`window`]) and ordered oldest first. "Now" is unknown until
+    /// [`FeatureContext::at`] sets it.
     pub fn new(history: &'h [Event], table: &PriorTable) -> Self {
+        let decay = attempt_decay();
+        let anchor = history.last().and_then(|e| e.at);
         let mut overall = Agg::default();
+        let (mut day_n, mut day_correct) = (0.0, 0.0);
         for e in history {
-            overall.add(e);
+            overall.add(e, decay);
+            if let (Some(a), Some(t)) = (anchor, e.at) {
+                let age = (a - t).max(0.0) / HALF_LIFE_SECONDS;
+                if age < DAY_DECAY_HORIZON {
+                    let w = (-age).exp2();
+                    day_n += w;
+                    day_correct += if e.correct { w } else { 0.0 };
+                }
+            }
         }
         let mut recent = Agg::default();
         for e in &history[history.len().saturating_sub(RECENT)..] {
-            recent.add(e);
+            recent.add(e, decay);
         }
         FeatureContext {
             history,
             population: table.population(),
             overall,
             recent,
+            day_n,
+            day_correct,
+            anchor,
+            now: None,
+            decay,
             groups: None,
         }
+    }
+
+    /// The same context for a prediction made at `now` (Unix seconds): the
+    /// moment the task is handed out, never when an attempt finished (module
+    /// docs). `None` (or a value that is not finite) leaves it unknown.
+    pub fn at(mut self, now: Option<f64>) -> Self {
+        self.now = now.filter(|t| t.is_finite());
+        self
     }
 
     /// As [`FeatureContext::new`], plus per-topic, per-difficulty and
@@ -334,7 +422,7 @@ impl<'h> FeatureContext<'h> {
     /// rows are identical either way.
     pub fn indexed(history: &'h [Event], table: &PriorTable) -> Self {
         let mut ctx = Self::new(history, table);
-        ctx.groups = Some(Groups::new(history));
+        ctx.groups = Some(Groups::new(history, ctx.decay));
         ctx
     }
 
@@ -350,30 +438,39 @@ impl<'h> FeatureContext<'h> {
     }
 
     /// One pass over the window: the candidate's topic and difficulty sums,
-    /// and its item's attempt count and last outcome.
-    fn scan(&self, cand: &CandidateKey) -> (Agg, Agg, (f64, f64)) {
+    /// and its item's attempts.
+    fn scan(&self, cand: &CandidateKey) -> (Agg, Agg, ItemSums) {
         let mut topic = Agg::default();
         let mut difficulty = Agg::default();
-        let mut item_n = 0f64;
-        let mut item_last = 0f64;
+        let mut item = ItemSums::default();
         for e in self.history {
             if cand.topic != 0 && e.topic == cand.topic {
-                topic.add(e);
+                topic.add(e, self.decay);
             }
             if cand.difficulty != 0 && e.difficulty == cand.difficulty {
-                difficulty.add(e);
+                difficulty.add(e, self.decay);
             }
             if cand.item != 0 && e.item == cand.item {
-                item_n += 1.0;
-                item_last = if e.correct { 1.0 } else { -1.0 };
+                item.add(e);
             }
         }
-        (topic, difficulty, (item_n, item_last))
+        (topic, difficulty, item)
+    }
+
+    /// `g` of the time since a group's last attempt, up to the anchor.
+    fn since(&self, n: f64, last_at: Option<f64>) -> f64 {
+        if n == 0.0 {
+            return gap_log(GAP_CAP_SECONDS);
+        }
+        match (self.anchor, last_at) {
+            (Some(a), Some(t)) => gap_log(a - t),
+            _ => 0.0,
+        }
     }
 
     /// The feature row for one candidate.
     pub fn row(&self, cand: &CandidateKey, table: &PriorTable) -> Features {
-        let (topic, difficulty, (item_n, item_last)) = match &self.groups {
+        let (topic, difficulty, item) = match &self.groups {
             Some(g) => (
                 g.topics.get(&cand.topic).copied().unwrap_or_default(),
                 g.difficulties
@@ -394,6 +491,13 @@ impl<'h> FeatureContext<'h> {
         let pop = self.population;
         let overall_rate = self.overall.rate(pop.rate);
         let overall_time = self.overall.mean_log_time(pop.log_time);
+        let topic_rate = topic.rate(p_topic.rate);
+        let day_rate = (self.day_correct + K_LEARNER * overall_rate) / (self.day_n + K_LEARNER);
+        let idle = match (self.now, self.anchor) {
+            (Some(now), Some(a)) => gap_log(now - a),
+            _ => 0.0,
+        };
+        let known = |v: Option<f64>| if v.is_some() { 1.0 } else { 0.0 };
         let values: [f64; FEATURE_COUNT] = [
             logit(p_item.rate),
             p_item.log_time,
@@ -404,7 +508,7 @@ impl<'h> FeatureContext<'h> {
             logit(overall_rate),
             overall_time,
             (1.0 + self.overall.n).ln(),
-            logit(topic.rate(p_topic.rate)),
+            logit(topic_rate),
             topic.mean_log_time(p_topic.log_time),
             (1.0 + topic.n).ln(),
             logit(difficulty.rate(p_diff.rate)),
@@ -417,8 +521,17 @@ impl<'h> FeatureContext<'h> {
             self.recent.ability(),
             self.overall.speed(),
             topic.speed(),
-            (1.0 + item_n).ln(),
-            item_last,
+            (1.0 + item.n).ln(),
+            item.last,
+            logit(self.overall.decayed_rate(overall_rate)),
+            self.overall.decayed_ability(),
+            logit(topic.decayed_rate(topic_rate)),
+            logit(day_rate),
+            self.since(topic.n, topic.last_at),
+            self.since(item.n, item.last_at),
+            idle,
+            known(self.anchor),
+            known(self.now),
         ];
         Features {
             row: values.map(|v| v as f32),

@@ -152,10 +152,11 @@ proptest::proptest! {
     #[test]
     fn indexed_rows_equal_scanned_rows(
         history in proptest::collection::vec(
-            (0..4usize, 0..3usize, 0..6usize, proptest::bool::ANY, 0..4usize),
+            (0..4usize, 0..3usize, 0..6usize, proptest::bool::ANY, 0..4usize, 0..4usize),
             0..80,
         ),
         cands in proptest::collection::vec((0..4usize, 0..3usize, 0..6usize), 1..8),
+        now in proptest::option::of(0.0..1e7f64),
     ) {
         let t = empty_table();
         let topics = ["", "a", "b", "c"];
@@ -164,10 +165,15 @@ proptest::proptest! {
         let secs = [None, Some(0.5), Some(30.0), Some(5000.0)];
         let h: Vec<Event> = history
             .iter()
-            .map(|&(tp, d, i, c, s)| Event::resolve(topics[tp], diffs[d], items[i], c, secs[s], &t))
+            .enumerate()
+            .map(|(j, &(tp, d, i, c, s, gap))| {
+                let at = [None, Some(0.0), Some(90.0), Some(86_400.0 * 3.0)][gap]
+                    .map(|g| g + j as f64 * 10.0);
+                Event::resolve(topics[tp], diffs[d], items[i], c, secs[s], &t).at(at)
+            })
             .collect();
-        let plain = FeatureContext::new(&h, &t);
-        let indexed = FeatureContext::indexed(&h, &t);
+        let plain = FeatureContext::new(&h, &t).at(now);
+        let indexed = FeatureContext::indexed(&h, &t).at(now);
         for (tp, d, i) in cands {
             let key = CandidateKey::new(topics[tp], diffs[d], items[i], &t);
             let (a, b) = (plain.row(&key, &t), indexed.row(&key, &t));
@@ -185,10 +191,101 @@ fn every_row_is_finite_for_extreme_inputs() {
     let h: Vec<Event> = (0..300)
         .map(|i| {
             let secs = [Some(f64::MAX), Some(1e-300), None, Some(f64::INFINITY)][i % 4];
-            Event::resolve("\u{1F600}", "", &i.to_string(), i % 2 == 0, secs, &t)
+            let at = [Some(f64::MAX), Some(-1e300), None, Some(f64::NAN)][i % 4];
+            Event::resolve("\u{1F600}", "", &i.to_string(), i % 2 == 0, secs, &t).at(at)
         })
         .collect();
-    let ctx = FeatureContext::new(window(&h, 256), &t);
+    let ctx = FeatureContext::new(window(&h, 256), &t).at(Some(f64::MIN));
     let f = ctx.row(&CandidateKey::new("", "", "", &t), &t);
     assert!(f.row.iter().all(|v| v.is_finite()));
+}
+
+/// The v2 columns over three timed attempts, hand-computed.
+#[test]
+fn hand_computed_time_features() {
+    let t = empty_table();
+    let day = 86_400.0;
+    let h = [
+        Event::resolve("algebra", "", "q1", true, Some(10.0), &t).at(Some(0.0)),
+        Event::resolve("geometry", "", "q2", false, Some(10.0), &t).at(Some(day)),
+        Event::resolve("geometry", "", "q3", true, Some(10.0), &t).at(Some(2.0 * day)),
+    ];
+    let ctx = FeatureContext::new(&h, &t).at(Some(2.0 * day + 600.0));
+    let f = ctx.row(&CandidateKey::new("algebra", "", "q1", &t), &t).row;
+    let (k, p) = (4.0, 0.6);
+    let d = 0.5f64.powf(0.2);
+    let r = (2.0 + k * p) / (3.0 + k);
+    // per attempt: weights d², d, 1 on right, wrong, right
+    close(
+        f[idx("decayed_rate_logit")],
+        logit((d * d + 1.0 + k * r) / (d * d + d + 1.0 + k)),
+    );
+    close(
+        f[idx("decayed_ability")],
+        (0.4 * d * d - 0.6 * d + 0.4) / (d * d + d + 1.0 + k),
+    );
+    // topic algebra: its one attempt, toward the topic rate
+    let topic_rate = (1.0 + k * p) / (1.0 + k);
+    close(
+        f[idx("topic_decayed_rate_logit")],
+        logit((1.0 + k * topic_rate) / (1.0 + k)),
+    );
+    // per day, from the anchor (the last attempt): ¼, ½, 1
+    close(
+        f[idx("day_decayed_rate_logit")],
+        logit((0.25 + 1.0 + k * r) / (1.75 + k)),
+    );
+    let g = |s: f64| (1.0 + s / 60.0).ln();
+    close(f[idx("topic_gap_log")], g(2.0 * day));
+    close(f[idx("item_gap_log")], g(2.0 * day));
+    close(f[idx("idle_log")], g(600.0));
+    close(f[idx("times_known")], 1.0);
+    close(f[idx("clock_known")], 1.0);
+    // a topic never attempted reads as a year away
+    let new = ctx.row(&CandidateKey::new("calculus", "", "", &t), &t).row;
+    close(new[idx("topic_gap_log")], g(GAP_CAP_SECONDS));
+}
+
+/// Without timestamps the time columns say "unknown" and nothing else
+/// changes: the v1 columns are those of the same history with times.
+#[test]
+fn unknown_times_degrade_to_indicators() {
+    let t = empty_table();
+    let plain: Vec<Event> = (0..6)
+        .map(|i| Event::resolve("a", "", "q", i % 2 == 0, Some(20.0), &t))
+        .collect();
+    let timed: Vec<Event> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.at(Some(1000.0 * i as f64)))
+        .collect();
+    let cand = CandidateKey::new("a", "", "q", &t);
+    let a = FeatureContext::new(&plain, &t).row(&cand, &t).row;
+    let b = FeatureContext::new(&timed, &t).row(&cand, &t).row;
+    assert_eq!(a[..Schema::V1.width()], b[..Schema::V1.width()]);
+    for name in [
+        "topic_gap_log",
+        "item_gap_log",
+        "idle_log",
+        "times_known",
+        "clock_known",
+    ] {
+        close(a[idx(name)], 0.0);
+    }
+    close(
+        a[idx("day_decayed_rate_logit")],
+        f64::from(a[idx("overall_rate_logit")]),
+    );
+    close(b[idx("times_known")], 1.0);
+}
+
+#[test]
+fn schemas_are_prefixes_of_the_current_one() {
+    assert_eq!(Schema::CURRENT.id(), FEATURE_SCHEMA);
+    assert_eq!(Schema::CURRENT.width(), FEATURE_COUNT);
+    assert_eq!(Schema::V1.names(), &FEATURE_NAMES[..24]);
+    for s in Schema::ALL {
+        assert_eq!(Schema::from_id(s.id()), Some(s));
+    }
+    assert_eq!(Schema::from_id("taskcast.features/v0"), None);
 }

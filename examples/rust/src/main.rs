@@ -451,6 +451,7 @@ async fn run(client: &Taskcast, command: Command) -> anyhow::Result<()> {
                     history: history(&topic, n),
                     candidates,
                     explain,
+                    as_of: None,
                 })
                 .await?;
             output::predictions(&resp);
@@ -473,6 +474,7 @@ async fn run(client: &Taskcast, command: Command) -> anyhow::Result<()> {
                     target_p_correct: target,
                     time_budget_seconds: budget_seconds,
                     limit,
+                    as_of: None,
                 })
                 .await?;
             output::recommendations(&resp);

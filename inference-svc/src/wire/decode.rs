@@ -25,7 +25,7 @@ use taskcast_proto::{PredictRequest, RecommendRequest};
 
 use super::reader::{FIXED64, LEN, RECURSION_LIMIT, Reader, VARINT};
 use super::{DecodeError, WireError};
-use crate::fields::{AttemptFields, CandidateFields};
+use crate::fields::{AttemptFields, CandidateFields, Stamp};
 use crate::predict::{
     Limits, MAX_CANDIDATES, PredictError, PredictInput, check_shape, too_many_candidates,
     too_many_history,
@@ -47,6 +47,8 @@ pub struct AttemptRef<'a> {
     pub seconds: f64,
     /// `Attempt.item_id`.
     pub item_id: &'a str,
+    /// `Attempt.completed_at`.
+    pub completed_at: Option<Stamp>,
 }
 
 /// One candidate, its strings borrowed from the request.
@@ -73,6 +75,8 @@ pub struct PredictRequestRef<'a> {
     pub candidates: Vec<CandidateRef<'a>>,
     /// `PredictRequest.explain`.
     pub explain: bool,
+    /// `PredictRequest.as_of`.
+    pub as_of: Option<Stamp>,
 }
 
 /// A `RecommendRequest` read in place: Predict's fields and the ranking's.
@@ -89,6 +93,7 @@ pub struct RecommendRequestRef<'a> {
 pub(super) struct Top<'a> {
     pub(super) user_id: &'a str,
     pub(super) explain: bool,
+    pub(super) as_of: Option<Stamp>,
     pub(super) params: RecommendParams,
     pub(super) n_history: usize,
     pub(super) n_candidates: usize,
@@ -146,6 +151,10 @@ pub(super) fn scan<'a>(
                 // uint32 from a varint: the low 32 bits, as prost keeps them.
                 top.params.limit = r.varint()? as u32;
             }
+            8 => {
+                Reader::expect(wt, LEN)?;
+                top.as_of = Some(timestamp(r.bytes()?, top.as_of, RECURSION_LIMIT - 1)?);
+            }
             _ => r.skip(tag, wt, RECURSION_LIMIT)?,
         }
     }
@@ -160,6 +169,7 @@ pub(super) fn entries<'a>(buf: &'a [u8], top: &Top<'a>) -> Result<PredictRequest
         history: Vec::with_capacity(top.n_history),
         candidates: Vec::with_capacity(top.n_candidates),
         explain: top.explain,
+        as_of: top.as_of,
     };
     let mut r = Reader::new(buf);
     while !r.is_empty() {
@@ -230,10 +240,8 @@ fn decode_attempt(buf: &[u8]) -> Result<AttemptRef<'_>> {
                 a.seconds = f64::from_bits(r.fixed64()?);
             }
             5 => {
-                // `completed_at` is informational (order is the client's); it
-                // must still be a well-formed Timestamp, as prost would insist.
                 Reader::expect(wt, LEN)?;
-                check_timestamp(r.bytes()?)?;
+                a.completed_at = Some(timestamp(r.bytes()?, a.completed_at, NESTED - 1)?);
             }
             6 => {
                 Reader::expect(wt, LEN)?;
@@ -245,21 +253,29 @@ fn decode_attempt(buf: &[u8]) -> Result<AttemptRef<'_>> {
     Ok(a)
 }
 
+/// A `google.protobuf.Timestamp`, merged into `into` as protobuf merges a
+/// message field that occurs twice; `depth` is the recursion budget left
+/// inside it.
 #[inline]
-fn check_timestamp(buf: &[u8]) -> Result<()> {
+fn timestamp(buf: &[u8], into: Option<Stamp>, depth: u32) -> Result<Stamp> {
+    let mut t = into.unwrap_or_default();
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {
-            1 | 2 => {
+            1 => {
                 Reader::expect(wt, VARINT)?;
-                r.skip_varint()?;
+                t.seconds = r.varint()? as i64;
             }
-            // Two levels in: the Attempt, then the Timestamp.
-            _ => r.skip(tag, wt, NESTED - 1)?,
+            2 => {
+                Reader::expect(wt, VARINT)?;
+                // int32 from a varint: the low 32 bits, as prost keeps them.
+                t.nanos = r.varint()? as i32;
+            }
+            _ => r.skip(tag, wt, depth)?,
         }
     }
-    Ok(())
+    Ok(t)
 }
 
 fn decode_candidate(buf: &[u8]) -> Result<CandidateRef<'_>> {
@@ -297,6 +313,7 @@ impl<'a> From<&'a PredictRequestRef<'a>> for PredictInput<'a, AttemptRef<'a>, Ca
             history: &r.history,
             candidates: &r.candidates,
             explain: r.explain,
+            as_of: r.as_of,
         }
     }
 }
@@ -316,6 +333,9 @@ impl AttemptFields for AttemptRef<'_> {
     }
     fn seconds(&self) -> f64 {
         self.seconds
+    }
+    fn completed_at(&self) -> Option<Stamp> {
+        self.completed_at
     }
 }
 
@@ -339,12 +359,14 @@ impl CandidateFields for CandidateRef<'_> {
 pub(super) fn same_predict(req: &PredictRequest, got: &PredictRequestRef<'_>) -> bool {
     got.user_id == req.user_id
         && got.explain == req.explain
+        && got.as_of == req.as_of.as_ref().map(Stamp::from)
         && got.history.len() == req.history.len()
         && req.history.iter().zip(&got.history).all(|(a, b)| {
             (a.topic.as_str(), a.difficulty.as_str(), a.item_id.as_str())
                 == (b.topic, b.difficulty, b.item_id)
                 && a.correct == b.correct
                 && a.seconds.to_bits() == b.seconds.to_bits()
+                && a.completed_at.as_ref().map(Stamp::from) == b.completed_at
         })
         && got.candidates.len() == req.candidates.len()
         && req.candidates.iter().zip(&got.candidates).all(|(a, b)| {
@@ -365,6 +387,7 @@ pub(super) fn same_recommend(req: &RecommendRequest, got: &RecommendRequestRef<'
         history: req.history.clone(),
         candidates: req.candidates.clone(),
         explain: req.explain,
+        as_of: req.as_of,
     };
     same_predict(&base, &got.request)
         && req.target_p_correct.to_bits() == got.params.target_p_correct.to_bits()

@@ -182,6 +182,8 @@ pub(super) fn message() -> impl Strategy<Value = Vec<u8>> {
         1 => any::<u64>().prop_map(|v| Field::Fixed64(5, v)),
         1 => any::<u64>().prop_map(|v| Field::Fixed64(6, v)),
         1 => varint_value().prop_map(|v| Field::Varint(7, v)),
+        1 => proptest::collection::vec(field(prop_oneof![1u32..=3, 4u32..=30].boxed()), 0..4)
+            .prop_map(|f| Field::Message(8, f)),
         3 => field(tag().boxed()),
     ];
     proptest::collection::vec(top, 0..8).prop_map(|fields| {
@@ -267,13 +269,17 @@ pub(super) fn request() -> impl Strategy<Value = PredictRequest> {
         proptest::collection::vec(attempt(), 0..20),
         proptest::collection::vec(candidate(), 0..6),
         any::<bool>(),
+        proptest::option::of((any::<i64>(), any::<i32>())),
     )
-        .prop_map(|(user_id, history, candidates, explain)| PredictRequest {
-            user_id,
-            history,
-            candidates,
-            explain,
-        })
+        .prop_map(
+            |(user_id, history, candidates, explain, as_of)| PredictRequest {
+                user_id,
+                history,
+                candidates,
+                explain,
+                as_of: as_of.map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+            },
+        )
 }
 
 pub(super) fn recommend_request() -> impl Strategy<Value = RecommendRequest> {
@@ -291,5 +297,6 @@ pub(super) fn recommend_request() -> impl Strategy<Value = RecommendRequest> {
             target_p_correct: target,
             time_budget_seconds: budget,
             limit,
+            as_of: r.as_of,
         })
 }

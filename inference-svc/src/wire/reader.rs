@@ -33,28 +33,6 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
-    /// Steps over a varint without assembling its value.
-    #[inline]
-    pub(super) fn skip_varint(&mut self) -> Result<()> {
-        // Eight bytes at once: the first without its high bit ends the varint.
-        if let Some(word) = self.buf.first_chunk::<8>() {
-            let ends = !u64::from_le_bytes(*word) & 0x8080_8080_8080_8080;
-            if ends != 0 {
-                self.buf = &self.buf[(ends.trailing_zeros() / 8) as usize + 1..];
-                return Ok(());
-            }
-        }
-        match self.buf.iter().take(10).position(|b| *b < 0x80) {
-            // The tenth byte may only carry the top bit of a u64.
-            Some(9) if self.buf[9] > 1 => Err(WireError("invalid varint")),
-            Some(i) => {
-                self.buf = &self.buf[i + 1..];
-                Ok(())
-            }
-            None => Err(WireError("invalid varint")),
-        }
-    }
-
     #[inline]
     pub(super) fn varint(&mut self) -> Result<u64> {
         // Tags and lengths in these messages are almost always one byte.

@@ -174,6 +174,7 @@ pub fn request(history: Vec<Attempt>, candidates: Vec<Candidate>) -> PredictRequ
         history,
         candidates,
         explain: false,
+        as_of: None,
     }
 }
 

@@ -10,6 +10,11 @@ use taskcast_contract::{RowProblem, Stat, TaskRow};
 use super::{FOLDS, fold_of, holdout_len};
 use crate::source::{LearnerSource, SourceError};
 
+/// Share of rows with a `started_at` from which a model uses the clock: a
+/// model that saw "now" on a handful of rows would be served it on every
+/// request.
+pub const CLOCK_MIN_SHARE: f64 = 0.5;
+
 /// Counts of training attempts within one fold.
 #[derive(Clone, Debug, Default)]
 pub(super) struct FoldCounts {
@@ -95,6 +100,8 @@ pub struct Census {
     pub learners: u64,
     /// Attempts that went to hold-out.
     pub holdout_rows: u64,
+    /// Usable attempts with a recorded `started_at`.
+    pub started_rows: u64,
     /// Training attempts' log-times, for the baselines' population
     /// quantiles; moved out (empty) once the row pass has taken them.
     pub train_log_times: Vec<f64>,
@@ -104,6 +111,14 @@ pub struct Census {
 }
 
 impl Census {
+    /// Whether a model trained on these rows learns from "now": when at
+    /// least [`CLOCK_MIN_SHARE`] of them recorded when they were handed out.
+    /// Below that, every row is featurised with "now" unknown, as the model
+    /// will then be served.
+    pub fn clock(&self) -> bool {
+        self.rows > 0 && self.started_rows as f64 >= CLOCK_MIN_SHARE * self.rows as f64
+    }
+
     /// Total skipped rows.
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
@@ -140,6 +155,7 @@ pub async fn census(source: &mut impl LearnerSource) -> Result<Census, SourceErr
             }
             c.learners += 1;
             c.rows += rows.len() as u64;
+            c.started_rows += rows.iter().filter(|r| r.started_at_ms.is_some()).count() as u64;
             let h = holdout_len(rows.len());
             c.holdout_rows += h as u64;
             let fold = &mut c.folds[fold_of(&rows[0].user_id)];

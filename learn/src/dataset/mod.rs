@@ -32,7 +32,9 @@ mod view;
 
 use std::collections::HashMap;
 
-use taskcast_contract::features::{DEFAULT_HISTORY_WINDOW, label_key, log_time, window};
+use taskcast_contract::features::{
+    DEFAULT_HISTORY_WINDOW, label_key, log_time, unix_seconds_ms, window,
+};
 use taskcast_contract::priors::DERIVED_DIFFICULTIES;
 use taskcast_contract::{
     CandidateKey, Event, FEATURE_COUNT, FeatureContext, PriorTable, Priors, RowKeys, TaskRow,
@@ -224,6 +226,9 @@ pub struct Dataset {
     pub priors: Priors,
     /// Features' history window.
     pub history_window: u32,
+    /// Whether rows were featurised with their recorded start time as
+    /// "now" ([`Census::clock`]); the model then reads the clock when served.
+    pub clock: bool,
     /// Learner ids.
     pub users: Vocab,
     /// Topic labels.
@@ -245,6 +250,7 @@ impl Dataset {
             holdout: Rows::with_capacity(census.holdout_rows as usize, true),
             priors,
             history_window,
+            clock: census.clock(),
             users: Vocab::new(),
             topics: Vocab::new(),
             difficulties: Vocab::new(),
@@ -352,8 +358,16 @@ fn resolve(rows: &[&TaskRow], table: &PriorTable, with_items: bool) -> Vec<Event
                 r.seconds,
                 table,
             )
+            .at(Some(unix_seconds_ms(r.completed_at_ms)))
         })
         .collect()
+}
+
+/// The "now" a row is featurised at: when its task was handed out, if the
+/// app recorded it and the model uses a clock ([`Census::clock`]); never
+/// its own completion time, which carries its duration and so its outcome.
+pub fn row_now(r: &TaskRow, clock: bool) -> Option<f64> {
+    r.started_at_ms.filter(|_| clock).map(unix_seconds_ms)
 }
 
 /// What the row pass needs beside the rows: the priors each side is
@@ -365,6 +379,8 @@ struct RowPass {
     history_window: u32,
     /// Keys of the derived difficulty labels, in [`DERIVED_DIFFICULTIES`] order.
     derived: [u64; 3],
+    /// Whether rows see their recorded start time ([`Census::clock`]).
+    clock: bool,
 }
 
 /// Which side of the split a row is on, and so which priors and events it is
@@ -417,6 +433,7 @@ impl RowPass {
             serving,
             history_window,
             derived: DERIVED_DIFFICULTIES.map(label_key),
+            clock: census.clock(),
         }
     }
 
@@ -465,7 +482,8 @@ impl RowPass {
                 _ => r.item_id.as_deref().unwrap_or(""),
             };
             let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
-            let ctx = FeatureContext::new(window(&events[..i], self.history_window), table);
+            let ctx = FeatureContext::new(window(&events[..i], self.history_window), table)
+                .at(row_now(r, self.clock));
             let topic = ds.topics.id(&r.topic);
             let difficulty = ds.difficulties.id(self.difficulty_label(r, &cand));
             let item = ds.items.id(item);

@@ -13,6 +13,8 @@ use super::resolve;
 pub struct HoldoutView {
     table: PriorTable,
     history_window: u32,
+    /// Whether that model reads the clock.
+    clock: bool,
     /// Row-major features.
     pub x: Vec<f32>,
     /// Index-input keys.
@@ -20,12 +22,13 @@ pub struct HoldoutView {
 }
 
 impl HoldoutView {
-    /// An empty view for a model with these priors and window; the row pass
-    /// ([`build`](super::build)) fills it.
-    pub fn new(priors: &Priors, history_window: u32) -> Self {
+    /// An empty view for a model with these priors, window and use of the
+    /// clock; the row pass ([`build`](super::build)) fills it.
+    pub fn new(priors: &Priors, history_window: u32, clock: bool) -> Self {
         HoldoutView {
             table: PriorTable::new(priors),
             history_window,
+            clock,
             x: Vec::new(),
             keys: Vec::new(),
         }
@@ -50,7 +53,8 @@ impl HoldoutView {
         for (i, r) in rows.iter().enumerate().skip(split) {
             let item = r.item_id.as_deref().unwrap_or("");
             let cand = CandidateKey::new(&r.topic, &r.difficulty, item, table);
-            let ctx = FeatureContext::new(window(&events[..i], self.history_window), table);
+            let ctx = FeatureContext::new(window(&events[..i], self.history_window), table)
+                .at(super::row_now(r, self.clock));
             self.x.extend_from_slice(&ctx.row(&cand, table).row);
             self.keys.push(RowKeys::new(user_key, &cand));
         }

@@ -34,7 +34,7 @@ impl Incumbent {
     pub fn try_load(onnx: &[u8]) -> Result<Incumbent, RuntimeError> {
         let model = OnnxModel::load(onnx, 1)?;
         let meta = &model.artifact.metadata;
-        let view = HoldoutView::new(&meta.priors, meta.history_window);
+        let view = HoldoutView::new(&meta.priors, meta.history_window, meta.reads_clock());
         Ok(Incumbent { model, view })
     }
 

@@ -60,6 +60,7 @@ async fn ask(
                             item_id: String::new(),
                         }],
                         explain: false,
+                        as_of: None,
                     })
                     .await?
                     .into_inner();
@@ -103,6 +104,7 @@ fn outcomes(
                 correct: u < truth,
                 seconds: Some(30.0),
                 completed_at_ms: now,
+                started_at_ms: None,
             };
             let prediction = StoredPrediction {
                 p_correct: *p,

@@ -22,7 +22,7 @@ async fn oversized_requests_and_floods_are_refused_not_queued() -> Result<()> {
         let replica = InferenceProc::start(&dir, "r1", None, &["--concurrency-limit-per-connection", "2", "--sessions", "1"])?;
         let ch = connect(replica.port).await?;
         let mut c = InferenceClient::new(ch.clone());
-        wait_serving(&mut c, "bootstrap-2", Duration::from_secs(30)).await?;
+        wait_serving(&mut c, "bootstrap-3", Duration::from_secs(30)).await?;
 
         let mut huge = simple_predict();
         huge.user_id = "x".repeat(5 * 1024 * 1024);
@@ -53,8 +53,8 @@ async fn oversized_requests_and_floods_are_refused_not_queued() -> Result<()> {
                     item_id: format!("item-{i}"),
                 })
                 .collect(),
-            explain: true,
-        };
+            explain: true, as_of: None,
+};
         let started = Instant::now();
         let burst: Vec<_> = (0..64)
             .map(|_| {

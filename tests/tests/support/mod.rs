@@ -614,5 +614,6 @@ pub fn simple_predict() -> PredictRequest {
             item_id: String::new(),
         }],
         explain: false,
+        as_of: None,
     }
 }

@@ -38,6 +38,8 @@ pub mod completed_task {
         pub model_version: Option<String>,
         /// The client's key for the task, unique where present (idempotent writes).
         pub task_id: Option<String>,
+        /// When the task was handed out, if the backend recorded it.
+        pub started_at: Option<DateTimeUtc>,
     }
 
     /// No relations.

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(Idempotence),
             Box::new(super::fleet::Fleet),
             Box::new(super::rollout::Rollouts),
+            Box::new(StartedAt),
         ]
     }
 }
@@ -439,6 +440,41 @@ impl MigrationTrait for Idempotence {
                     .col(text(ImportedFiles::Path))
                     .col(ColumnDef::new(ImportedFiles::Rows).big_integer().not_null())
                     .col(ts(ImportedFiles::ImportedAt))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `completed_tasks.started_at` (issue 30): when the task was handed out,
+/// the moment the backend called Predict. Nullable: the features use it as
+/// "now" only when most rows carry it, and a completion time is never a
+/// substitute (it contains the attempt's own duration).
+struct StartedAt;
+
+impl MigrationName for StartedAt {
+    fn name(&self) -> &str {
+        "m20261213_000001_started_at"
+    }
+}
+
+#[derive(DeriveIden)]
+enum StartedAtColumns {
+    StartedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for StartedAt {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The backend owns completed_tasks and may have added the column itself.
+        if manager.has_column("completed_tasks", "started_at").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(CompletedTasks::Table)
+                    .add_column(ts_null(StartedAtColumns::StartedAt))
                     .to_owned(),
             )
             .await

@@ -15,7 +15,7 @@ use super::{Db, DbError, DbResult, completed_at_from_ms};
 use sea_orm::ActiveValue::Set;
 
 /// The columns a completed task is inserted with, in [`task_values`] order.
-pub(super) const TASK_COLUMNS: [Column; 7] = [
+pub(super) const TASK_COLUMNS: [Column; 8] = [
     Column::UserId,
     Column::ItemId,
     Column::Topic,
@@ -23,17 +23,22 @@ pub(super) const TASK_COLUMNS: [Column; 7] = [
     Column::Correct,
     Column::Seconds,
     Column::CompletedAt,
+    Column::StartedAt,
 ];
 
 /// One row's values for [`TASK_COLUMNS`]; a time outside what the databases
 /// store is an error naming it.
 pub(super) fn task_values(r: &TaskRow) -> DbResult<Vec<Expr>> {
-    let at = completed_at_from_ms(r.completed_at_ms).ok_or_else(|| {
-        DbError::Invalid(format!(
-            "completed_at {} ms is outside years 1..=9999",
-            r.completed_at_ms
-        ))
-    })?;
+    let time = |column: &str, ms: i64| {
+        completed_at_from_ms(ms).ok_or_else(|| {
+            DbError::Invalid(format!("{column} {ms} ms is outside years 1..=9999"))
+        })
+    };
+    let at = time("completed_at", r.completed_at_ms)?;
+    let started = r
+        .started_at_ms
+        .map(|ms| time("started_at", ms))
+        .transpose()?;
     Ok(vec![
         Expr::val(r.user_id.clone()),
         Expr::val(r.item_id.clone()),
@@ -42,6 +47,7 @@ pub(super) fn task_values(r: &TaskRow) -> DbResult<Vec<Expr>> {
         Expr::val(r.correct),
         Expr::val(r.seconds),
         Expr::val(at),
+        Expr::val(started),
     ])
 }
 
@@ -236,6 +242,7 @@ type ScanTuple = (
     bool,
     Option<f64>,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
 );
 
 /// The training scan's columns and order, rows with `id <= up_to_id` (all
@@ -294,7 +301,7 @@ pub(super) async fn fetch_page(
     let rows: Vec<ScanTuple> = q.limit(page_size).into_tuple().all(conn).await?;
     let cursor = rows
         .last()
-        .map(|(id, user_id, _, _, _, _, _, completed_at)| Cursor {
+        .map(|(id, user_id, _, _, _, _, _, completed_at, _)| Cursor {
             user_id: user_id.clone(),
             completed_at: *completed_at,
             id: *id,
@@ -302,7 +309,7 @@ pub(super) async fn fetch_page(
     let page = rows
         .into_iter()
         .map(
-            |(id, user_id, item_id, topic, difficulty, correct, seconds, at)| {
+            |(id, user_id, item_id, topic, difficulty, correct, seconds, at, started)| {
                 (
                     id,
                     TaskRow {
@@ -313,6 +320,7 @@ pub(super) async fn fetch_page(
                         correct,
                         seconds,
                         completed_at_ms: at.timestamp_millis(),
+                        started_at_ms: started.map(|t| t.timestamp_millis()),
                     },
                 )
             },

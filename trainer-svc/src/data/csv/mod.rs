@@ -4,8 +4,12 @@
 //! so a file of any size is read in constant memory. Gzip is detected by its
 //! magic bytes, not the file name; concatenated gzip members are read through.
 //!
-//! Columns are found by header name, in any order; `difficulty` and
-//! `task_id` are optional. Fields are trimmed.
+//! Columns are found by header name, in any order; `difficulty`,
+//! `task_id` and `started_at` are optional. Fields are trimmed.
+//! - `started_at`: when the task was handed out (the moment the app would
+//!   call Predict), in `ts`'s forms; empty means not recorded. It is what
+//!   lets a model use "now" (`taskcast_contract::features`); `ts` is read
+//!   as when the attempt was finished, and is never a row's own "now".
 //! - `task_id`: the client's key for the task; empty means none. Rows whose
 //!   key is already in `completed_tasks` (or earlier in the file) are not
 //!   imported twice (see [`crate::data::import`]).
@@ -162,6 +166,7 @@ struct Columns {
     ts: usize,
     difficulty: Option<usize>,
     task_id: Option<usize>,
+    started_at: Option<usize>,
     count: usize,
 }
 
@@ -395,6 +400,7 @@ fn parse_header(header: &csv::StringRecord) -> Result<Columns, CsvError> {
         ts: need("ts")?,
         difficulty: find("difficulty"),
         task_id: find("task_id"),
+        started_at: find("started_at"),
         count: names.len(),
     })
 }
@@ -429,6 +435,12 @@ fn parse_record(
         .ok_or_else(|| bad(line, "seconds", field(c.seconds), "not a finite number"))?;
     let completed_at_ms = parse_ts(field(c.ts), ts_unit)
         .map_err(|e| bad(line, "ts", field(c.ts), e.problem(ts_unit)))?;
+    let started_at_ms = match c.started_at.map(field).filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => {
+            Some(parse_ts(v, ts_unit).map_err(|e| bad(line, "started_at", v, e.problem(ts_unit)))?)
+        }
+    };
     let item_id = field(c.item_id);
     let row = TaskRow {
         user_id: field(c.user_id).to_owned(),
@@ -438,6 +450,7 @@ fn parse_record(
         correct,
         seconds,
         completed_at_ms,
+        started_at_ms,
     };
     // The very check training applies, so no row that passes here is
     // skipped later without a line number.
