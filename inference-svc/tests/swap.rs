@@ -12,7 +12,7 @@ use common::*;
 use inference_svc::Config;
 use taskcast_contract::artifact::{INPUT_FEATURES, OUTPUT_P_CORRECT};
 use taskcast_contract::onnx::{Dim, GraphBuilder};
-use taskcast_contract::{Artifact, FEATURE_COUNT, IndexField, IndexInput};
+use taskcast_contract::{Artifact, FEATURE_COUNT, IndexField, IndexInput, Schema};
 use taskcast_proto::*;
 use tonic::Code;
 
@@ -31,9 +31,17 @@ fn version_of(server: &TestServer) -> Option<String> {
     server.slot.current().map(|m| m.version().to_string())
 }
 
+/// Swaps back and forth between a model of feature schema v1 (what a
+/// registry holds from the release before) and one of v2 under load: no
+/// request fails, and each answer has the reasons of the schema of the
+/// model that gave it (v1 → v2 → v1 … as a rollout and its rollback do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_swap_under_concurrent_load_never_fails_a_request() {
-    let a = linear_bytes(&random_linear(1), &metadata("swap-a", Default::default()));
+    let mut v1 = metadata("swap-a", Default::default());
+    v1.feature_schema = Schema::V1.id().into();
+    v1.features.truncate(Schema::V1.width());
+    v1.feature_baseline.truncate(Schema::V1.width());
+    let a = Artifact::write(random_linear(1).graph_for(Schema::V1), &v1).expect("v1 model");
     let b = linear_bytes(&random_linear(2), &metadata("swap-b", Default::default()));
     let trainer = FakeTrainer::new(None);
     let (url, _t) = trainer.serve().await;
@@ -59,18 +67,37 @@ async fn hot_swap_under_concurrent_load_never_fails_a_request() {
         clients.push(tokio::spawn(async move {
             let mut versions = HashSet::new();
             let history: Vec<Attempt> = (0..i)
-                .map(|k| attempt("t", k % 2 == 0, 10.0 + k as f64))
+                .map(|k| Attempt {
+                    completed_at: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000 + 90 * k as i64,
+                        nanos: 0,
+                    }),
+                    ..attempt("t", k % 2 == 0, 10.0 + k as f64)
+                })
                 .collect();
+            let explain = i % 4 == 0;
             while !stop.load(Ordering::Relaxed) {
+                let mut req = request(
+                    history.clone(),
+                    vec![candidate("x", "t"), candidate("y", "u")],
+                );
+                req.explain = explain;
                 let resp = c
-                    .predict(request(
-                        history.clone(),
-                        vec![candidate("x", "t"), candidate("y", "u")],
-                    ))
+                    .predict(req)
                     .await
                     .expect("no request fails during swaps")
                     .into_inner();
                 assert_eq!(resp.predictions.len(), 2);
+                if explain {
+                    let width = if resp.model_version == "swap-a" {
+                        Schema::V1.width()
+                    } else {
+                        Schema::V2.width()
+                    };
+                    for p in &resp.predictions {
+                        assert_eq!(p.reasons.len(), width, "{}", resp.model_version);
+                    }
+                }
                 versions.insert(resp.model_version);
                 ok.fetch_add(1, Ordering::Relaxed);
             }

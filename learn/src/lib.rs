@@ -16,8 +16,10 @@
 //!   the promotion gate;
 //! - [`pipeline`]: those stages in order, for any source;
 //! - [`itemless`] and [`pretrain`]: the offline variants (a hold-out without
-//!   item ids; weights pooled over several files for the bootstrap).
+//!   item ids; weights pooled over several files for the bootstrap);
+//!   [`ablation`]: feature groups switched off for the ablation study.
 
+pub mod ablation;
 pub mod budget;
 pub mod dataset;
 pub mod families;

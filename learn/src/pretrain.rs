@@ -5,10 +5,20 @@
 //! new deployment serves (the bootstrap) and where the `pretrained` family
 //! starts, so it must do right by a learner over empty priors: the fit is
 //! checked with [`taskcast_contract::first_contact`] before anyone writes it.
+//!
+//! It reads none of schema v2's columns ([`PRETRAIN_WITHOUT`]), though it is
+//! served as a v2 model. The wall-clock ones: the public files it is pooled
+//! from mostly carry row numbers for timestamps, so gaps learned from them
+//! would mean something else in an app that records real times. The ones
+//! decayed over attempts: pooled with v1's recent rates they took weights
+//! of opposite signs, and the fit failed the first-contact checks (five
+//! right answers in a topic moved p there from 0.783 down to 0.772), so a
+//! new app's learner would have been told the opposite of what happened.
 
 use taskcast_contract::linear::LinearModel;
 use taskcast_contract::{Artifact, Priors, bootstrap, first_contact};
 
+use crate::ablation::{self, FeatureGroup};
 use crate::dataset::{self, Dataset, PriorSet, Rows};
 use crate::families::Family;
 use crate::families::linear::{self, LinearOptions};
@@ -62,9 +72,14 @@ pub async fn datasets(
     Ok(sets)
 }
 
+/// The feature groups the pretrained model leaves out (module docs).
+pub const PRETRAIN_WITHOUT: [FeatureGroup; 1] = [FeatureGroup::V2];
+
 /// Fits the pooled training rows of `sets` and runs the first-contact checks.
 pub fn fit(sets: &[Dataset], options: &LinearOptions) -> Result<Pretrained, TrainError> {
-    let rows = Rows::pooled(sets.iter().map(|d| &d.train));
+    let mut rows = Rows::pooled(sets.iter().map(|d| &d.train));
+    // Constant columns get no weight in either head.
+    ablation::zero(&mut rows.x, &PRETRAIN_WITHOUT);
     let learn_time = sets.iter().any(Dataset::time_modeled);
     let opts = LinearOptions {
         per_row_scale: false,

@@ -566,9 +566,10 @@ pub fn format_ts(ms: i64) -> String {
 }
 
 /// Writes rows in the dataset CSV format, with a header:
-/// `user_id,item_id,topic,correct,seconds,ts,difficulty`, where `correct` is
-/// `0`/`1`, a missing `item_id` or `seconds` is an empty field and `ts` is
-/// [`format_ts`] of `completed_at_ms`.
+/// `user_id,item_id,topic,correct,seconds,ts,difficulty,started_at`, where
+/// `correct` is `0`/`1`, a missing `item_id`, `seconds` or `started_at` is an
+/// empty field and `ts` and `started_at` are [`format_ts`] of
+/// `completed_at_ms` and `started_at_ms`.
 pub fn write_csv<'a, W: io::Write>(
     rows: impl IntoIterator<Item = &'a TaskRow>,
     writer: W,
@@ -582,9 +583,11 @@ pub fn write_csv<'a, W: io::Write>(
         "seconds",
         "ts",
         "difficulty",
+        "started_at",
     ])?;
     for row in rows {
         let seconds = row.seconds.map(|s| s.to_string()).unwrap_or_default();
+        let started = row.started_at_ms.map(format_ts).unwrap_or_default();
         out.write_record([
             row.user_id.as_str(),
             row.item_id.as_deref().unwrap_or(""),
@@ -593,6 +596,7 @@ pub fn write_csv<'a, W: io::Write>(
             seconds.as_str(),
             format_ts(row.completed_at_ms).as_str(),
             row.difficulty.as_str(),
+            started.as_str(),
         ])?;
     }
     out.flush()

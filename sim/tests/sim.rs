@@ -373,7 +373,7 @@ fn csv_format() {
             correct: true,
             seconds: Some(12.5),
             completed_at_ms: 1_704_067_212_345,
-            started_at_ms: None,
+            started_at_ms: Some(1_704_067_199_845),
         },
         TaskRow {
             user_id: "learner-0002".into(),
@@ -391,9 +391,9 @@ fn csv_format() {
     let text = String::from_utf8(out).unwrap();
     assert_eq!(
         text,
-        "user_id,item_id,topic,correct,seconds,ts,difficulty\n\
-         learner-0001,fractions-017,fractions,1,12.5,2024-01-01T00:00:12.345Z,hard\n\
-         learner-0002,,algebra,0,,2024-01-01T00:00:00.000Z,\n"
+        "user_id,item_id,topic,correct,seconds,ts,difficulty,started_at\n\
+         learner-0001,fractions-017,fractions,1,12.5,2024-01-01T00:00:12.345Z,hard,2023-12-31T23:59:59.845Z\n\
+         learner-0002,,algebra,0,,2024-01-01T00:00:00.000Z,,\n"
     );
     assert_eq!(format_ts(i64::MAX), i64::MAX.to_string());
 }

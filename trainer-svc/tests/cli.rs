@@ -68,7 +68,7 @@ fn simulate_train_and_eval() {
         "3",
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(text.starts_with("user_id,item_id,topic,correct,seconds,ts,difficulty\n"));
+    assert!(text.starts_with("user_id,item_id,topic,correct,seconds,ts,difficulty,started_at\n"));
     let rows = text.lines().count() - 1;
     assert!(rows > 1000, "{rows} rows");
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
-use taskcast_contract::TaskRow;
 use taskcast_contract::artifact::Artifact;
+use taskcast_contract::{Schema, TaskRow};
 use taskcast_proto::inference_client::InferenceClient;
 use taskcast_proto::trainer_client::TrainerClient;
 use taskcast_proto::{
@@ -28,14 +28,17 @@ use crate::{active, wait_serving};
 /// Learners asked in each canary.
 const LEARNERS: usize = 10_000;
 
-/// A servable model whose every prediction is `p` (its logit weights are
-/// zero): the simulated world below decides which of two such models is
-/// better calibrated.
-fn constant(version: &str, p: f32, seed: u64) -> Result<Vec<u8>> {
+/// A servable model of `schema` whose every prediction is `p` (its logit
+/// weights are zero): the simulated world below decides which of two such
+/// models is better calibrated.
+fn constant(version: &str, p: f32, seed: u64, schema: Schema) -> Result<Vec<u8>> {
     let mut m = random_linear(seed);
     m.p_weights = [0.0; taskcast_contract::FEATURE_COUNT];
     m.p_bias = (p / (1.0 - p)).ln();
-    Ok(Artifact::write(m.graph(), &metadata(version))?)
+    Ok(Artifact::write(
+        m.graph_for(schema),
+        &metadata_for(schema, version),
+    )?)
 }
 
 /// (learner, version that answered, p) for learners `from..to`, 32 in flight.
@@ -166,11 +169,14 @@ async fn a_canary_splits_learners_and_is_judged_on_live_outcomes() -> Result<()>
     scenario("canary", Duration::from_secs(240), |dir| async move {
         let tdb = TestDb::postgres().await?;
         let db = Db::connect(tdb.url()).await?;
+        // The active version comes from the release before: feature schema
+        // v1. The candidates are v2, so each replica serves both schemas,
+        // each learner's arm computing the features its model reads.
         register(
             &db,
             "v1",
-            taskcast_contract::FEATURE_SCHEMA,
-            constant("v1", 0.7, 1)?,
+            Schema::V1.id(),
+            constant("v1", 0.7, 1, Schema::V1)?,
         )
         .await?;
         db.set_active("v1", trainer_svc::db::PromotionKind::Promote)
@@ -179,14 +185,14 @@ async fn a_canary_splits_learners_and_is_judged_on_live_outcomes() -> Result<()>
             &db,
             "v2",
             taskcast_contract::FEATURE_SCHEMA,
-            constant("v2", 0.95, 2)?,
+            constant("v2", 0.95, 2, Schema::V2)?,
         )
         .await?;
         register(
             &db,
             "v3",
             taskcast_contract::FEATURE_SCHEMA,
-            constant("v3", 0.9, 3)?,
+            constant("v3", 0.9, 3, Schema::V2)?,
         )
         .await?;
         let judge = [

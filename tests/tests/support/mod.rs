@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use taskcast_contract::artifact::{Artifact, ModelMetadata};
 use taskcast_contract::bootstrap::linear_metadata;
 use taskcast_contract::linear::LinearModel;
-use taskcast_contract::{FEATURE_SCHEMA, Priors};
+use taskcast_contract::{FEATURE_SCHEMA, Priors, Schema};
 use taskcast_proto::{Candidate, PredictRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
@@ -408,7 +408,18 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 
 /// Metadata like the bootstrap model's, with a given version and empty priors.
 pub fn metadata(version: &str) -> ModelMetadata {
-    let mut m = linear_metadata(version, "linear", Priors::default());
+    metadata_for(Schema::CURRENT, version)
+}
+
+/// [`metadata`] for a model of `schema` (an older one: what a registry
+/// holds from the release before).
+pub fn metadata_for(schema: Schema, version: &str) -> ModelMetadata {
+    let mut m = taskcast_contract::bootstrap::linear_metadata_for(
+        schema,
+        version,
+        "linear",
+        Priors::default(),
+    );
     m.trained_at = "2026-11-26T12:00:00Z".into();
     m.metrics = BTreeMap::from([("auc".to_string(), 0.6)]);
     m.training_rows = 1000;

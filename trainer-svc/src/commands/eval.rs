@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use taskcast_contract::runtime::{OnnxModel, Output};
+use taskcast_learn::ablation::{self, FeatureGroup};
 use taskcast_learn::dataset::Dataset;
 use taskcast_learn::families::{Family, Fitted};
 use taskcast_learn::itemless;
@@ -50,6 +51,15 @@ pub struct EvalArgs {
     /// are scored unless --family is given too.
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
+    /// Switch a feature group off (repeatable): its columns are zeroed in
+    /// every row before fitting, for ablation studies. Groups: v2 (every
+    /// column schema v2 added), decay, gaps, clock, item.
+    #[arg(long, value_name = "GROUP")]
+    without: Vec<FeatureGroup>,
+    /// Seed of the families' random draws (the MLP's initialisation and
+    /// batches), to judge a family over several seeds.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Reads the file once, fits each family once, and prints the table (or
@@ -62,9 +72,12 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         Family::NAMED.to_vec()
     };
-    let spec = args
+    let mut spec = args
         .common
         .spec(families.first().copied().unwrap_or(Family::Linear))?;
+    if let Some(seed) = args.seed {
+        spec.fit.seed = seed;
+    }
     let mut scored = match &args.model {
         Some(file) => Some(load_model(file)?),
         None => None,
@@ -78,17 +91,21 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         &progress,
         args.json,
     )?;
-    let ds = pipeline::prepare(
+    let mut ds = pipeline::prepare(
         &mut source,
         spec.history_window,
         scored.as_mut(),
         &mut progress.on_phase(),
     )
     .await?;
+    ablation::without(&mut ds, &args.without);
     let itemless = if args.hidden_items {
         progress.message("no items");
         let mut free = itemless::without_items(&source);
-        Some(itemless::itemless_dataset(&mut free, &ds).await?)
+        let mut free = itemless::itemless_dataset(&mut free, &ds).await?;
+        ablation::without(&mut free.dataset, &args.without);
+        ablation::zero(&mut free.seen_with_items.x, &args.without);
+        Some(free)
     } else {
         None
     };

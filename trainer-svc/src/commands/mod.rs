@@ -24,7 +24,7 @@ pub enum Command {
     /// model registry, WatchModels for inference replicas).
     // Boxed: the serve flags outweigh every other command's many times over.
     Serve(Box<trainer_svc::serve::config::ServeConfig>),
-    /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty][,task_id])
+    /// Import a CSV file (user_id,item_id,topic,correct,seconds,ts[,difficulty][,task_id][,started_at])
     /// into completed_tasks in one transaction. A row whose task_id is
     /// already stored is ignored (counted as a duplicate); a file imported
     /// before (same sha256) is refused unless --allow-reimport. A bad row (unparsable value,

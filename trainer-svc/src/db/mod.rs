@@ -73,16 +73,19 @@ pub use runs::{NewRun, RunRecord, RunState, RunTrigger, RunUpdate};
 pub use selection::{LearnerCut, SelectedPager};
 pub use tasks::{ImportedFile, KeyedTask, TaskInserter, TaskPager};
 
-/// Rows per multi-row `INSERT` on SQLite (8 bound values per row; SQLite
+/// Rows per multi-row `INSERT` on SQLite (9 bound values per row; SQLite
 /// allows 32766), and the size of the batches the CSV import hands over.
 pub const INSERT_BATCH: usize = 1000;
 
-/// Rows per multi-row `INSERT` on PostgreSQL: 8000 × 8 = 64000 bound values
-/// (7 task columns and `task_id`), just under the protocol's 65535. Larger than on SQLite because each
-/// statement costs a network round trip (about 40 ms for statements this
-/// big, as sqlx does not disable Nagle's algorithm), so fewer is faster:
-/// 941k rows took 46 s in batches of 1000 and 8 s in batches of 9000.
-pub const PG_INSERT_BATCH: usize = 8000;
+/// Rows per multi-row `INSERT` on PostgreSQL: as many as fit under the
+/// protocol's 65535 bound values, at one per task column and `task_id`
+/// (7222 rows of 9 = 64998). Larger than on SQLite because each statement
+/// costs a network round trip (about 40 ms for statements this big, as sqlx
+/// does not disable Nagle's algorithm), so fewer is faster: 941k rows took
+/// 46 s in batches of 1000 and 8 s in batches of 9000. Derived from the
+/// column list, so a new column cannot push a batch over the limit (the
+/// kill test of `tests/hardening.rs` caught exactly that).
+pub const PG_INSERT_BATCH: usize = 65_000 / (tasks::TASK_COLUMNS.len() + 1);
 
 /// Earliest `completed_at` accepted (0001-01-01T00:00:00Z) in Unix milliseconds.
 /// SQLite stores timestamps as RFC 3339 text and the scan orders by that text,

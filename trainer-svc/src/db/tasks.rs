@@ -30,9 +30,8 @@ pub(super) const TASK_COLUMNS: [Column; 8] = [
 /// store is an error naming it.
 pub(super) fn task_values(r: &TaskRow) -> DbResult<Vec<Expr>> {
     let time = |column: &str, ms: i64| {
-        completed_at_from_ms(ms).ok_or_else(|| {
-            DbError::Invalid(format!("{column} {ms} ms is outside years 1..=9999"))
-        })
+        completed_at_from_ms(ms)
+            .ok_or_else(|| DbError::Invalid(format!("{column} {ms} ms is outside years 1..=9999")))
     };
     let at = time("completed_at", r.completed_at_ms)?;
     let started = r
