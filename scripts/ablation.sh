@@ -18,7 +18,8 @@ for file in "$@"; do
   for c in "${configs[@]}"; do
     label=${c%%:*}; flags=${c#*:}
     # Only a file with start times has a clock to switch off.
-    if [[ $label == v2-clock ]] && ! zcat -f "$file" | head -1 | grep -q started_at; then continue; fi
+    header=$(zcat -f "$file" | head -1 || true)
+    if [[ $label == v2-clock && $header != *started_at* ]]; then continue; fi
     for seed in 7 8 9; do
       dest="$out/$name.$label.$seed.json"
       [[ -s $dest ]] && continue

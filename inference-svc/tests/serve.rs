@@ -180,6 +180,21 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
         cases.push((r, "history[3].seconds must be finite and >= 0"));
         let _ = i;
     }
+    let stamp = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+    for (seconds, nanos) in [
+        (0, -1),
+        (0, 1_000_000_000),
+        (i64::MAX, 0),
+        (-62_135_596_801, 0),
+    ] {
+        let mut r = ok();
+        r.as_of = stamp(seconds, nanos);
+        cases.push((r, "as_of: not a valid timestamp"));
+        let mut r = ok();
+        r.history = vec![attempt("a", true, 1.0); 4];
+        r.history[3].completed_at = stamp(seconds, nanos);
+        cases.push((r, "history[3].completed_at: not a valid timestamp"));
+    }
     for (req, want) in cases {
         let e = c.predict(req).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{want}: {e:?}");
@@ -574,5 +589,63 @@ async fn corrupt_startup_model_without_trainer_is_a_clear_error() {
     std::fs::write(dir.path().join("z-good.onnx"), bootstrap_bytes()).unwrap();
     let server = start(Config::default_for_tests(dir.path())).await;
     assert_eq!(server.slot.current().unwrap().version(), "bootstrap-3");
+    server.stop().await.unwrap();
+}
+
+/// A model trained with a clock is served "now" from the request's `as_of`,
+/// measured from the last attempt's `completed_at`; a model trained without
+/// one gets "now unknown" whatever the request says, as its training rows had.
+#[tokio::test]
+async fn as_of_reaches_only_a_model_that_reads_the_clock() {
+    let server = start(config()).await;
+    let mut c = server.client().await;
+    let last = 1_700_000_000;
+    let mut req = request(
+        (0..3)
+            .map(|k| Attempt {
+                completed_at: Some(prost_types::Timestamp {
+                    seconds: last - 60 * (2 - k),
+                    nanos: 0,
+                }),
+                ..attempt("a", true, 10.0)
+            })
+            .collect(),
+        vec![candidate("x", "a")],
+    );
+    req.explain = true;
+    req.as_of = Some(prost_types::Timestamp {
+        seconds: last + 600,
+        nanos: 0,
+    });
+    let value = |resp: &PredictResponse, name: &str| {
+        resp.predictions[0]
+            .reasons
+            .iter()
+            .find(|r| r.feature == name)
+            .map(|r| r.value)
+            .unwrap_or_else(|| panic!("no reason {name}"))
+    };
+    // The bootstrap model reads no clock.
+    let resp = c.predict(req.clone()).await.unwrap().into_inner();
+    assert_eq!(value(&resp, "clock_known"), 0.0);
+    assert_eq!(value(&resp, "idle_log"), 0.0);
+    assert_eq!(value(&resp, "times_known"), 1.0);
+
+    let mut meta = metadata("clocked", Default::default());
+    meta.clock = true;
+    server
+        .slot
+        .try_swap(linear_bytes(&random_linear(3), &meta), None)
+        .await
+        .unwrap();
+    let resp = c.predict(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.model_version, "clocked");
+    assert_eq!(value(&resp, "clock_known"), 1.0);
+    // g(600 s) = ln(1 + 10 minutes)
+    assert!((value(&resp, "idle_log") - 11f64.ln()).abs() < 1e-5);
+    // Without `as_of`, the server's clock: years after `last`.
+    req.as_of = None;
+    let resp = c.predict(req).await.unwrap().into_inner();
+    assert!(value(&resp, "idle_log") > 11f64.ln() + 5.0);
     server.stop().await.unwrap();
 }

@@ -526,8 +526,7 @@ impl LearnerState {
             correct,
             seconds: recorded.then_some(seconds),
             completed_at_ms: self.clock_ms,
-            // Handed out when the learner started: an app records it when
-            // it calls Predict.
+            // Handed out when the learner started, as an app records it.
             started_at_ms: Some(self.clock_ms.saturating_sub((seconds * 1000.0) as i64)),
         }
     }
@@ -566,10 +565,8 @@ pub fn format_ts(ms: i64) -> String {
 }
 
 /// Writes rows in the dataset CSV format, with a header:
-/// `user_id,item_id,topic,correct,seconds,ts,difficulty,started_at`, where
-/// `correct` is `0`/`1`, a missing `item_id`, `seconds` or `started_at` is an
-/// empty field and `ts` and `started_at` are [`format_ts`] of
-/// `completed_at_ms` and `started_at_ms`.
+/// `user_id,item_id,topic,correct,seconds,ts,difficulty,started_at`: `correct`
+/// `0`/`1`, a missing value an empty field, times by [`format_ts`].
 pub fn write_csv<'a, W: io::Write>(
     rows: impl IntoIterator<Item = &'a TaskRow>,
     writer: W,

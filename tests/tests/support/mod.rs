@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use taskcast_contract::artifact::{Artifact, ModelMetadata};
-use taskcast_contract::bootstrap::linear_metadata;
 use taskcast_contract::linear::LinearModel;
 use taskcast_contract::{FEATURE_SCHEMA, Priors, Schema};
 use taskcast_proto::{Candidate, PredictRequest};
