@@ -93,8 +93,9 @@ pub const K_LEARNER: f64 = 4.0;
 pub const RECENT: usize = 5;
 /// Default number of most recent attempts the features look at.
 pub const DEFAULT_HISTORY_WINDOW: u32 = 256;
-/// Half-life of decayed correctness, in attempts: chosen on the developers'
-/// files (EVALUATION.md, "Feature schema v2").
+/// Half-life of decayed correctness, in attempts: the prototype's value
+/// (issue 30), with the day below; neither has been swept on the
+/// developers' files yet (EVALUATION.md, "Feature schema v2").
 pub const HALF_LIFE_ATTEMPTS: f64 = 5.0;
 /// Half-life of day-decayed correctness, in seconds.
 pub const HALF_LIFE_SECONDS: f64 = 86_400.0;
