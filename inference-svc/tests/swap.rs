@@ -37,10 +37,12 @@ fn version_of(server: &TestServer) -> Option<String> {
 /// model that gave it (v1 → v2 → v1 … as a rollout and its rollback do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_swap_under_concurrent_load_never_fails_a_request() {
-    let mut v1 = metadata("swap-a", Default::default());
-    v1.feature_schema = Schema::V1.id().into();
-    v1.features.truncate(Schema::V1.width());
-    v1.feature_baseline.truncate(Schema::V1.width());
+    let v1 = taskcast_contract::bootstrap::linear_metadata_for(
+        Schema::V1,
+        "swap-a",
+        "linear",
+        Default::default(),
+    );
     let a = Artifact::write(random_linear(1).graph_for(Schema::V1), &v1).expect("v1 model");
     let b = linear_bytes(&random_linear(2), &metadata("swap-b", Default::default()));
     let trainer = FakeTrainer::new(None);

@@ -178,7 +178,11 @@ pub async fn check_once(db: &Db, publisher: &Publisher, gauges: &FleetGauges) ->
     };
     // Only from the version judged: with two trainer replicas checking the
     // same fleet, the second finds the registry moved and does nothing.
-    let back = match db.rollback_from(&active.version, &prev.version).await {
+    let reason = format!("rolled back by the trainer: {why}");
+    let back = match db
+        .rollback_rejecting(&active.version, &prev.version, &reason)
+        .await
+    {
         Ok(back) => back,
         Err(DbError::Conflict(why)) => {
             tracing::info!(%why, "the registry moved while rolling back a refused version; nothing to do");
@@ -186,11 +190,6 @@ pub async fn check_once(db: &Db, publisher: &Publisher, gauges: &FleetGauges) ->
         }
         Err(e) => return Err(e),
     };
-    db.reject(
-        &active.version,
-        &format!("rolled back by the trainer: {why}"),
-    )
-    .await?;
     publisher.refresh(db).await?;
     tracing::error!(refused = %active.version, now_active = %back.version, reason = %why, "rolled back: every replica refused the active version");
     Ok(true)

@@ -221,10 +221,9 @@ pub fn window(history: &[Event], window: u32) -> &[Event] {
     &history[history.len().saturating_sub(w)..]
 }
 
-/// Per-attempt decay factor, `½^(1/HALF_LIFE_ATTEMPTS)`.
-fn attempt_decay() -> f64 {
-    0.5f64.powf(1.0 / HALF_LIFE_ATTEMPTS)
-}
+/// Per-attempt decay factor, `½^(1/HALF_LIFE_ATTEMPTS)`, written out because
+/// `powf` is not `const` (a unit test holds the two equal).
+const ATTEMPT_DECAY: f64 = 0.870_550_563_296_124_1;
 
 /// `g(s)` of the module docs: a gap in seconds, clamped, as log-minutes.
 fn gap_log(seconds: f64) -> f64 {
@@ -252,14 +251,14 @@ struct Agg {
 
 impl Agg {
     #[inline]
-    fn add(&mut self, e: &Event, decay: f64) {
+    fn add(&mut self, e: &Event) {
         let c = if e.correct { 1.0 } else { 0.0 };
         self.n += 1.0;
         self.correct += c;
         self.surprise += c - e.prior_rate;
-        self.decayed_n = self.decayed_n * decay + 1.0;
-        self.decayed_correct = self.decayed_correct * decay + c;
-        self.decayed_surprise = self.decayed_surprise * decay + (c - e.prior_rate);
+        self.decayed_n = self.decayed_n * ATTEMPT_DECAY + 1.0;
+        self.decayed_correct = self.decayed_correct * ATTEMPT_DECAY + c;
+        self.decayed_surprise = self.decayed_surprise * ATTEMPT_DECAY + (c - e.prior_rate);
         self.last_at = e.at;
         if let Some(t) = e.log_time {
             self.n_timed += 1.0;
@@ -324,8 +323,6 @@ pub struct FeatureContext<'h> {
     anchor: Option<f64>,
     /// "Now", when the caller knows it ([`FeatureContext::at`]).
     now: Option<f64>,
-    /// `½^(1/HALF_LIFE_ATTEMPTS)`, computed once per context.
-    decay: f64,
     /// Per-key sums, when built with [`FeatureContext::indexed`].
     groups: Option<Groups>,
 }
@@ -340,19 +337,16 @@ struct Groups {
 }
 
 impl Groups {
-    fn new(history: &[Event], decay: f64) -> Self {
+    fn new(history: &[Event]) -> Self {
         let mut g = Groups::default();
         // Events are added in window order, so each group's floating-point
         // sums are accumulated exactly as `FeatureContext::row`'s pass does.
         for e in history {
             if e.topic != 0 {
-                g.topics.entry(e.topic).or_default().add(e, decay);
+                g.topics.entry(e.topic).or_default().add(e);
             }
             if e.difficulty != 0 {
-                g.difficulties
-                    .entry(e.difficulty)
-                    .or_default()
-                    .add(e, decay);
+                g.difficulties.entry(e.difficulty).or_default().add(e);
             }
             if e.item != 0 {
                 g.items.entry(e.item).or_default().add(e);
@@ -376,12 +370,11 @@ impl<'h> FeatureContext<'h> {
     /// ([`window`]) and ordered oldest first. "Now" is unknown until
     /// [`FeatureContext::at`] sets it.
     pub fn new(history: &'h [Event], table: &PriorTable) -> Self {
-        let decay = attempt_decay();
         let anchor = history.last().and_then(|e| e.at);
         let mut overall = Agg::default();
         let (mut day_n, mut day_correct) = (0.0, 0.0);
         for e in history {
-            overall.add(e, decay);
+            overall.add(e);
             if let (Some(a), Some(t)) = (anchor, e.at) {
                 let age = (a - t).max(0.0) / HALF_LIFE_SECONDS;
                 if age < DAY_DECAY_HORIZON {
@@ -393,7 +386,7 @@ impl<'h> FeatureContext<'h> {
         }
         let mut recent = Agg::default();
         for e in &history[history.len().saturating_sub(RECENT)..] {
-            recent.add(e, decay);
+            recent.add(e);
         }
         FeatureContext {
             history,
@@ -404,7 +397,6 @@ impl<'h> FeatureContext<'h> {
             day_correct,
             anchor,
             now: None,
-            decay,
             groups: None,
         }
     }
@@ -423,7 +415,7 @@ impl<'h> FeatureContext<'h> {
     /// rows are identical either way.
     pub fn indexed(history: &'h [Event], table: &PriorTable) -> Self {
         let mut ctx = Self::new(history, table);
-        ctx.groups = Some(Groups::new(history, ctx.decay));
+        ctx.groups = Some(Groups::new(history));
         ctx
     }
 
@@ -446,10 +438,10 @@ impl<'h> FeatureContext<'h> {
         let mut item = ItemSums::default();
         for e in self.history {
             if cand.topic != 0 && e.topic == cand.topic {
-                topic.add(e, self.decay);
+                topic.add(e);
             }
             if cand.difficulty != 0 && e.difficulty == cand.difficulty {
-                difficulty.add(e, self.decay);
+                difficulty.add(e);
             }
             if cand.item != 0 && e.item == cand.item {
                 item.add(e);

@@ -289,3 +289,8 @@ fn schemas_are_prefixes_of_the_current_one() {
     }
     assert_eq!(Schema::from_id("taskcast.features/v0"), None);
 }
+
+#[test]
+fn attempt_decay_is_the_half_life() {
+    assert_eq!(ATTEMPT_DECAY, 0.5f64.powf(1.0 / HALF_LIFE_ATTEMPTS));
+}

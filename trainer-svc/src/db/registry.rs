@@ -412,7 +412,7 @@ impl Db {
     /// the registry lock, so a promotion landing in between cannot make the
     /// rollback return to a version that is no longer the previous one.
     pub async fn rollback(&self) -> DbResult<Option<ModelVersionMeta>> {
-        self.rollback_checked(None).await
+        self.rollback_checked(None, None).await
     }
 
     /// [`Db::rollback`], only if `from` is still the active version and
@@ -422,7 +422,21 @@ impl Db {
     /// [`DbError::Conflict`] when the registry moved in between — two
     /// trainer replicas never roll back twice for one cause.
     pub async fn rollback_from(&self, from: &str, to: &str) -> DbResult<ModelVersionMeta> {
-        self.rollback_checked(Some((from, to)))
+        self.rollback_checked(Some((from, to)), None)
+            .await?
+            .ok_or_else(|| DbError::Conflict("there is no previous active version".into()))
+    }
+
+    /// [`Db::rollback_from`], and `from` rejected with `reason` in the same
+    /// transaction: a version every replica refuses is never left retired
+    /// (and so a rollback target) by a trainer that dies between the two.
+    pub async fn rollback_rejecting(
+        &self,
+        from: &str,
+        to: &str,
+        reason: &str,
+    ) -> DbResult<ModelVersionMeta> {
+        self.rollback_checked(Some((from, to)), Some(reason))
             .await?
             .ok_or_else(|| DbError::Conflict("there is no previous active version".into()))
     }
@@ -430,6 +444,7 @@ impl Db {
     async fn rollback_checked(
         &self,
         expect: Option<(&str, &str)>,
+        reject: Option<&str>,
     ) -> DbResult<Option<ModelVersionMeta>> {
         let tx = self.conn.begin().await?;
         self.registry_xact_lock(&tx).await?;
@@ -449,6 +464,9 @@ impl Db {
             }
         }
         let meta = activate_in(&tx, &prev.version, PromotionKind::Rollback).await?;
+        if let (Some((from, _)), Some(reason)) = (expect, reject) {
+            reject_in(&tx, from, reason).await?;
+        }
         tx.commit().await?;
         Ok(Some(meta))
     }
@@ -517,19 +535,26 @@ impl Db {
                 "model version {version:?} is under a canary: end the canary (Rollback) to reject it"
             )));
         }
-        model_version::Entity::update_many()
-            .col_expr(
-                model_version::Column::State,
-                Expr::value(ModelState::Rejected.as_str()),
-            )
-            .col_expr(model_version::Column::Reason, Expr::value(reason))
-            .filter(model_version::Column::Version.eq(version))
-            .exec(&tx)
-            .await?;
+        reject_in(&tx, version, reason).await?;
         let meta = meta_where(&tx, version)
             .await?
             .ok_or_else(|| not_found(version))?;
         tx.commit().await?;
         Ok(meta)
     }
+}
+
+/// Marks `version` rejected with `reason`, inside the caller's transaction
+/// (which holds the registry lock and has checked the version may be).
+async fn reject_in(tx: &impl ConnectionTrait, version: &str, reason: &str) -> DbResult<()> {
+    model_version::Entity::update_many()
+        .col_expr(
+            model_version::Column::State,
+            Expr::value(ModelState::Rejected.as_str()),
+        )
+        .col_expr(model_version::Column::Reason, Expr::value(reason))
+        .filter(model_version::Column::Version.eq(version))
+        .exec(tx)
+        .await?;
+    Ok(())
 }
