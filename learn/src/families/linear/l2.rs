@@ -3,9 +3,8 @@
 
 use linfa::prelude::*;
 use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, ArrayView1, ArrayView2};
 
-use super::scaling::Scaling;
 use super::{FALLBACK_ALPHA, GRADIENT_TOLERANCE_PER_ROW, L2_GRID, MAX_ITERATIONS};
 use crate::dataset::Rows;
 use crate::families::FitError;
@@ -40,12 +39,13 @@ impl From<&FittedLogisticRegression<f64, bool>> for Logit {
     }
 }
 
-/// linfa's L2 logistic regression of `y` on standardised `x`, from
-/// `initial` (linfa's own parameters of an earlier fit on the same rows, the
-/// intercept last) when given.
+/// linfa's L2 logistic regression of `y` on standardised `x` (column-major:
+/// [`super::scaling::Scaling::columns`] says why), from `initial` (linfa's
+/// own parameters of an earlier fit, the intercept last) when given. Views,
+/// so that the grid's fits share one matrix instead of copying it each.
 pub(super) fn logistic(
-    x: Array2<f64>,
-    y: Array1<bool>,
+    x: ArrayView2<'_, f64>,
+    y: ArrayView1<'_, bool>,
     alpha: f64,
     initial: Option<Array1<f64>>,
 ) -> Result<FittedLogisticRegression<f64, bool>, FitError> {
@@ -61,7 +61,7 @@ pub(super) fn logistic(
         params = params.initial_params(p);
     }
     params
-        .fit(&linfa::Dataset::new(x, y))
+        .fit(&linfa::DatasetBase::new(x, y))
         .map_err(|e| FitError::Linfa(e.to_string()))
 }
 
@@ -73,7 +73,7 @@ pub(super) fn warm_start(fitted: &FittedLogisticRegression<f64, bool>) -> Array1
 }
 
 pub(super) fn outcomes(rows: &Rows, idx: &[usize]) -> Array1<bool> {
-    Array1::from_iter(idx.iter().map(|&i| rows.correct[i]))
+    idx.iter().map(|&i| rows.correct[i]).collect()
 }
 
 pub(super) fn both_outcomes(rows: &Rows, idx: &[usize]) -> bool {
@@ -88,6 +88,9 @@ struct Tried {
     z: Vec<f64>,
     /// The slice's log loss, per row.
     losses: Vec<f64>,
+    /// linfa's parameters of the fit: the final fit on every row starts
+    /// from the chosen one's.
+    params: Array1<f64>,
 }
 
 impl Tried {
@@ -109,6 +112,26 @@ impl Tried {
         let se = (d.iter().map(|v| (v - dm).powi(2)).sum::<f64>() / (m - 1.0).max(1.0) / m).sqrt();
         dm <= se
     }
+}
+
+/// The fit rows and the inner validation slice, as standardised columns and
+/// outcomes: views of one matrix (the fit rows first), so the grid's fits and
+/// the final fit on every row read the same memory.
+pub(super) struct Split<'a> {
+    pub(super) fit_x: ArrayView2<'a, f64>,
+    pub(super) fit_y: ArrayView1<'a, bool>,
+    pub(super) val_x: ArrayView2<'a, f64>,
+    pub(super) val_y: ArrayView1<'a, bool>,
+}
+
+/// What [`choose_l2`] settled on.
+pub(super) struct Choice {
+    /// The per-row strength.
+    pub(super) l2: f64,
+    /// The slice's logits from the fit on the other rows.
+    pub(super) z: Vec<f64>,
+    /// That fit's parameters, a warm start for the final fit.
+    pub(super) params: Array1<f64>,
 }
 
 /// The per-row L2 strength the slice prefers, and the slice's logits under
@@ -135,34 +158,32 @@ impl Tried {
 /// last one's weights, and the walk stops once a strength is clearly worse
 /// than the best so far (the loss is unimodal in λ): on large tables only the
 /// first few strengths are fitted.
-pub(super) fn choose_l2(
-    rows: &Rows,
-    scaling: &Scaling,
-    fit: &[usize],
-    val: &[usize],
-) -> Result<(f64, Vec<f64>), FitError> {
-    let xv = scaling.matrix(rows, val);
-    let yv: Vec<bool> = val.iter().map(|&i| rows.correct[i]).collect();
-    let xf = scaling.matrix(rows, fit);
-    let yf = outcomes(rows, fit);
+pub(super) fn choose_l2(split: &Split<'_>) -> Result<Choice, FitError> {
+    let n_fit = split.fit_x.nrows() as f64;
     // The fallback's prior is the least regularisation there is: the slice
     // may strengthen it, never loosen it.
-    let floor = FALLBACK_ALPHA / fit.len() as f64;
+    let floor = FALLBACK_ALPHA / n_fit;
     let candidates =
         std::iter::once(floor).chain(L2_GRID.iter().rev().copied().filter(|&l| l > floor));
     let mut tried: Vec<Tried> = Vec::with_capacity(L2_GRID.len() + 1);
     let mut start = None;
     let mut best = 0;
     for l2 in candidates {
-        let fitted = logistic(xf.clone(), yf.clone(), l2 * fit.len() as f64, start.take())?;
-        start = Some(warm_start(&fitted));
-        let z = Logit::of(xv.view(), &fitted);
+        let fitted = logistic(split.fit_x, split.fit_y, l2 * n_fit, start.take())?;
+        let params = warm_start(&fitted);
+        start = Some(params.clone());
+        let z = Logit::of(split.val_x, &fitted);
         let losses = z
             .iter()
-            .zip(&yv)
+            .zip(split.val_y)
             .map(|(&z, &y)| row_log_loss(z, y))
             .collect();
-        let t = Tried { l2, z, losses };
+        let t = Tried {
+            l2,
+            z,
+            losses,
+            params,
+        };
         tracing::debug!(l2, val_logloss = t.mean(), "linear L2 candidate");
         let worse = !tried.is_empty() && !t.ties(&tried[best]);
         if tried.is_empty() || t.mean() < tried[best].mean() {
@@ -179,5 +200,9 @@ pub(super) fn choose_l2(
         .find(|&k| tried[k].ties(&tried[best]))
         .unwrap_or(best);
     let t = tried.swap_remove(chosen);
-    Ok((t.l2, t.z))
+    Ok(Choice {
+        l2: t.l2,
+        z: t.z,
+        params: t.params,
+    })
 }

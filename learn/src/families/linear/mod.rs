@@ -41,6 +41,8 @@ mod time;
 
 use std::collections::BTreeMap;
 
+use ndarray::Axis;
+
 use taskcast_contract::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
 use taskcast_contract::features::feature_index;
 use taskcast_contract::linear::LinearModel;
@@ -50,7 +52,7 @@ use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 use super::calibration::{MIN_CALIBRATION_ROWS, Platt, calibrated_losses, mean_loss};
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::dataset::Rows;
-use l2::{Logit, both_outcomes, choose_l2, logistic, outcomes};
+use l2::{Logit, Split, both_outcomes, choose_l2, logistic, outcomes};
 use scaling::Scaling;
 pub use time::{MIN_SCALE_ROWS, TimeScale};
 pub(crate) use time::{fit_time, interval};
@@ -285,15 +287,32 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         validation_rows: val_idx.len(),
         ..LinearInfo::default()
     };
-    // The slice's logits from a fit that did not see it, for the calibration.
-    let (l2, val_logits) = match opts.alpha {
+    // One column-major matrix for every logistic fit below, the fit rows
+    // first: the grid and the slice read views of it, the final fit all of it.
+    let order: Vec<usize> = fit_idx.iter().chain(&val_idx).copied().collect();
+    let x = scaling.columns(rows, &order);
+    let y = outcomes(rows, &order);
+    let (fit_x, val_x) = x.view().split_at(Axis(0), fit_idx.len());
+    let (fit_y, val_y) = y.view().split_at(Axis(0), fit_idx.len());
+    let split = Split {
+        fit_x,
+        fit_y,
+        val_x,
+        val_y,
+    };
+    // The slice's logits from a fit that did not see it, for the calibration;
+    // with a chosen strength, also that fit's parameters, where the final fit
+    // starts. Only then: a fixed strength's final fit must not depend on
+    // whether a calibration was asked for (the calibration tests compare
+    // the two).
+    let (l2, val_logits, start) = match opts.alpha {
         None if slice_usable => {
             info.l2_selected = true;
-            let (l2, z) = choose_l2(rows, &scaling, &fit_idx, &val_idx)?;
-            (l2, Some(z))
+            let c = choose_l2(&split)?;
+            (c.l2, Some(c.z), Some(c.params))
         }
-        None => (FALLBACK_ALPHA / n, None),
-        Some(alpha) => (alpha / n, None),
+        None => (FALLBACK_ALPHA / n, None, None),
+        Some(alpha) => (alpha / n, None, None),
     };
     let val_logits = match val_logits {
         Some(z) => Some(z),
@@ -303,24 +322,17 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
             && val_idx.len() >= MIN_CALIBRATION_ROWS
             && both_outcomes(rows, &fit_idx) =>
         {
-            let fitted = logistic(
-                scaling.matrix(rows, &fit_idx),
-                outcomes(rows, &fit_idx),
-                l2 * fit_idx.len() as f64,
-                None,
-            )?;
-            Some(Logit::of(scaling.matrix(rows, &val_idx).view(), &fitted))
+            let fitted = logistic(split.fit_x, split.fit_y, l2 * fit_idx.len() as f64, None)?;
+            Some(Logit::of(split.val_x, &fitted))
         }
         None => None,
     };
     info.l2_per_row = l2;
     info.alpha = opts.alpha.unwrap_or(l2 * n);
-    let fitted = logistic(
-        scaling.matrix(rows, &all),
-        outcomes(rows, &all),
-        info.alpha,
-        None,
-    )?;
+    // Warm: the fit without the slice is most of the way there, and the
+    // final fit's iterations on every row are the dearest of all.
+    let fitted = logistic(x.view(), y.view(), info.alpha, start)?;
+    drop(x);
     let logit = Logit::from(&fitted);
     let (mut p_weights, mut p_bias) = scaling.unfold(&logit.w, logit.b);
     if let Some(z) = val_logits {
@@ -405,13 +417,10 @@ pub fn linfa_probabilities(
     }
     let all: Vec<usize> = (0..train.len()).collect();
     let scaling = Scaling::fit(train, &all);
-    let fitted = logistic(
-        scaling.matrix(train, &all),
-        outcomes(train, &all),
-        alpha,
-        None,
-    )?;
+    let x = scaling.columns(train, &all);
+    let y = outcomes(train, &all);
+    let fitted = logistic(x.view(), y.view(), alpha, None)?;
     let idx: Vec<usize> = (0..eval.len()).collect();
-    let p = fitted.predict_probabilities(&scaling.matrix(eval, &idx));
+    let p = fitted.predict_probabilities(&scaling.columns(eval, &idx));
     Ok((p.to_vec(), fitted.labels().pos.class))
 }

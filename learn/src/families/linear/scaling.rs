@@ -1,6 +1,6 @@
 //! Standardising the feature columns, and which of them a regression may use.
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ShapeBuilder};
 use taskcast_contract::FEATURE_COUNT;
 
 use crate::dataset::Rows;
@@ -59,8 +59,31 @@ impl Scaling {
         }
     }
 
+    /// The standardised used columns of rows `idx`, row-major: what a pass
+    /// row by row (the time head's normal equations) reads.
     pub(super) fn matrix(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
-        let mut x = Array2::<f64>::zeros((idx.len(), self.used.len()));
+        self.fill(
+            rows,
+            idx,
+            Array2::<f64>::zeros((idx.len(), self.used.len())),
+        )
+    }
+
+    /// The same, column-major: what linfa's logistic regression reads.
+    /// Its gradient is `xᵀ·r`, and ndarray (without BLAS) computes that one
+    /// column of `x` at a time; row-major, each column is a walk through the
+    /// whole matrix with a stride of one row, so every gradient read the
+    /// matrix once per column, and the fit's time grew with the square of
+    /// the columns (schema v2: 17.9 → 43.4 s on `assist2017`, BENCHMARKS.md).
+    pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
+        self.fill(
+            rows,
+            idx,
+            Array2::<f64>::zeros((idx.len(), self.used.len()).f()),
+        )
+    }
+
+    fn fill(&self, rows: &Rows, idx: &[usize], mut x: Array2<f64>) -> Array2<f64> {
         for (r, &i) in idx.iter().enumerate() {
             let row = rows.row(i);
             for (c, &j) in self.used.iter().enumerate() {
