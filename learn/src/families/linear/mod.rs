@@ -54,8 +54,8 @@ use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::dataset::Rows;
 use l2::{Logit, Split, both_outcomes, choose_l2, logistic, outcomes};
 use scaling::Scaling;
-pub use time::{MIN_SCALE_ROWS, TimeScale};
-pub(crate) use time::{fit_time, interval};
+pub use time::{MIN_SCALE_ROWS, MIN_SLICE_INTERVAL_ROWS, TimeScale};
+pub(crate) use time::{fit_time, interval, slice_ends, slice_interval};
 
 /// Per-row L2 strengths tried on the inner validation slice, strongest first.
 /// linfa's `alpha` weighs the penalty against the *summed* log loss, so a fit
@@ -153,6 +153,9 @@ pub struct LinearInfo {
     pub calibration: Option<Platt>,
     /// True when the time interval's width is per row ([`TimeScale`]).
     pub time_scaled: bool,
+    /// True when the interval's ends were measured on the slice
+    /// ([`MIN_SLICE_INTERVAL_ROWS`]).
+    pub time_interval_from_slice: bool,
     /// Per-row log loss on the slice of the logits from a fit that did not
     /// see it, before the calibration fitted on it (what `auto` compares
     /// families by); empty without a usable slice.
@@ -178,6 +181,10 @@ impl LinearInfo {
         m.insert(
             "linear_time_scaled".into(),
             f64::from(u8::from(self.time_scaled)),
+        );
+        m.insert(
+            "time_interval_from_slice".into(),
+            f64::from(u8::from(self.time_interval_from_slice)),
         );
         if let Some(v) = mean_loss(&self.validation_losses) {
             m.insert("validation_log_loss".into(), v);
@@ -262,6 +269,17 @@ impl Linear {
             .node("Add", &["loc", "spread"], &[OUTPUT_LOG_SECONDS], vec![]);
         g
     }
+}
+
+/// The timed rows of `fit` and of `slice`.
+pub(crate) fn timed_split(rows: &Rows, fit: &[usize], slice: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let timed = |idx: &[usize]| -> Vec<usize> {
+        idx.iter()
+            .copied()
+            .filter(|&i| rows.log_time(i).is_some())
+            .collect()
+    };
+    (timed(fit), timed(slice))
 }
 
 /// Fits the linear family on `rows` (all the training rows: the inner
@@ -355,8 +373,16 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         .filter(|&i| rows.log_time(i).is_some())
         .collect();
     let (model, time_scale) = if learn_time && timed.len() > FEATURE_COUNT * 2 {
-        let head = fit_time(rows, &timed, opts.per_row_scale)?;
+        let mut head = fit_time(rows, &timed, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
+        // The interval's ends from the slice, under a head that did not
+        // see it (`slice_interval`).
+        let (fit_t, val_t) = timed_split(rows, &fit_idx, &val_idx);
+        if val_t.len() >= MIN_SLICE_INTERVAL_ROWS && fit_t.len() > FEATURE_COUNT * 2 {
+            let on_fit = fit_time(rows, &fit_t, opts.per_row_scale)?;
+            head.offsets = slice_interval(head.offsets, &on_fit, rows, &val_t);
+            info.time_interval_from_slice = true;
+        }
         (
             LinearModel {
                 p_weights,
