@@ -55,32 +55,41 @@ async fn oversized_requests_and_floods_are_refused_not_queued() -> Result<()> {
                 .collect(),
             explain: true, as_of: None,
 };
-        let started = Instant::now();
-        let burst: Vec<_> = (0..64)
-            .map(|_| {
-                let mut c = c.clone();
-                let req = heavy.clone();
-                tokio::spawn(async move { c.predict(req).await.map(|_| ()).map_err(|e| e.code()) })
-            })
-            .collect();
+        // A burst is shed only if its requests overlap on the server; on a
+        // loaded machine the client can send one so slowly that the server
+        // keeps up, so up to five bursts are tried. A server that queues
+        // instead of shedding never sheds in any of them.
         let (mut ok, mut shed, mut other) = (0, Vec::new(), Vec::new());
-        for t in burst {
-            match t.await? {
-                Ok(()) => ok += 1,
-                Err(code @ (Code::ResourceExhausted | Code::Unavailable)) => shed.push(code),
-                Err(code) => other.push(code),
+        for round in 1..=5 {
+            let started = Instant::now();
+            let burst: Vec<_> = (0..64)
+                .map(|_| {
+                    let mut c = c.clone();
+                    let req = heavy.clone();
+                    tokio::spawn(async move { c.predict(req).await.map(|_| ()).map_err(|e| e.code()) })
+                })
+                .collect();
+            for t in burst {
+                match t.await? {
+                    Ok(()) => ok += 1,
+                    Err(code @ (Code::ResourceExhausted | Code::Unavailable)) => shed.push(code),
+                    Err(code) => other.push(code),
+                }
+            }
+            eprintln!(
+                "burst {round} of 64 at concurrency limit 2: {ok} served, {} shed so far, other {other:?}, in {:?}",
+                shed.len(),
+                started.elapsed()
+            );
+            if !shed.is_empty() || !other.is_empty() {
+                break;
             }
         }
-        let took = started.elapsed();
         shed.sort_by_key(|c| *c as i32);
         shed.dedup();
-        eprintln!(
-            "burst of 64 at concurrency limit 2: {ok} served, {} shed ({shed:?}), other {other:?}, in {took:?}",
-            64 - ok - other.len()
-        );
-        let shed = 64 - ok - other.len();
+        eprintln!("shed with {shed:?}");
         ensure!(other.is_empty(), "unexpected codes {other:?}");
-        ensure!(shed > 0, "nothing was shed: the burst was queued");
+        ensure!(!shed.is_empty(), "nothing was shed in five bursts: they were queued");
         ensure!(ok > 0, "nothing was served");
 
         let mut health = HealthClient::new(ch.clone());
