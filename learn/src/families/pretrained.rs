@@ -29,7 +29,7 @@ use taskcast_contract::linear::LinearModel;
 
 use super::auto::beats;
 use super::calibration::{Platt, calibrated_losses, mean_loss};
-use super::linear::{Linear, LinearInfo, fit_time, interval, slice_ends, timed_split};
+use super::linear::{Linear, LinearInfo, fit_time, interval, slice_ends, timed};
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::dataset::Rows;
 
@@ -82,7 +82,7 @@ pub fn fit_from(
 
     let mut time_from_app = false;
     if learn_time {
-        let (fit_t, val_t) = timed_split(rows, &fit_idx, &val_idx);
+        let (fit_t, val_t) = (timed(rows, &fit_idx), timed(rows, &val_idx));
         let all_t = [fit_t.clone(), val_t.clone()].concat();
         // The app's own head replaces the pretrained one only where it
         // predicts the slice's times better by more than a standard error
@@ -91,31 +91,24 @@ pub fn fit_from(
         // dozen timed rows a closer fit is mostly noise.
         // Without a timed slice there is nothing to compare on, so the
         // app's own head (a median regression) is not fitted for nothing.
-        let moved_on_fit = moved(&model, rows, &fit_t);
-        let own_on_fit = match &moved_on_fit {
-            Some(_) if !val_t.is_empty() => own(rows, &fit_t),
-            _ => None,
-        };
-        if let (Some(m), Some(o)) = (&moved_on_fit, &own_on_fit) {
+        if !val_t.is_empty()
+            && let Some(m) = moved(&model, rows, &fit_t)
+            && let Some(o) = own(rows, &fit_t)
+        {
             let learners: Vec<u32> = val_t.iter().map(|&i| rows.user[i]).collect();
             time_from_app = beats(&o.errors(rows, &val_t), &m.errors(rows, &val_t), &learners);
         }
-        // Each head with its own fit without the slice, whose residuals
-        // there set the interval's ends (`slice_interval`).
-        let own_head = || own(rows, &all_t).map(|h| (h, own_on_fit.as_ref()));
-        let moved_head = || moved(&model, rows, &all_t).map(|h| (h, moved_on_fit.as_ref()));
         let head = if time_from_app {
-            own_head().or_else(moved_head)
+            own(rows, &all_t).or_else(|| moved(&model, rows, &all_t))
         } else {
-            moved_head()
+            moved(&model, rows, &all_t)
         };
-        if let Some((h, on_fit)) = head {
+        if let Some(h) = head {
             model.t_weights = h.weights;
             model.t_bias = h.bias;
-            model.t_quantile_offsets = match on_fit {
-                Some(f) => slice_ends(h.offsets, f.residuals(rows, &val_t)),
-                None => h.offsets,
-            };
+            // The interval's ends from the slice's residuals, as `linear`'s
+            // (`slice_interval`).
+            model.t_quantile_offsets = slice_ends(h.offsets, h.residuals(rows, &val_t));
         }
     }
     tracing::info!(

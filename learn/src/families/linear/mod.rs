@@ -271,15 +271,12 @@ impl Linear {
     }
 }
 
-/// The timed rows of `fit` and of `slice`.
-pub(crate) fn timed_split(rows: &Rows, fit: &[usize], slice: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let timed = |idx: &[usize]| -> Vec<usize> {
-        idx.iter()
-            .copied()
-            .filter(|&i| rows.log_time(i).is_some())
-            .collect()
-    };
-    (timed(fit), timed(slice))
+/// The rows of `idx` with a recorded time.
+pub(crate) fn timed(rows: &Rows, idx: &[usize]) -> Vec<usize> {
+    idx.iter()
+        .copied()
+        .filter(|&i| rows.log_time(i).is_some())
+        .collect()
 }
 
 /// Fits the linear family on `rows` (all the training rows: the inner
@@ -367,20 +364,14 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         info.validation_losses = calibrated_losses(&z, &y, None);
     }
 
-    let timed: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| rows.log_time(i).is_some())
-        .collect();
-    let (model, time_scale) = if learn_time && timed.len() > FEATURE_COUNT * 2 {
-        let mut head = fit_time(rows, &timed, opts.per_row_scale)?;
+    let all_t = timed(rows, &all);
+    let (model, time_scale) = if learn_time && all_t.len() > FEATURE_COUNT * 2 {
+        let mut head = fit_time(rows, &all_t, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
-        // The interval's ends from the slice, under a head that did not
-        // see it (`slice_interval`).
-        let (fit_t, val_t) = timed_split(rows, &fit_idx, &val_idx);
-        if val_t.len() >= MIN_SLICE_INTERVAL_ROWS && fit_t.len() > FEATURE_COUNT * 2 {
-            let on_fit = fit_time(rows, &fit_t, opts.per_row_scale)?;
-            head.offsets = slice_interval(head.offsets, &on_fit, rows, &val_t);
+        // The interval's ends from the slice's residuals (`slice_interval`).
+        let val_t = timed(rows, &val_idx);
+        if val_t.len() >= MIN_SLICE_INTERVAL_ROWS {
+            head.offsets = slice_interval(&head, rows, &val_t);
             info.time_interval_from_slice = true;
         }
         (
