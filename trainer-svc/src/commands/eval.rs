@@ -109,6 +109,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // As in `train`: the file's rows are features now; freed before the fits.
+    drop(source);
     let mut models: BTreeMap<String, MetricSet> = BTreeMap::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     // The family each entry's model is of (`auto` names the one it chose).
