@@ -16,9 +16,9 @@ use taskcast_contract::{
 };
 
 use crate::budget::DEFAULT_MAX_TRAINING_ROWS;
-use crate::dataset::{self, Dataset};
+use crate::dataset::{self, Dataset, Rows};
 use crate::families::auto::{self, Choice};
-use crate::families::{Family, FitError, FitOptions, Fitted, slice_learners};
+use crate::families::{Family, FitError, FitOptions, Fitted};
 use crate::judge::evaluate::{self, Scored};
 use crate::judge::gate::{self, GateConfig, Verdict};
 use crate::judge::incumbent::Incumbent;
@@ -230,18 +230,16 @@ pub fn fit_and_judge(
     progress: &mut (dyn FnMut(Phase, f64) + Send),
 ) -> Result<Trained, TrainError> {
     progress(Phase::Fitting, 0.0);
-    let (fitted, choice) = fit_with(spec, &slice_learners(&ds.train), |family| {
-        Fitted::fit(family, ds, &spec.fit)
-    })?;
+    let (fitted, choice) = fit_with(spec, &ds.train, |family| Fitted::fit(family, ds, &spec.fit))?;
     judge(ds, spec, fitted, choice.as_ref(), incumbent, progress)
 }
 
 /// Fits `spec.family` with `fit` (which fits one concrete family); for
-/// `auto`, also why it chose the family it returns (`learners`: the slice's,
-/// [`slice_learners`]).
+/// `auto`, also why it chose the family it returns (`train`: the rows the
+/// fits are made on, [`auto::choose_with`]).
 pub fn fit_with(
     spec: &TrainSpec,
-    learners: &[u32],
+    train: &Rows,
     mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
 ) -> Result<(Fitted, Option<Choice>), TrainError> {
     let fit_error = |error| TrainError::Fit {
@@ -251,7 +249,7 @@ pub fn fit_with(
     match spec.family {
         Family::Auto => {
             let (fitted, choice) =
-                auto::choose_with(&auto::ORDER, learners, fit).map_err(fit_error)?;
+                auto::choose_with(&auto::ORDER, train, fit).map_err(fit_error)?;
             Ok((fitted, Some(choice)))
         }
         family => Ok((fit(family).map_err(fit_error)?, None)),

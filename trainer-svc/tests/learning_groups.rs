@@ -28,7 +28,7 @@ use taskcast_contract::TaskRow;
 use taskcast_contract::linear::LinearModel;
 use taskcast_learn::dataset;
 use taskcast_learn::families::linear::LinearOptions;
-use taskcast_learn::families::{Family, FitOptions, Fitted, auto, pretrained, slice_learners};
+use taskcast_learn::families::{Family, FitOptions, Fitted, auto, pretrained};
 use taskcast_learn::judge::evaluate;
 use taskcast_learn::judge::incumbent::Incumbent;
 use taskcast_learn::judge::metrics::MetricSet;
@@ -151,10 +151,8 @@ fn learning_curve_over_disjoint_groups() {
                 record(name, family.name().to_string(), m);
                 fits.insert(family, fitted);
             }
-            let (chosen, _) = auto::choose_with(&auto::ORDER, &slice_learners(&ds.train), |f| {
-                Ok(fits[&f].clone())
-            })
-            .expect("auto");
+            let (chosen, _) =
+                auto::choose_with(&auto::ORDER, &ds.train, |f| Ok(fits[&f].clone())).expect("auto");
             let m = evaluate::score(&ds.holdout, &chosen.predict(&ds.holdout), timed).metrics;
             record(name, "auto".into(), m);
             if *name == "after" {

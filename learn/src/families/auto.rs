@@ -22,13 +22,13 @@
 //! "Pretrained starting model"). As the app's data grows the slice does too,
 //! and its own fits take over where they are really better.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::calibration::mean_loss;
 pub use super::linear::MIN_SELECTION_ROWS;
-use super::{Family, FitError, FitOptions, Fitted, slice_learners};
-use crate::dataset::Dataset;
+use super::{Family, FitError, FitOptions, Fitted, VALIDATION_SHARE, validation_split};
+use crate::dataset::{Dataset, Rows};
 
 /// Fewer learners than this on the slice and no family displaces another.
 /// The slice's losses are not only noisy but biased in favour of the family
@@ -137,24 +137,29 @@ pub fn beats(challenger: &[f64], current: &[f64], learners: &[u32]) -> bool {
 /// only when every family fails (with the first family's error: the data,
 /// not the family, is then the problem).
 pub fn choose(ds: &Dataset, opts: &FitOptions) -> Result<(Fitted, Choice), FitError> {
-    choose_with(&ORDER, &slice_learners(&ds.train), |family| {
-        Fitted::fit(family, ds, opts)
-    })
+    choose_with(&ORDER, &ds.train, |family| Fitted::fit(family, ds, opts))
+}
+
+/// The learner of each row of the inner validation slice of `rows`, in the
+/// slice's order ([`validation_split`] with [`VALIDATION_SHARE`], as the
+/// families split it): what [`beats`] takes its standard error over.
+fn slice_learners(rows: &Rows) -> Vec<u32> {
+    let (_, val) = validation_split(rows, VALIDATION_SHARE);
+    val.iter().map(|&i| rows.user[i]).collect()
 }
 
 /// [`choose`] among the fits `fit` returns for each family of `order`
 /// ([`ORDER`] but to measure another), so that a caller which fits those
-/// families anyway (`eval`'s table) fits each of them once. `learners` are
-/// the slice rows' learners ([`slice_learners`] of the training rows).
+/// families anyway (`eval`'s table) fits each of them once. `train` are the
+/// training rows the fits were made on: their slice's learners are what the
+/// standard error is taken over.
 pub fn choose_with(
     order: &[Family],
-    learners: &[u32],
+    train: &Rows,
     mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
 ) -> Result<(Fitted, Choice), FitError> {
-    let mut distinct = learners.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let enough_learners = distinct.len() >= MIN_SELECTION_LEARNERS;
+    let learners = slice_learners(train);
+    let enough_learners = learners.iter().collect::<BTreeSet<_>>().len() >= MIN_SELECTION_LEARNERS;
     let mut best: Option<Fitted> = None;
     let mut first_error = None;
     let mut tried = Vec::with_capacity(order.len());
@@ -165,7 +170,7 @@ pub fn choose_with(
                 let better = best.as_ref().is_none_or(|b| {
                     enough_learners
                         && b.validation_losses().len() >= MIN_SELECTION_ROWS
-                        && beats(fitted.validation_losses(), b.validation_losses(), learners)
+                        && beats(fitted.validation_losses(), b.validation_losses(), &learners)
                 });
                 if better {
                     best = Some(fitted);

@@ -85,14 +85,6 @@ pub fn validation_split(rows: &Rows, share: f64) -> (Vec<usize>, Vec<usize>) {
     (fit, val)
 }
 
-/// The learner of each row of the inner validation slice of `rows`, in the
-/// slice's order ([`validation_split`] with [`VALIDATION_SHARE`]): what
-/// [`auto::beats`] takes its standard error over.
-pub fn slice_learners(rows: &Rows) -> Vec<u32> {
-    let (_, val) = validation_split(rows, VALIDATION_SHARE);
-    val.iter().map(|&i| rows.user[i]).collect()
-}
-
 /// A trainable model family, or `auto`, the choice between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {

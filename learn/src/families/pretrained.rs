@@ -29,7 +29,7 @@ use taskcast_contract::linear::LinearModel;
 
 use super::auto::beats;
 use super::calibration::{Platt, calibrated_losses, mean_loss};
-use super::linear::{Linear, LinearInfo, fit_time, interval, slice_ends, timed};
+use super::linear::{Linear, LinearInfo, TimeHead, fit_time, interval, slice_interval, timed};
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::dataset::Rows;
 
@@ -96,7 +96,11 @@ pub fn fit_from(
             && let Some(o) = own(rows, &fit_t)
         {
             let learners: Vec<u32> = val_t.iter().map(|&i| rows.user[i]).collect();
-            time_from_app = beats(&o.errors(rows, &val_t), &m.errors(rows, &val_t), &learners);
+            time_from_app = beats(
+                &errors(&o, rows, &val_t),
+                &errors(&m, rows, &val_t),
+                &learners,
+            );
         }
         let head = if time_from_app {
             own(rows, &all_t).or_else(|| moved(&model, rows, &all_t))
@@ -106,9 +110,8 @@ pub fn fit_from(
         if let Some(h) = head {
             model.t_weights = h.weights;
             model.t_bias = h.bias;
-            // The interval's ends from the slice's residuals, as `linear`'s
-            // (`slice_interval`).
-            model.t_quantile_offsets = slice_ends(h.offsets, h.residuals(rows, &val_t));
+            // The interval's ends from the slice's residuals, as `linear`'s.
+            model.t_quantile_offsets = slice_interval(&h, rows, &val_t).unwrap_or(h.offsets);
         }
     }
     tracing::info!(
@@ -125,71 +128,40 @@ pub fn fit_from(
     })
 }
 
-/// A time head: the median log-seconds is `w·x + b + offsets[1]`, the
-/// interval's ends `w·x + b + offsets[0 | 2]`.
-struct Head {
-    weights: [f32; FEATURE_COUNT],
-    bias: f32,
-    offsets: [f32; 3],
-}
-
-impl Head {
-    /// `ln seconds − (w·x + b)` on each timed row of `idx`: residuals about
-    /// the head before its offsets.
-    fn residuals(&self, rows: &Rows, idx: &[usize]) -> Vec<f64> {
-        idx.iter()
-            .filter_map(|&i| {
-                let base = dot(&self.weights, self.bias, rows.row(i));
-                rows.log_time(i).map(|t| t - base)
-            })
-            .collect()
-    }
-
-    /// Absolute error of the median in log-seconds on each timed row of `idx`.
-    fn errors(&self, rows: &Rows, idx: &[usize]) -> Vec<f64> {
-        idx.iter()
-            .filter_map(|&i| {
-                let median =
-                    dot(&self.weights, self.bias, rows.row(i)) + f64::from(self.offsets[1]);
-                rows.log_time(i).map(|t| (t - median).abs())
-            })
-            .collect()
-    }
+/// Absolute error of `head`'s median in log-seconds on each timed row of
+/// `idx` (its heads carry no per-row scale, so residuals are log-seconds).
+fn errors(head: &TimeHead, rows: &Rows, idx: &[usize]) -> Vec<f64> {
+    let median = f64::from(head.offsets[1]);
+    head.residuals(rows, idx)
+        .into_iter()
+        .map(|r| (r - median).abs())
+        .collect()
 }
 
 /// The pretrained head moved to the pace and spread of the timed rows `idx`
 /// (their median residual and [`interval`]); `None` under [`MIN_TIME_ROWS`].
-fn moved(model: &LinearModel, rows: &Rows, idx: &[usize]) -> Option<Head> {
+fn moved(model: &LinearModel, rows: &Rows, idx: &[usize]) -> Option<TimeHead> {
     if idx.len() < MIN_TIME_ROWS {
         return None;
     }
-    let resid = idx
-        .iter()
-        .filter_map(|&i| {
-            let median = dot(&model.t_weights, model.t_bias, rows.row(i));
-            rows.log_time(i).map(|t| t - median)
-        })
-        .collect();
-    Some(Head {
+    let mut head = TimeHead {
         weights: model.t_weights,
         bias: model.t_bias,
-        offsets: interval(resid),
-    })
+        offsets: [0.0; 3],
+        scale: None,
+    };
+    head.offsets = interval(head.residuals(rows, idx));
+    Some(head)
 }
 
 /// The app's own head on the timed rows `idx`, fitted as `linear` fits its
 /// own (one interval width for every row, as the pretrained graph carries);
 /// `None` with too few rows for two dozen weights.
-fn own(rows: &Rows, idx: &[usize]) -> Option<Head> {
+fn own(rows: &Rows, idx: &[usize]) -> Option<TimeHead> {
     if idx.len() <= FEATURE_COUNT * 2 {
         return None;
     }
-    let head = fit_time(rows, idx, false).ok()?;
-    Some(Head {
-        weights: head.weights,
-        bias: head.bias,
-        offsets: head.offsets,
-    })
+    fit_time(rows, idx, false).ok()
 }
 
 /// `w·x + b` in f64 (for fitting on the model's outputs, not reproducing the

@@ -13,7 +13,7 @@ use serde_json::json;
 use taskcast_contract::runtime::{OnnxModel, Output};
 use taskcast_learn::ablation::{self, FeatureGroup};
 use taskcast_learn::dataset::Dataset;
-use taskcast_learn::families::{Family, Fitted, slice_learners};
+use taskcast_learn::families::{Family, Fitted};
 use taskcast_learn::itemless;
 use taskcast_learn::judge::evaluate;
 use taskcast_learn::judge::incumbent::Incumbent;
@@ -124,7 +124,6 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     // among the same fits the table reports, and its time is what a run of
     // it costs (its families' fits and its own export and scoring).
     let mut fits: HashMap<Family, (Fitted, f64)> = HashMap::new();
-    let learners = slice_learners(&ds.train);
     for family in &families {
         let spec = TrainSpec {
             family: *family,
@@ -133,7 +132,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         let mut on_phase = progress.on_phase();
         on_phase(Phase::Fitting, 0.0);
         let mut fit_seconds = 0.0;
-        let (fitted, choice) = pipeline::fit_with(&spec, &learners, |f| {
+        let (fitted, choice) = pipeline::fit_with(&spec, &ds.train, |f| {
             let (fitted, s) = match fits.get(&f) {
                 Some(cached) => cached.clone(),
                 None => {

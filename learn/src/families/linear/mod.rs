@@ -55,7 +55,7 @@ use crate::dataset::Rows;
 use l2::{Logit, Split, both_outcomes, choose_l2, logistic, outcomes};
 use scaling::Scaling;
 pub use time::{MIN_SCALE_ROWS, MIN_SLICE_INTERVAL_ROWS, TimeScale};
-pub(crate) use time::{fit_time, interval, slice_ends, slice_interval};
+pub(crate) use time::{TimeHead, fit_time, interval, slice_interval};
 
 /// Per-row L2 strengths tried on the inner validation slice, strongest first.
 /// linfa's `alpha` weighs the penalty against the *summed* log loss, so a fit
@@ -369,9 +369,8 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         let mut head = fit_time(rows, &all_t, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
         // The interval's ends from the slice's residuals (`slice_interval`).
-        let val_t = timed(rows, &val_idx);
-        if val_t.len() >= MIN_SLICE_INTERVAL_ROWS {
-            head.offsets = slice_interval(&head, rows, &val_t);
+        if let Some(offsets) = slice_interval(&head, rows, &timed(rows, &val_idx)) {
+            head.offsets = offsets;
             info.time_interval_from_slice = true;
         }
         (
