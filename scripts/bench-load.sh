@@ -7,8 +7,10 @@
 # server and case follows the rows.
 #
 #   scripts/bench-load.sh [--label NAME] [--runs N] [--duration S] [--cases c1,t1,t100,t1000] SERVER_BIN MODEL [-- EXTRA SERVER FLAGS]
-#   scripts/bench-load.sh [--runs N] [--duration S] [--cases ...] --server LABEL SERVER_BIN MODEL [--server LABEL SERVER_BIN MODEL ...]
+#   scripts/bench-load.sh [--runs N] [--duration S] [--cases ...] --server LABEL SERVER_BIN MODEL [--flags "F..."] [--server ...]
 #
+# `--flags` after a `--server` passes extra flags to that server only (e.g. the
+# same binary with `--batch-max-rows 1` beside its default, in one run).
 # SERVER_BIN is one of
 #   - an inference-svc binary (e.g. target/release/inference-svc), serving MODEL;
 #   - `null`: `taskcast-load --serve-null`, the do-nothing server (MODEL unused, `-`);
@@ -26,23 +28,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 label="" runs=3 duration=5 only="c1,t1,t100"  # t1000 (1000 candidates, 8 in flight) on request
-labels=() bins=() models=()
+labels=() bins=() models=() sflags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --label) label="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --cases) only="$2"; shift 2 ;;
-    --server) labels+=("$2"); bins+=("$3"); models+=("$4"); shift 4 ;;
+    --server) labels+=("$2"); bins+=("$3"); models+=("$4"); sflags+=(""); shift 4 ;;
+    --flags) sflags[${#sflags[@]}-1]="$2"; shift 2 ;;
     *) break ;;
   esac
 done
-extra=()
 if [[ ${#bins[@]} -eq 0 ]]; then
   server="${1:?SERVER_BIN}"; model="${2:?MODEL}"; shift 2
   [[ "${1:-}" == "--" ]] && shift
-  extra=("$@")
-  labels+=("${label:-$server}"); bins+=("$server"); models+=("$model")
+  labels+=("${label:-$server}"); bins+=("$server"); models+=("$model"); sflags+=("$*")
 fi
 load="${TASKCAST_LOAD_BIN:-target/release/taskcast-load}"
 peer_dir="${TASKCAST_PYPEER_DIR:-../shared/peers/pypeer}"
@@ -102,7 +103,10 @@ for i in "${!bins[@]}"; do
       setsid "$py" "$peer_dir/server.py" --proto-root proto --port "$port" --model "$model" \
         --procs "$(nproc)" >/dev/null 2>&1 &
       ;;
-    *) setsid "$bin" --listen "127.0.0.1:$port" --metrics-listen "" --model "$model" "${extra[@]}" >/dev/null 2>&1 & ;;
+    *)
+      # shellcheck disable=SC2086 # the server's flags, split as words
+      setsid "$bin" --listen "127.0.0.1:$port" --metrics-listen "" --model "$model" ${sflags[$i]} >/dev/null 2>&1 &
+      ;;
   esac
   pids+=("$!"); ports+=("$port")
 done

@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,7 +17,15 @@ use taskcast_serving::tls::{self, TlsFileError};
 use taskcast_serving::tls_reload::{ReloadingServerTls, ServerTlsError};
 use tonic::transport::Endpoint;
 
+use crate::batch::BatchConfig;
 use crate::trainer_tls::{ClientIdentity, TrainerTls};
+
+/// `--batch-max-rows`' default: room for a few 100-candidate calls and many
+/// one-candidate ones, while a run of it stays well under a millisecond.
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 1024;
+
+/// `--batch-max-delay-us`' default.
+pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 200;
 
 /// Taskcast inference service: predicts, before a learner starts a task, how
 /// likely they are to get it right and how long it will take.
@@ -139,6 +149,28 @@ pub struct Config {
     #[arg(long = "sessions", env = "TASKCAST_SESSIONS", default_value_t = 0)]
     pub sessions: usize,
 
+    /// Most model rows one ONNX Runtime run takes (a row per candidate; 1 +
+    /// the model's width per candidate when explaining). Predict calls that
+    /// arrive together share one run, which pays the runtime's fixed cost
+    /// per run once; a call larger than this runs alone. 0 or 1 runs every
+    /// call alone.
+    #[arg(
+        long = "batch-max-rows",
+        env = "TASKCAST_BATCH_MAX_ROWS",
+        default_value_t = DEFAULT_BATCH_MAX_ROWS
+    )]
+    pub batch_max_rows: usize,
+
+    /// Longest a batch keeps gathering while more calls keep arriving, in
+    /// microseconds. It stops at the first turn of the scheduler in which
+    /// none arrived, so a lone call never waits.
+    #[arg(
+        long = "batch-max-delay-us",
+        env = "TASKCAST_BATCH_MAX_DELAY_US",
+        default_value_t = DEFAULT_BATCH_MAX_DELAY_US
+    )]
+    pub batch_max_delay_us: u64,
+
     /// PEM certificate chain: serve gRPC over TLS (with --tls-key). Plaintext
     /// when unset; the metrics endpoint stays plaintext either way. Both
     /// files are re-read when they change on disk (a rotated Secret): new
@@ -234,6 +266,8 @@ impl Config {
             replica_name: Some("test".into()),
             log_format: LogFormat::Text,
             sessions: 0,
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            batch_max_delay_us: DEFAULT_BATCH_MAX_DELAY_US,
             tls_cert: None,
             tls_key: None,
             trainer_ca: None,
@@ -322,6 +356,21 @@ impl Config {
             .or_else(|| std::env::var("HOSTNAME").ok())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "inference".into())
+    }
+
+    /// How Predict calls are batched, counting requests per run in
+    /// `requests_per_run` and reading the calls in flight from `in_flight`.
+    pub fn batching(
+        &self,
+        requests_per_run: Option<prometheus::Histogram>,
+        in_flight: Option<Arc<AtomicUsize>>,
+    ) -> BatchConfig {
+        BatchConfig {
+            max_rows: self.batch_max_rows,
+            max_delay: Duration::from_micros(self.batch_max_delay_us),
+            requests_per_run,
+            in_flight,
+        }
     }
 
     /// Session pool size: `--sessions`, or one per available core.

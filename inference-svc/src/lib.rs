@@ -7,6 +7,7 @@
 //! - [`model`]: a verified, warmed-up model ([`LoadedModel`]);
 //! - [`swap`]: the serving slot and atomic hot swap ([`ModelSlot`]);
 //! - [`predict`]: the Predict path, validation to predictions;
+//! - [`batch`]: Predict calls that arrive together share one model run;
 //! - [`recommend`]: ranking and budgeting on top of Predict;
 //! - [`service`]: the tonic service and the error → status mapping;
 //! - [`fields`]: what the Predict path reads from an attempt or a
@@ -25,6 +26,7 @@
 //! `taskcast_serving::auth::RoleAuthLayer` in [`App::serve`] (the seam is
 //! marked there).
 
+pub mod batch;
 pub mod config;
 pub mod fields;
 pub mod model;
@@ -39,6 +41,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use taskcast_proto::inference_server::InferenceServer;
@@ -99,6 +102,9 @@ pub struct App {
     health: tonic_health::server::HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// Predict and Recommend calls accepted and not yet answered: the
+    /// server counts them, the batcher reads them.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -114,11 +120,15 @@ impl App {
         health
             .set_service_status(swap::INFERENCE_SERVICE, ServingStatus::NotServing)
             .await;
-        let slot = Arc::new(ModelSlot::new(
-            Arc::clone(&metrics),
-            health.clone(),
-            config.session_pool(),
-        ));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let batching = config.batching(
+            Some(metrics.batch_requests.clone()),
+            Some(Arc::clone(&in_flight)),
+        );
+        let slot = Arc::new(
+            ModelSlot::new(Arc::clone(&metrics), health.clone(), config.session_pool())
+                .with_batching(batching),
+        );
         Ok(App {
             config,
             standby: None,
@@ -126,6 +136,7 @@ impl App {
             slot,
             health,
             health_service,
+            in_flight,
         })
     }
 
@@ -225,6 +236,7 @@ impl App {
             slot,
             health,
             health_service,
+            in_flight,
         } = self;
         // These read files: fail before anything is spawned. The replica
         // token is read again on every connect (rotation); this read only
@@ -281,17 +293,24 @@ impl App {
         // their bytes themselves: in place, in bounded memory, each message
         // taking its size from one budget of in-flight request bytes.
         let raw = {
-            let (p, r) = (service.clone(), service.clone());
+            let (p, r) = (Arc::new(service.clone()), service.clone());
             RawUnary::new(
                 service::PREDICT_PATH,
                 config.max_message_bytes,
-                Arc::new(move |request: &[u8], out: &mut Vec<u8>| p.predict_into(request, out)),
+                Arc::new(move |request, mut out| {
+                    let p = Arc::clone(&p);
+                    Box::pin(async move { p.predict_into(&request, &mut out).await.map(|()| out) })
+                }),
             )
             .route(
                 service::RECOMMEND_PATH,
-                Arc::new(move |request: &[u8], out: &mut Vec<u8>| r.recommend_into(request, out)),
+                Arc::new(move |request, mut out| {
+                    let reply = r.recommend_into(&request, &mut out).map(|()| out);
+                    Box::pin(std::future::ready(reply))
+                }),
             )
             .with_budget(RequestBytes::new(config.max_inflight_request_bytes))
+            .with_in_flight(in_flight)
         };
         // Over the network only GetModel (an empty message) reaches the
         // generated service; Predict and Recommend are answered above.

@@ -16,6 +16,8 @@ use taskcast_contract::runtime::{OnnxModel, RuntimeError};
 use taskcast_contract::servable::{self, ServableError};
 use taskcast_contract::{ArtifactError, ModelMetadata, PriorTable};
 
+use crate::batch::{BatchConfig, Batcher};
+
 pub use taskcast_contract::servable::QUANTILE_TOLERANCE;
 
 /// Why a model was refused.
@@ -105,6 +107,9 @@ pub struct LoadedModel {
     pub loaded_at: SystemTime,
     /// Sessions in the pool (each one is warmed up).
     pub pool: usize,
+    /// Where batched Predict calls queue their rows for this model's
+    /// sessions (off unless [`LoadedModel::with_batching`]).
+    pub batcher: Batcher,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -141,9 +146,17 @@ impl LoadedModel {
             sha256: actual,
             loaded_at: SystemTime::now(),
             pool: pool.max(1),
+            batcher: Batcher::new(BatchConfig::off()),
         };
         model.warm_up()?;
         Ok(model)
+    }
+
+    /// The model with Predict calls batched by `config`: each model has its
+    /// own queue, since rows of two models cannot share a run.
+    pub fn with_batching(mut self, config: BatchConfig) -> Self {
+        self.batcher = Batcher::new(config);
+        self
     }
 
     /// The artifact's metadata.

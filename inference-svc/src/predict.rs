@@ -287,12 +287,65 @@ pub fn predict<A: AttemptFields, C: CandidateFields>(
 }
 
 /// [`predict`] without building the response messages: one [`Scored`] per
-/// candidate, in candidate order.
+/// candidate, in candidate order, from one model run of this request's rows.
 pub fn score<A: AttemptFields, C: CandidateFields>(
     model: &LoadedModel,
     input: &PredictInput<'_, A, C>,
     limits: &Limits,
 ) -> Result<Vec<Scored>, PredictError> {
+    let Prepared { x, keys, pending } = prepare(model, input, limits)?;
+    let out = model
+        .onnx
+        .run(&x, &keys)
+        .map_err(|e| PredictError::Model(e.to_string()))?;
+    pending.finish(out)
+}
+
+/// [`score`], with the request's rows run in one batch with whatever other
+/// requests arrive beside it ([`crate::batch`]): the same answers, to within
+/// the float summation order of a longer matrix (BENCHMARKS.md measures it).
+pub async fn score_batched<A: AttemptFields, C: CandidateFields>(
+    model: &LoadedModel,
+    input: &PredictInput<'_, A, C>,
+    limits: &Limits,
+) -> Result<Vec<Scored>, PredictError> {
+    let Prepared { x, keys, pending } = prepare(model, input, limits)?;
+    let out = model
+        .batcher
+        .run(&model.onnx, x, keys)
+        .await
+        .map_err(PredictError::Model)?;
+    pending.finish(out)
+}
+
+/// A request's model rows, built and not yet run.
+struct Prepared {
+    /// Row-major, the model's width: one row per candidate, then the
+    /// occlusion rows when explaining.
+    x: Vec<f32>,
+    /// Row `i`'s index-input keys.
+    keys: Vec<RowKeys>,
+    /// What turns the rows' outputs into answers.
+    pending: Pending,
+}
+
+/// What [`Pending::finish`] needs besides the outputs.
+struct Pending {
+    /// Each candidate's full feature row, when explaining.
+    base: Vec<FeatureRow>,
+    cold: Vec<bool>,
+    width: usize,
+    explain: bool,
+}
+
+/// Validates and builds the rows: history resolved against the model's
+/// priors, cut to its window, one feature context, one row per candidate
+/// (plus occlusion rows when explaining).
+fn prepare<A: AttemptFields, C: CandidateFields>(
+    model: &LoadedModel,
+    input: &PredictInput<'_, A, C>,
+    limits: &Limits,
+) -> Result<Prepared, PredictError> {
     validate(input, limits)?;
     let table = model.table();
     let meta = model.metadata();
@@ -357,38 +410,55 @@ pub fn score<A: AttemptFields, C: CandidateFields>(
             }
         }
     }
+    Ok(Prepared {
+        x,
+        keys,
+        pending: Pending {
+            base,
+            cold,
+            width,
+            explain: input.explain,
+        },
+    })
+}
 
-    let out = model
-        .onnx
-        .run(&x, &keys)
-        .map_err(|e| PredictError::Model(e.to_string()))?;
-    if out.len() != keys.len() {
-        return Err(PredictError::Model(format!(
-            "{} outputs for {} rows",
-            out.len(),
-            keys.len()
-        )));
+impl Pending {
+    /// The answers from the rows' outputs, in candidate order.
+    fn finish(self, out: Vec<Output>) -> Result<Vec<Scored>, PredictError> {
+        let Pending {
+            base,
+            cold,
+            width,
+            explain,
+        } = self;
+        let n = cold.len();
+        let rows = if explain { n * (1 + width) } else { n };
+        if out.len() != rows {
+            return Err(PredictError::Model(format!(
+                "{} outputs for {rows} rows",
+                out.len()
+            )));
+        }
+        let mut scored = Vec::with_capacity(n);
+        for (i, cold_start) in cold.into_iter().enumerate() {
+            let p = Point::from(&out[i]);
+            let reasons = if explain {
+                let occluded = &out[n + i * width..n + (i + 1) * width];
+                explain_row(&base[i], &p, occluded)
+            } else {
+                Vec::new()
+            };
+            scored.push(Scored {
+                p_correct: p.p_correct,
+                seconds: p.seconds,
+                seconds_low: p.seconds_low,
+                seconds_high: p.seconds_high,
+                cold_start,
+                reasons,
+            });
+        }
+        Ok(scored)
     }
-
-    let mut scored = Vec::with_capacity(n);
-    for (i, cold_start) in cold.into_iter().enumerate() {
-        let p = Point::from(&out[i]);
-        let reasons = if input.explain {
-            let occluded = &out[n + i * width..n + (i + 1) * width];
-            explain(&base[i], &p, occluded)
-        } else {
-            Vec::new()
-        };
-        scored.push(Scored {
-            p_correct: p.p_correct,
-            seconds: p.seconds,
-            seconds_low: p.seconds_low,
-            seconds_high: p.seconds_high,
-            cold_start,
-            reasons,
-        });
-    }
-    Ok(scored)
 }
 
 /// One row's output in client units.
@@ -424,7 +494,7 @@ impl From<&Output> for Point {
 /// complete, the ordering already puts what matters first, and a client that
 /// shows three reasons takes three. Zero-effect features are kept so the list
 /// has the same length for every model of a schema.
-fn explain(row: &FeatureRow, p: &Point, occluded: &[Output]) -> Vec<Reason> {
+fn explain_row(row: &FeatureRow, p: &Point, occluded: &[Output]) -> Vec<Reason> {
     let mut reasons: Vec<Reason> = occluded
         .iter()
         .zip(row)

@@ -24,7 +24,7 @@ use taskcast_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::model::LoadedModel;
-use crate::predict::{Limits, PredictError, PredictInput, predict, score};
+use crate::predict::{Limits, PredictError, PredictInput, predict, score_batched};
 use crate::recommend::{RecommendParams, Recommendation, recommend};
 use crate::swap::ModelSlot;
 use crate::telemetry::Metrics;
@@ -70,13 +70,17 @@ impl InferenceService {
 
     /// Predict from the request's bytes to the response's bytes, appended
     /// to `out`: the request is read in place and the answer written without
-    /// building messages ([`crate::wire`]); what it answers, errors
-    /// included, is what [`Inference::predict`] answers for the same request.
-    pub fn predict_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+    /// building messages ([`crate::wire`]), its rows run in one batch with
+    /// the calls that arrive beside it ([`crate::batch`]); what it answers,
+    /// errors included, is what [`Inference::predict`] answers for the same
+    /// request.
+    pub async fn predict_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
         let req = PredictRequestRef::decode(body, &self.limits).map_err(status)?;
         let model = self.model_for(req.user_id)?;
         let input = PredictInput::from(&req);
-        let scored = score(&model, &input, &self.limits).map_err(status)?;
+        let scored = score_batched(&model, &input, &self.limits)
+            .await
+            .map_err(status)?;
         self.observe(&model, req.history.len(), req.candidates.len());
         let ids = req.candidates.iter().map(|c| c.task_id);
         let version = model.version();
@@ -322,7 +326,7 @@ mod tests {
         for req in cases {
             let bytes = req.encode_to_vec();
             let mut ours = Vec::new();
-            let ours = svc.predict_into(&bytes, &mut ours).map(|()| ours);
+            let ours = svc.predict_into(&bytes, &mut ours).await.map(|()| ours);
             let theirs = svc
                 .predict(Request::new(req.clone()))
                 .await
@@ -332,6 +336,7 @@ mod tests {
         // Bytes prost refuses are refused as tonic refuses them.
         let e = svc
             .predict_into(&[0x0a, 0x05, b'a'], &mut Vec::new())
+            .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Internal);
         assert!(e.message().starts_with("failed to decode Protobuf message"));

@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 
 use taskcast_contract::canary::CanarySplit;
 
+use crate::batch::BatchConfig;
 use crate::model::{LoadedModel, ModelError};
 use crate::telemetry::Metrics;
 
@@ -45,6 +46,7 @@ pub struct ModelSlot {
     metrics: Arc<Metrics>,
     health: HealthReporter,
     pool: usize,
+    batching: BatchConfig,
 }
 
 impl std::fmt::Debug for ModelSlot {
@@ -66,7 +68,14 @@ impl ModelSlot {
             metrics,
             health,
             pool,
+            batching: BatchConfig::off(),
         }
+    }
+
+    /// Every model loaded from now on batches Predict calls by `config`.
+    pub fn with_batching(mut self, config: BatchConfig) -> Self {
+        self.batching = config;
+        self
     }
 
     /// The serving model, as one consistent snapshot; `None` before the first load.
@@ -97,9 +106,10 @@ impl ModelSlot {
         bytes: Vec<u8>,
         expected_sha256: Option<String>,
     ) -> Result<LoadedModel, ModelError> {
-        let pool = self.pool;
+        let (pool, batching) = (self.pool, self.batching.clone());
         tokio::task::spawn_blocking(move || {
             LoadedModel::load(&bytes, expected_sha256.as_deref(), pool)
+                .map(|m| m.with_batching(batching))
         })
         .await
         .unwrap_or_else(|join| {

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub history_length: Histogram,
     /// Candidates per request.
     pub candidates: Histogram,
+    /// Predict calls per ONNX Runtime run when batching.
+    pub batch_requests: Histogram,
     /// `predictions` for the version last asked for (see [`Metrics::predictions_for`]).
     predictions_last: Arc<ArcSwapOption<(String, IntCounter)>>,
 }
@@ -101,7 +103,15 @@ impl Metrics {
         registry.register(Box::new(canary_percent.clone()))?;
         registry.register(Box::new(trainer_reconnects.clone()))?;
         registry.register(Box::new(history_length.clone()))?;
+        let batch_requests = Histogram::with_opts(
+            HistogramOpts::new(
+                "batch_requests",
+                "Predict calls answered by one model run (dynamic batching).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )?;
         registry.register(Box::new(candidates.clone()))?;
+        registry.register(Box::new(batch_requests.clone()))?;
         Ok(Metrics {
             registry,
             grpc,
@@ -114,6 +124,7 @@ impl Metrics {
             trainer_reconnects,
             history_length,
             candidates,
+            batch_requests,
             predictions_last: Arc::default(),
         })
     }

@@ -107,6 +107,19 @@ fn largest_accepted() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Predict's answer in this call: the slot batches nothing, so the call
+/// never waits for a batch and its allocations are all counted here.
+fn predict_now(
+    svc: &InferenceService,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), tonic::Status> {
+    use futures::FutureExt;
+    svc.predict_into(body, out)
+        .now_or_never()
+        .expect("unbatched Predict answers without waiting")
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn memory_per_request_is_bounded_by_its_size() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/bootstrap.onnx");
@@ -121,7 +134,7 @@ async fn memory_per_request_is_bounded_by_its_size() {
     // Warm up: the first call sets up lazily built state (metric children,
     // the model's session buffers), which is not the request's.
     let warm = largest_accepted();
-    svc.predict_into(&warm, &mut Vec::new()).unwrap();
+    predict_now(&svc, &warm, &mut Vec::new()).unwrap();
     svc.recommend_into(&warm, &mut Vec::new()).unwrap();
 
     let empty_history = [0x12u8, 0x00].repeat(MB4 / 2);
@@ -153,7 +166,7 @@ async fn memory_per_request_is_bounded_by_its_size() {
         for (method, call) in [
             (
                 "Predict",
-                &(|b: &[u8], o: &mut Vec<u8>| svc.predict_into(b, o))
+                &(|b: &[u8], o: &mut Vec<u8>| predict_now(&svc, b, o))
                     as &dyn Fn(&[u8], &mut Vec<u8>) -> Result<(), tonic::Status>,
             ),
             ("Recommend", &|b: &[u8], o: &mut Vec<u8>| {
@@ -187,7 +200,7 @@ async fn memory_per_request_is_bounded_by_its_size() {
 
     // The largest request the limits accept: bounded by the limits, a small
     // multiple of its size (features, one batch through the model, the answer).
-    let (result, extra) = peak_of(|| svc.predict_into(&warm, &mut Vec::new()));
+    let (result, extra) = peak_of(|| predict_now(&svc, &warm, &mut Vec::new()));
     result.unwrap();
     println!(
         "Predict largest accepted: {} bytes, {extra} bytes allocated",

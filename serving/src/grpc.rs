@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -207,9 +208,14 @@ where
 }
 
 /// A unary method's handler from request bytes to response bytes: it gets
-/// the request message and appends the encoded response message to the
-/// buffer (which already holds the 5-byte gRPC frame header).
-pub type RawHandler = Arc<dyn Fn(&[u8], &mut Vec<u8>) -> Result<(), Status> + Send + Sync>;
+/// the request message and a buffer that already holds the 5-byte gRPC
+/// frame header, and its future gives the buffer back with the encoded
+/// response message appended. A future, so a handler can wait for work it
+/// shares with other calls (inference-svc batches model runs).
+pub type RawHandler = Arc<dyn Fn(Bytes, Vec<u8>) -> RawReply + Send + Sync>;
+
+/// A [`RawHandler`]'s answer.
+pub type RawReply = Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send>>;
 
 /// Unary gRPC methods served as bytes in, bytes out, in front of the
 /// router: for the hot methods of a service, this skips what tonic's
@@ -228,6 +234,7 @@ pub struct RawUnary {
     routes: Arc<[(&'static str, RawHandler)]>,
     max_request_bytes: usize,
     budget: Option<RequestBytes>,
+    in_flight: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for RawUnary {
@@ -249,7 +256,18 @@ impl RawUnary {
             routes: Arc::from([(path, handler)]),
             max_request_bytes,
             budget: None,
+            in_flight: None,
         }
+    }
+
+    /// Counts in `counter` the calls to its routes that the server has
+    /// accepted and not yet answered. The count rises when HTTP/2 accepts
+    /// the stream, before the call's task first runs, so a handler can tell
+    /// whether other calls are on their way (inference-svc's batcher
+    /// gathers only then).
+    pub fn with_in_flight(mut self, counter: Arc<AtomicUsize>) -> Self {
+        self.in_flight = Some(counter);
+        self
     }
 
     /// Serves `path` with `handler` too, under the same limits.
@@ -272,9 +290,9 @@ impl RawUnary {
             Ok((message, permit)) => {
                 let mut out = Vec::with_capacity(256);
                 out.extend_from_slice(&[0; 5]);
-                let reply = handler(&message, &mut out).and_then(|()| frame(out));
+                let reply = handler(message, out).await.and_then(frame);
                 // The request's bytes go back to the budget only now.
-                drop((message, permit));
+                drop(permit);
                 reply
             }
             Err(status) => Err(status),
@@ -390,6 +408,23 @@ fn budget_status(e: BudgetError) -> Status {
     }
 }
 
+/// One call in [`RawUnary::with_in_flight`]'s count, until it is answered
+/// or dropped (a cancelled call).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A body of one DATA frame and `grpc-status: 0` trailers.
 struct OneMessage {
     data: Option<Bytes>,
@@ -459,7 +494,12 @@ where
         if let Some((_, handler)) = self.raw.routes.iter().find(|(p, _)| *p == path) {
             let handler = Arc::clone(handler);
             let raw = self.raw.clone();
-            Box::pin(async move { Ok(raw.answer(handler, req).await) })
+            let counted = raw.in_flight.clone().map(InFlight::enter);
+            Box::pin(async move {
+                let response = raw.answer(handler, req).await;
+                drop(counted);
+                Ok(response)
+            })
         } else {
             // Every other method (a boxed future, as the router's own are).
             Box::pin(self.inner.call(req))
