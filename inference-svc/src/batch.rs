@@ -155,8 +155,8 @@ impl Batcher {
             Err(rx) => match rx.await {
                 Ok(Reply::Done(result)) => return result,
                 Ok(Reply::Collect(x, keys)) => (x, keys),
-                // The sender is only dropped by a collector that was itself
-                // dropped mid-run, which a synchronous run cannot be.
+                // The sender is only dropped unanswered by a collector that
+                // panicked mid-run (a synchronous run cannot be cancelled).
                 Err(_) => return Err("the request's batch was abandoned".into()),
             },
         };
@@ -189,15 +189,16 @@ impl Batcher {
             all_keys.extend_from_slice(&job.keys);
         }
         match model.run(&all_x, &all_keys) {
-            Ok(mut out) => {
-                let mut rest = out.split_off(own);
+            Ok(out) => {
+                // Each output is moved once, into its request's vector.
+                let mut out = out.into_iter();
+                let mine = out.by_ref().take(own).collect();
                 for job in batch {
-                    let tail = rest.split_off(job.keys.len());
+                    let theirs = out.by_ref().take(job.keys.len()).collect();
                     // A request that went away has dropped its receiver.
-                    let _ = job.reply.send(Reply::Done(Ok(rest)));
-                    rest = tail;
+                    let _ = job.reply.send(Reply::Done(Ok(theirs)));
                 }
-                Ok(out)
+                Ok(mine)
             }
             Err(e) => {
                 let message = e.to_string();

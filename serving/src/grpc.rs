@@ -506,3 +506,48 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+
+    fn request(path: &str) -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = path.parse().expect("a path");
+        req
+    }
+
+    /// The in-flight count rises when the call is accepted, before its
+    /// future first runs, and falls when it is answered or dropped
+    /// (cancelled); calls to other methods are not counted.
+    #[tokio::test]
+    async fn in_flight_counts_accepted_calls_until_answered_or_dropped() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let handler: RawHandler = Arc::new(|_, out| Box::pin(async move { Ok(out) }));
+        let raw = RawUnary::new("/p.S/M", 1024, handler).with_in_flight(Arc::clone(&counter));
+        let inner = tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let mut svc = raw.layer(inner);
+        let count = || counter.load(Ordering::Relaxed);
+
+        let first = svc.call(request("/p.S/M"));
+        let second = svc.call(request("/p.S/M"));
+        assert_eq!(count(), 2, "counted at accept, before any poll");
+        drop(first);
+        assert_eq!(count(), 1, "a dropped call leaves the count");
+        // An empty body is refused ("Missing request message"): answered all the same.
+        let answer = second.await.expect("a response");
+        assert_eq!(
+            answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"13"[..])
+        );
+        assert_eq!(count(), 0, "an answered call leaves the count");
+
+        let other = svc.call(request("/p.S/Other"));
+        assert_eq!(count(), 0, "other methods are not counted");
+        other.await.expect("the inner service answers");
+    }
+}
