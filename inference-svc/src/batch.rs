@@ -13,9 +13,9 @@
 //! features and queue their rows behind it, and keeps yielding while more
 //! keep arriving, up to `max_delay` or `max_rows`. Then it takes the queue,
 //! runs every row in one session run and hands each request its outputs. A
-//! call alone on the server (the accepted-calls count says so) does not
-//! yield at all: at concurrency 1 nothing waits, not even a turn of the
-//! scheduler, which costs a parked worker's wake-up.
+//! call alone on the server (the accepted-calls count says so) runs at once,
+//! without the queue: at concurrency 1 nothing waits, not even a turn of
+//! the scheduler, which costs a parked worker's wake-up.
 //!
 //! Only the gathering awaits; taking the queue, the run and the hand-out are
 //! one synchronous step, so a cancelled collector (a client gone, a
@@ -45,9 +45,9 @@ pub struct BatchConfig {
     /// Requests per run (`taskcast_inference_batch_requests`), when set.
     pub requests_per_run: Option<Histogram>,
     /// Calls the server has accepted and not yet answered (counted by
-    /// `taskcast_serving::grpc::RawUnary::with_in_flight`). A collector
-    /// gathers only while another is in flight, so a lone call does not
-    /// even yield; without a count it always gathers.
+    /// `taskcast_serving::grpc::RawUnary::with_in_flight`). A lone call
+    /// runs at once, without the queue; without a count every call takes
+    /// the queue.
     pub in_flight: Option<Arc<AtomicUsize>>,
 }
 
@@ -139,6 +139,12 @@ impl Batcher {
         if !self.config.batches(keys.len()) {
             return model.run(&x, &keys).map_err(|e| e.to_string());
         }
+        if !self.config.others_in_flight() {
+            // Alone on the server, so no collector exists to join: run at
+            // once, without the queue's lock.
+            self.observe(1);
+            return model.run(&x, &keys).map_err(|e| e.to_string());
+        }
         let queued = {
             let mut state = self.lock();
             if state.collecting {
@@ -166,15 +172,11 @@ impl Batcher {
     /// The collector's part: gather, take the queue, run, hand out.
     async fn collect(&self, model: &OnnxModel, x: Vec<f32>, keys: Vec<RowKeys>) -> RunResult {
         let mut guard = Collecting(Some(self));
-        if self.config.others_in_flight() {
-            self.gather(keys.len()).await;
-        }
+        self.gather(keys.len()).await;
         // From here to the end nothing awaits, so nothing can cancel it.
         guard.0 = None;
         let batch = self.take(keys.len());
-        if let Some(h) = &self.config.requests_per_run {
-            h.observe((1 + batch.len()) as f64);
-        }
+        self.observe(1 + batch.len());
         if batch.is_empty() {
             return model.run(&x, &keys).map_err(|e| e.to_string());
         }
@@ -251,6 +253,13 @@ impl Batcher {
         }
         hand_over(&mut state);
         batch
+    }
+
+    /// Counts one model run answering `calls` calls.
+    fn observe(&self, calls: usize) {
+        if let Some(h) = &self.config.requests_per_run {
+            h.observe(calls as f64);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -148,6 +148,13 @@ fn slice_learners(rows: &Rows) -> Vec<u32> {
     val.iter().map(|&i| rows.user[i]).collect()
 }
 
+/// Whether the slice rows' `learners` (one per row) are at least
+/// [`MIN_SELECTION_LEARNERS`] distinct learners: below that, no family
+/// displaces another, and the time interval keeps its training-row ends.
+pub(crate) fn enough_learners(learners: impl IntoIterator<Item = u32>) -> bool {
+    learners.into_iter().collect::<BTreeSet<_>>().len() >= MIN_SELECTION_LEARNERS
+}
+
 /// [`choose`] among the fits `fit` returns for each family of `order`
 /// ([`ORDER`] but to measure another), so that a caller which fits those
 /// families anyway (`eval`'s table) fits each of them once. `train` are the
@@ -159,7 +166,7 @@ pub fn choose_with(
     mut fit: impl FnMut(Family) -> Result<Fitted, FitError>,
 ) -> Result<(Fitted, Choice), FitError> {
     let learners = slice_learners(train);
-    let enough_learners = learners.iter().collect::<BTreeSet<_>>().len() >= MIN_SELECTION_LEARNERS;
+    let enough_learners = enough_learners(learners.iter().copied());
     let mut best: Option<Fitted> = None;
     let mut first_error = None;
     let mut tried = Vec::with_capacity(order.len());

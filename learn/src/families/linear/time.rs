@@ -1,8 +1,6 @@
 //! The time head: the median of log-seconds by least absolute deviations, a
 //! per-row scale from enough timed rows, and the interval of the residuals.
 
-use std::collections::BTreeSet;
-
 use ndarray::{Array1, ArrayView2};
 use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 
@@ -10,7 +8,7 @@ use super::dot;
 use super::scaling::Scaling;
 use crate::dataset::Rows;
 use crate::families::FitError;
-use crate::families::auto::MIN_SELECTION_LEARNERS;
+use crate::families::auto::enough_learners;
 
 /// The per-row width of the time interval: `exp(clamp(w·x + b, lo, hi))`.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,10 +173,10 @@ pub(crate) fn interval(mut u: Vec<f64>) -> [f32; 3] {
     [median - Z90 * sigma, median, median + Z90 * sigma].map(|v| v as f32)
 }
 
-/// Fewer timed rows on the inner validation slice than this (or fewer
-/// learners than [`MIN_SELECTION_LEARNERS`]) and the interval is
-/// [`interval`]'s, from the training residuals: the slice's own 10th and
-/// 90th percentiles would rest on fewer than 20 rows each.
+/// Fewer timed rows on the inner validation slice than this (or too few
+/// learners, [`enough_learners`]) and the interval is [`interval`]'s, from
+/// the training residuals: the slice's own 10th and 90th percentiles would
+/// rest on fewer than 20 rows each.
 pub const MIN_SLICE_INTERVAL_ROWS: usize = 200;
 
 impl TimeHead {
@@ -200,8 +198,8 @@ impl TimeHead {
 /// validation slice measured: the 10th and 90th percentiles of the slice's
 /// standardised residuals. The median stays the training rows' own. `None`
 /// (the head's own interval stands) below [`MIN_SLICE_INTERVAL_ROWS`] timed
-/// slice rows or [`MIN_SELECTION_LEARNERS`] learners: on `ednet_kt1_rt`'s
-/// first four learners (466 slice rows) the slice narrowed the interval and
+/// slice rows or from too few learners ([`enough_learners`]): on
+/// `ednet_kt1_rt`'s first four learners (466 slice rows) the slice narrowed the interval and
 /// coverage fell from 0.763 to 0.736, as `auto` was misled by the same few
 /// learners; at 20 learners it went from a too wide 0.869 to 0.847.
 ///
@@ -216,8 +214,9 @@ impl TimeHead {
 /// slice among all its rows; a head fitted without it gave the same
 /// coverage (0.817, 0.792) for a second fit's time, 8 s at 1 M rows.
 pub(crate) fn slice_interval(head: &TimeHead, rows: &Rows, slice: &[usize]) -> Option<[f32; 3]> {
-    let learners = slice.iter().map(|&i| rows.user[i]).collect::<BTreeSet<_>>();
-    if slice.len() < MIN_SLICE_INTERVAL_ROWS || learners.len() < MIN_SELECTION_LEARNERS {
+    if slice.len() < MIN_SLICE_INTERVAL_ROWS
+        || !enough_learners(slice.iter().map(|&i| rows.user[i]))
+    {
         return None;
     }
     Some(slice_ends(head.offsets, head.residuals(rows, slice)))
