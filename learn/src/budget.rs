@@ -23,6 +23,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use taskcast_contract::TaskRow;
 
@@ -44,15 +45,15 @@ impl LearnerCut {
     }
 }
 
-/// Default budget: 1.5 million rows. A `linear` run holds about 165 bytes
-/// per row read (features, labels, keys) plus, at its peak, about 570 per
-/// training row (linfa's f64 design matrices): at 2 M rows an operator Train
-/// peaked at 1.48 GB; at 1.5 M, runs on a 10 M-row table peaked at 1.04–1.11
-/// GB, under the 1.5 GB aim and the 2 GiB the Kubernetes manifests give the
-/// trainer. The hold-out cost is nil at that size: on 1 M simulated rows,
-/// models trained on the most recent 250 k rows scored within 0.001 AUC of
-/// models trained on all of them, on the same hold-out (BENCHMARKS.md,
-/// "Scale").
+/// Default budget: 1.5 million rows. A `linear` run peaks in its logistic
+/// fit, at about 330 bytes per row read (the features, labels and keys, and
+/// the fit's f32 design matrix): a startup run on a 10 M-row table with this
+/// budget peaked at 536 MiB (BENCHMARKS.md, "Training memory, second step";
+/// 1.04–1.11 GB when the budget was set, with f64 matrices), under the 2 GiB
+/// the Kubernetes manifests give the trainer. The hold-out cost is nil at
+/// that size: on 1 M simulated rows, models trained on the most recent 250 k
+/// rows scored within 0.001 AUC of models trained on all of them, on the same
+/// hold-out (BENCHMARKS.md, "Scale").
 pub const DEFAULT_MAX_TRAINING_ROWS: u64 = 1_500_000;
 
 /// The cut for learners given as `(user_id, latest completed_at ms, rows)`,
@@ -89,27 +90,42 @@ pub fn cut<'a>(
 /// keeps them, or in any order) without the learners a budget of `max_rows`
 /// leaves out; order is kept.
 pub fn select_recent(rows: Vec<TaskRow>, max_rows: u64) -> Vec<TaskRow> {
-    let mut learners: HashMap<&str, (i64, u64)> = HashMap::new();
+    select_recent_by(rows, max_rows, |r| (r.user_id.clone(), r.completed_at_ms))
+}
+
+/// [`select_recent`] for rows of any shape: `learner` gives a row's learner
+/// (`user_id`, or anything that reads as it) and `completed_at` (Unix
+/// milliseconds).
+pub fn select_recent_by<R, K>(
+    rows: Vec<R>,
+    max_rows: u64,
+    learner: impl Fn(&R) -> (K, i64),
+) -> Vec<R>
+where
+    K: AsRef<str> + Clone + Eq + Hash,
+{
+    let mut learners: HashMap<K, (i64, u64)> = HashMap::new();
     for r in &rows {
-        let e = learners
-            .entry(r.user_id.as_str())
-            .or_insert((r.completed_at_ms, 0));
-        e.0 = e.0.max(r.completed_at_ms);
+        let (user, at) = learner(r);
+        let e = learners.entry(user).or_insert((at, 0));
+        e.0 = e.0.max(at);
         e.1 += 1;
     }
     let Some(cut) = cut(
-        learners.iter().map(|(u, (last, n))| (*u, *last, *n)),
+        learners
+            .iter()
+            .map(|(u, (last, n))| (u.as_ref(), *last, *n)),
         max_rows,
     ) else {
         return rows;
     };
-    let taken: HashSet<String> = learners
-        .iter()
-        .filter(|(u, (last, _))| cut.takes(*last, u))
-        .map(|(u, _)| u.to_string())
+    let taken: HashSet<K> = learners
+        .into_iter()
+        .filter(|(u, (last, _))| cut.takes(*last, u.as_ref()))
+        .map(|(u, _)| u)
         .collect();
     rows.into_iter()
-        .filter(|r| taken.contains(&r.user_id))
+        .filter(|r| taken.contains(&learner(r).0))
         .collect()
 }
 

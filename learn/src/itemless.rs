@@ -24,16 +24,14 @@ use crate::source::{LearnerSource, MemorySource};
 
 /// The rows as an app without item ids would store them.
 pub fn without_items(source: &MemorySource) -> MemorySource {
-    let rows = source
-        .rows()
-        .iter()
-        .cloned()
+    source
+        .task_rows()
+        .into_iter()
         .map(|mut r| {
             r.item_id = None;
             r
         })
-        .collect();
-    MemorySource::new(rows)
+        .collect()
 }
 
 /// The item-free data, twice over.

@@ -4,6 +4,8 @@
 //! learner by learner); [`MemorySource`] holds rows in memory (a CSV file,
 //! tests, the simulator).
 
+use std::collections::HashMap;
+
 use taskcast_contract::TaskRow;
 
 use crate::budget;
@@ -26,32 +28,135 @@ pub struct SourceError(pub String);
 
 /// An in-memory source: rows grouped by learner, keeping their order within a
 /// learner (a stable sort, so CSV row order breaks timestamp ties).
+///
+/// The rows are kept packed: each distinct label (learner, topic,
+/// difficulty, item) once, a row as indices into them, and a learner's
+/// [`TaskRow`]s made only while that learner is visited. A `TaskRow` holds
+/// four strings, about 250 bytes a row with their heap blocks; packed it is
+/// 64. A CSV file's rows stay in memory until they are featurised, beside the
+/// features, and at 1 M rows they were the `train` command's peak (issue 29).
+#[derive(Default)]
 pub struct MemorySource {
-    rows: Vec<TaskRow>,
+    labels: Labels,
+    rows: Vec<Packed>,
+}
+
+/// Interned labels.
+#[derive(Default)]
+struct Labels {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Labels {
+    fn id(&mut self, label: String) -> u32 {
+        if let Some(&i) = self.ids.get(label.as_str()) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        let label = label.into_boxed_str();
+        self.ids.insert(label.clone(), i);
+        self.names.push(label);
+        i
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// A [`TaskRow`] with its strings interned in [`Labels`].
+#[derive(Clone, Copy)]
+struct Packed {
+    user: u32,
+    topic: u32,
+    difficulty: u32,
+    item: Option<u32>,
+    correct: bool,
+    seconds: Option<f64>,
+    completed_at_ms: i64,
+    started_at_ms: Option<i64>,
 }
 
 impl MemorySource {
     /// Groups `rows` by learner, ordered by time within each.
-    pub fn new(mut rows: Vec<TaskRow>) -> Self {
-        rows.sort_by(|a, b| {
-            a.user_id
-                .cmp(&b.user_id)
-                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
-        });
-        Self { rows }
+    pub fn new(rows: Vec<TaskRow>) -> Self {
+        rows.into_iter().collect()
     }
 
-    /// The rows, grouped.
-    pub fn rows(&self) -> &[TaskRow] {
-        &self.rows
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows, grouped, as [`TaskRow`]s (a copy: the source keeps them packed).
+    pub fn task_rows(&self) -> Vec<TaskRow> {
+        self.rows.iter().map(|p| self.unpack(p)).collect()
     }
 
     /// Keeps only the learners a training budget of `max_rows` takes
     /// ([`budget::select_recent`]; 0: all).
     pub fn with_budget(self, max_rows: u64) -> Self {
+        let labels = &self.labels;
+        let rows = budget::select_recent_by(self.rows, max_rows, |r| {
+            (labels.name(r.user), r.completed_at_ms)
+        });
         MemorySource {
-            rows: budget::select_recent(self.rows, max_rows),
+            labels: self.labels,
+            rows,
         }
+    }
+
+    fn pack(&mut self, r: TaskRow) -> Packed {
+        Packed {
+            user: self.labels.id(r.user_id),
+            topic: self.labels.id(r.topic),
+            difficulty: self.labels.id(r.difficulty),
+            item: r.item_id.map(|i| self.labels.id(i)),
+            correct: r.correct,
+            seconds: r.seconds,
+            completed_at_ms: r.completed_at_ms,
+            started_at_ms: r.started_at_ms,
+        }
+    }
+
+    fn unpack(&self, p: &Packed) -> TaskRow {
+        let name = |id| self.labels.name(id).to_string();
+        TaskRow {
+            user_id: name(p.user),
+            item_id: p.item.map(name),
+            topic: name(p.topic),
+            difficulty: name(p.difficulty),
+            correct: p.correct,
+            seconds: p.seconds,
+            completed_at_ms: p.completed_at_ms,
+            started_at_ms: p.started_at_ms,
+        }
+    }
+}
+
+impl FromIterator<TaskRow> for MemorySource {
+    /// Packs the rows as they come, then groups them by learner, ordered by
+    /// time within each.
+    fn from_iter<I: IntoIterator<Item = TaskRow>>(rows: I) -> Self {
+        let mut source = MemorySource::default();
+        for r in rows {
+            let p = source.pack(r);
+            source.rows.push(p);
+        }
+        let labels = &source.labels;
+        source.rows.sort_by(|a, b| {
+            labels
+                .name(a.user)
+                .cmp(labels.name(b.user))
+                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
+        });
+        source
     }
 }
 
@@ -60,9 +165,92 @@ impl LearnerSource for MemorySource {
         &mut self,
         visit: &mut (dyn FnMut(&[TaskRow]) + Send),
     ) -> Result<(), SourceError> {
-        for group in self.rows.chunk_by(|a, b| a.user_id == b.user_id) {
-            visit(group);
+        let mut learner = Vec::new();
+        for group in self.rows.chunk_by(|a, b| a.user == b.user) {
+            learner.clear();
+            learner.extend(group.iter().map(|p| self.unpack(p)));
+            visit(&learner);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(user: &str, item: Option<&str>, at: i64, seconds: Option<f64>) -> TaskRow {
+        TaskRow {
+            user_id: user.into(),
+            item_id: item.map(str::to_string),
+            topic: format!("topic-{}", at % 3),
+            difficulty: if at % 2 == 0 {
+                "hard".into()
+            } else {
+                String::new()
+            },
+            correct: at % 3 != 0,
+            seconds,
+            completed_at_ms: at,
+            started_at_ms: (at > 4).then_some(at - 1),
+        }
+    }
+
+    /// Learners interleaved and out of time order, an item absent and an
+    /// item empty (not the same thing), a time missing, a timestamp tie.
+    fn rows() -> Vec<TaskRow> {
+        vec![
+            row("b", Some("i1"), 9, Some(4.5)),
+            row("a", None, 7, None),
+            row("b", Some(""), 2, Some(1.0)),
+            row("c", Some("i1"), 5, Some(2.0)),
+            row("a", Some("i2"), 3, Some(8.25)),
+            row("a", Some("i3"), 7, Some(3.0)),
+        ]
+    }
+
+    /// What the source held as `TaskRow`s before it packed them: a stable
+    /// sort by learner, then time.
+    fn grouped(mut rows: Vec<TaskRow>) -> Vec<TaskRow> {
+        rows.sort_by(|a, b| {
+            a.user_id
+                .cmp(&b.user_id)
+                .then(a.completed_at_ms.cmp(&b.completed_at_ms))
+        });
+        rows
+    }
+
+    #[test]
+    fn packed_rows_come_back_as_they_went_in_grouped() {
+        let source = MemorySource::new(rows());
+        assert_eq!(source.len(), 6);
+        assert_eq!(source.task_rows(), grouped(rows()));
+    }
+
+    #[tokio::test]
+    async fn learners_are_visited_whole_and_in_order() {
+        let mut source = MemorySource::new(rows());
+        let mut seen = Vec::new();
+        source
+            .for_each_learner(&mut |learner| seen.push(learner.to_vec()))
+            .await
+            .unwrap();
+        let want: Vec<Vec<TaskRow>> = grouped(rows())
+            .chunk_by(|a, b| a.user_id == b.user_id)
+            .map(<[TaskRow]>::to_vec)
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn the_budget_takes_what_it_takes_of_task_rows() {
+        for max_rows in [0, 1, 2, 3, 4, 6] {
+            let kept = MemorySource::new(rows()).with_budget(max_rows);
+            assert_eq!(
+                kept.task_rows(),
+                budget::select_recent(grouped(rows()), max_rows),
+                "budget {max_rows}"
+            );
+        }
     }
 }

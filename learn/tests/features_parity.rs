@@ -137,7 +137,7 @@ fn check(rows: Vec<TaskRow>, w: u32) -> Result<(), TestCaseError> {
     let folds: Vec<PriorTable> = priors.folds.iter().map(PriorTable::new).collect();
 
     let (mut ti, mut hi) = (0usize, 0usize);
-    for group in src.rows().chunk_by(|a, b| a.user_id == b.user_id) {
+    for group in src.task_rows().chunk_by(|a, b| a.user_id == b.user_id) {
         let usable: Vec<&TaskRow> = group.iter().filter(|r| r.problem().is_none()).collect();
         if usable.is_empty() {
             continue;

@@ -30,7 +30,7 @@ fn load(rows: Vec<TaskRow>) -> (Dataset, Vec<TaskRow>) {
     let mut src = MemorySource::new(rows);
     let ds = futures::executor::block_on(dataset::load(&mut src, None, None, &mut |_| {}))
         .expect("dataset");
-    (ds, src.rows().to_vec())
+    (ds, src.task_rows())
 }
 
 /// The feature row of `rows[k]` (grouped as the source groups them), found

@@ -55,7 +55,7 @@ fn learning_curve_over_disjoint_groups() {
     let items = var("TASKCAST_LC_ITEMS").as_deref() != Some("0");
     let csv = load_csv_with(Path::new(&path), TsUnit::S).expect("csv");
     let mut learners: Vec<Vec<TaskRow>> = Vec::new();
-    for r in csv.source.rows() {
+    for r in csv.source.task_rows() {
         match learners.last_mut() {
             Some(l) if l[0].user_id == r.user_id => l.push(r.clone()),
             _ => learners.push(vec![r.clone()]),

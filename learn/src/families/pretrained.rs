@@ -82,7 +82,10 @@ pub fn fit_from(
 
     let mut time_from_app = false;
     if learn_time {
-        let (fit_t, val_t) = (timed(rows, &fit_idx), timed(rows, &val_idx));
+        let (fit_t, val_t) = (
+            timed(rows, fit_idx.iter().copied()),
+            timed(rows, val_idx.iter().copied()),
+        );
         let all_t = [fit_t.clone(), val_t.clone()].concat();
         // The app's own head replaces the pretrained one only where it
         // predicts the slice's times better by more than a standard error

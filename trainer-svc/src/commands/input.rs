@@ -115,7 +115,7 @@ pub fn read_csv(
         bail!("{display}: no usable training rows: {why}");
     }
     let source = csv.source.with_budget(max_rows);
-    let kept = source.rows().len() as u64;
+    let kept = source.len() as u64;
     if kept < summary.accepted {
         progress.say(
             &format!(

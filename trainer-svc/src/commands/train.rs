@@ -45,8 +45,8 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         &mut progress.on_phase(),
     )
     .await?;
-    // The file's rows (a few strings each) are all in `ds` now, as features:
-    // freed before the fit, whose design matrix is the run's peak.
+    // The file's rows are all in `ds` now, as features: freed before the
+    // fit, whose design matrix is the run's peak.
     drop(source);
     let trained = pipeline::fit_and_judge(&ds, &spec, None, &mut progress.on_phase())?;
     write_file(&args.out, &trained.onnx)?;

@@ -124,13 +124,13 @@ pub fn load_csv(path: &Path) -> Result<CsvFile, CsvError> {
 /// Loads `path` (plain or gzip CSV), numbers in `ts` counting `ts_unit`.
 pub fn load_csv_with(path: &Path, ts_unit: TsUnit) -> Result<CsvFile, CsvError> {
     let mut csv = CsvSource::open(path)?.lenient().ts_unit(ts_unit);
-    let mut rows = Vec::new();
-    for item in csv.by_ref() {
-        let (_, row) = item?;
-        rows.push(row);
-    }
+    // Packed as read: the file's rows as `TaskRow`s would outweigh their features.
+    let source = csv
+        .by_ref()
+        .map(|item| item.map(|(_, row)| row))
+        .collect::<Result<MemorySource, CsvError>>()?;
     Ok(CsvFile {
         summary: csv.into_summary(),
-        source: MemorySource::new(rows),
+        source,
     })
 }

@@ -5,6 +5,16 @@ use linfa::prelude::*;
 use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
 use ndarray::{Array1, ArrayView1, ArrayView2};
 
+/// The element type of the logistic fits' design matrix and parameters.
+///
+/// f32, as the features themselves are. In f64 the matrix took 8 bytes per
+/// used column per training row, the largest allocation of a `linear` run
+/// (issue 29); in f32 the developers' files moved by at most 0.0001 in
+/// hold-out AUC and log loss and 0.0002 in ECE (BENCHMARKS.md, "Training
+/// memory, second step"). What f32 costs is where the optimiser stops: the
+/// order of a gradient's sums moves it (see [`super::linfa_probabilities`]).
+pub(super) type Real = f32;
+
 use super::{FALLBACK_ALPHA, GRADIENT_TOLERANCE_PER_ROW, L2_GRID, MAX_ITERATIONS};
 use crate::dataset::Rows;
 use crate::families::FitError;
@@ -18,23 +28,24 @@ pub(super) struct Logit {
 
 impl Logit {
     pub(super) fn of(
-        x: ArrayView2<'_, f64>,
-        fitted: &FittedLogisticRegression<f64, bool>,
+        x: ArrayView2<'_, Real>,
+        fitted: &FittedLogisticRegression<Real, bool>,
     ) -> Vec<f64> {
-        let l = Logit::from(fitted);
-        (x.dot(&l.w) + l.b).to_vec()
+        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+        let z = x.dot(fitted.params()) + fitted.intercept();
+        z.iter().map(|&v| sign * f64::from(v)).collect()
     }
 }
 
-impl From<&FittedLogisticRegression<f64, bool>> for Logit {
-    fn from(fitted: &FittedLogisticRegression<f64, bool>) -> Logit {
+impl From<&FittedLogisticRegression<Real, bool>> for Logit {
+    fn from(fitted: &FittedLogisticRegression<Real, bool>) -> Logit {
         // linfa's "positive" class is the more frequent label, not `true`:
         // flip when `false` is positive, or the model would predict the
         // complement.
         let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
         Logit {
-            w: fitted.params().mapv(|w| w * sign),
-            b: fitted.intercept() * sign,
+            w: fitted.params().mapv(|w| f64::from(w) * sign),
+            b: f64::from(fitted.intercept()) * sign,
         }
     }
 }
@@ -44,19 +55,19 @@ impl From<&FittedLogisticRegression<f64, bool>> for Logit {
 /// own parameters of an earlier fit, the intercept last) when given. Views,
 /// so that the grid's fits share one matrix instead of copying it each.
 pub(super) fn logistic(
-    x: ArrayView2<'_, f64>,
+    x: ArrayView2<'_, Real>,
     y: ArrayView1<'_, bool>,
     alpha: f64,
-    initial: Option<Array1<f64>>,
-) -> Result<FittedLogisticRegression<f64, bool>, FitError> {
+    initial: Option<Array1<Real>>,
+) -> Result<FittedLogisticRegression<Real, bool>, FitError> {
     let n = x.nrows();
     let mut params = LogisticRegression::default()
-        .alpha(alpha)
+        .alpha(alpha as Real)
         .max_iterations(MAX_ITERATIONS)
         // linfa's loss is summed over rows, so its gradient grows with n: a
         // fixed tolerance is never met on large tables and every fit ran to
         // the iteration cap. Scaling by n makes it a per-row tolerance.
-        .gradient_tolerance(GRADIENT_TOLERANCE_PER_ROW * n as f64);
+        .gradient_tolerance((GRADIENT_TOLERANCE_PER_ROW * n as f64) as Real);
     if let Some(p) = initial {
         params = params.initial_params(p);
     }
@@ -66,7 +77,7 @@ pub(super) fn logistic(
 }
 
 /// linfa's parameters of a fit, intercept last: a warm start for the next.
-pub(super) fn warm_start(fitted: &FittedLogisticRegression<f64, bool>) -> Array1<f64> {
+pub(super) fn warm_start(fitted: &FittedLogisticRegression<Real, bool>) -> Array1<Real> {
     let mut p = fitted.params().to_vec();
     p.push(fitted.intercept());
     Array1::from_vec(p)
@@ -90,7 +101,7 @@ struct Tried {
     losses: Vec<f64>,
     /// linfa's parameters of the fit: the final fit on every row starts
     /// from the chosen one's.
-    params: Array1<f64>,
+    params: Array1<Real>,
 }
 
 impl Tried {
@@ -118,9 +129,9 @@ impl Tried {
 /// outcomes: views of one matrix (the fit rows first), so the grid's fits and
 /// the final fit on every row read the same memory.
 pub(super) struct Split<'a> {
-    pub(super) fit_x: ArrayView2<'a, f64>,
+    pub(super) fit_x: ArrayView2<'a, Real>,
     pub(super) fit_y: ArrayView1<'a, bool>,
-    pub(super) val_x: ArrayView2<'a, f64>,
+    pub(super) val_x: ArrayView2<'a, Real>,
     pub(super) val_y: ArrayView1<'a, bool>,
 }
 
@@ -131,7 +142,7 @@ pub(super) struct Choice {
     /// The slice's logits from the fit on the other rows.
     pub(super) z: Vec<f64>,
     /// That fit's parameters, a warm start for the final fit.
-    pub(super) params: Array1<f64>,
+    pub(super) params: Array1<Real>,
 }
 
 /// The per-row L2 strength the slice prefers, and the slice's logits under

@@ -272,9 +272,8 @@ impl Linear {
 }
 
 /// The rows of `idx` with a recorded time.
-pub(crate) fn timed(rows: &Rows, idx: &[usize]) -> Vec<usize> {
-    idx.iter()
-        .copied()
+pub(crate) fn timed(rows: &Rows, idx: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    idx.into_iter()
         .filter(|&i| rows.log_time(i).is_some())
         .collect()
 }
@@ -288,12 +287,11 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         return Err(FitError::Empty);
     }
     check_both_outcomes(rows)?;
-    let all: Vec<usize> = (0..rows.len()).collect();
     let (fit_idx, val_idx) = validation_split(rows, VALIDATION_SHARE);
-    let n = all.len() as f64;
+    let n = rows.len() as f64;
     // Standardisation uses features only, of training rows only; one for
     // every fit below, so that they are fits of the same parameters.
-    let mut scaling = Scaling::fit(rows, &all);
+    let mut scaling = Scaling::fit(rows, 0..rows.len());
     scaling.used.retain(|j| !opts.p_excluded.contains(j));
     let slice_usable = val_idx.len() >= MIN_SELECTION_ROWS
         && both_outcomes(rows, &val_idx)
@@ -304,11 +302,15 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     };
     // One column-major matrix for every logistic fit below, the fit rows
     // first: the grid and the slice read views of it, the final fit all of it.
-    let order: Vec<usize> = fit_idx.iter().chain(&val_idx).copied().collect();
+    // The fit rows' indices are the first part of the order's.
+    let n_fit = fit_idx.len();
+    let mut order = fit_idx;
+    order.extend_from_slice(&val_idx);
+    let fit_idx = &order[..n_fit];
     let x = scaling.columns(rows, &order);
     let y = outcomes(rows, &order);
-    let (fit_x, val_x) = x.view().split_at(Axis(0), fit_idx.len());
-    let (fit_y, val_y) = y.view().split_at(Axis(0), fit_idx.len());
+    let (fit_x, val_x) = x.view().split_at(Axis(0), n_fit);
+    let (fit_y, val_y) = y.view().split_at(Axis(0), n_fit);
     let split = Split {
         fit_x,
         fit_y,
@@ -335,9 +337,9 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         // a fit on the other rows, with the same per-row strength.
         None if opts.calibrate
             && val_idx.len() >= MIN_CALIBRATION_ROWS
-            && both_outcomes(rows, &fit_idx) =>
+            && both_outcomes(rows, fit_idx) =>
         {
-            let fitted = logistic(split.fit_x, split.fit_y, l2 * fit_idx.len() as f64, None)?;
+            let fitted = logistic(split.fit_x, split.fit_y, l2 * n_fit as f64, None)?;
             Some(Logit::of(split.val_x, &fitted))
         }
         None => None,
@@ -348,6 +350,7 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     // final fit's iterations on every row are the dearest of all.
     let fitted = logistic(x.view(), y.view(), info.alpha, start)?;
     drop(x);
+    drop(order);
     let logit = Logit::from(&fitted);
     let (mut p_weights, mut p_bias) = scaling.unfold(&logit.w, logit.b);
     if let Some(z) = val_logits {
@@ -364,12 +367,12 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         info.validation_losses = calibrated_losses(&z, &y, None);
     }
 
-    let all_t = timed(rows, &all);
+    let all_t = timed(rows, 0..rows.len());
     let (model, time_scale) = if learn_time && all_t.len() > FEATURE_COUNT * 2 {
         let mut head = fit_time(rows, &all_t, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
         // The interval's ends from the slice's residuals (`slice_interval`).
-        if let Some(offsets) = slice_interval(&head, rows, &timed(rows, &val_idx)) {
+        if let Some(offsets) = slice_interval(&head, rows, &timed(rows, val_idx.iter().copied())) {
             head.offsets = offsets;
             info.time_interval_from_slice = true;
         }
@@ -422,7 +425,11 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
 /// linfa's positive class (`labels().pos`). The probabilities are of that
 /// class, so they are p(correct) only when it is `true`. A reference for
 /// checking [`fit`]'s folded weights (with that `alpha` and no calibration)
-/// and the exported graph against linfa itself.
+/// and the exported graph against linfa itself. The rows are in the order
+/// [`fit`]'s final fit reads them (the fit rows, then the slice): in f32 the
+/// order of a gradient's sums moves where the optimiser stops, by up to
+/// 2·10⁻³ in p on the pipeline test's small table, which would hide what
+/// the comparison is for.
 pub fn linfa_probabilities(
     train: &Rows,
     alpha: f64,
@@ -431,12 +438,16 @@ pub fn linfa_probabilities(
     if train.is_empty() {
         return Err(FitError::Empty);
     }
-    let all: Vec<usize> = (0..train.len()).collect();
-    let scaling = Scaling::fit(train, &all);
-    let x = scaling.columns(train, &all);
-    let y = outcomes(train, &all);
+    let (fit_idx, val_idx) = validation_split(train, VALIDATION_SHARE);
+    let order: Vec<usize> = fit_idx.into_iter().chain(val_idx).collect();
+    let scaling = Scaling::fit(train, 0..train.len());
+    let x = scaling.columns(train, &order);
+    let y = outcomes(train, &order);
     let fitted = logistic(x.view(), y.view(), alpha, None)?;
     let idx: Vec<usize> = (0..eval.len()).collect();
     let p = fitted.predict_probabilities(&scaling.columns(eval, &idx));
-    Ok((p.to_vec(), fitted.labels().pos.class))
+    Ok((
+        p.iter().map(|&v| f64::from(v)).collect(),
+        fitted.labels().pos.class,
+    ))
 }

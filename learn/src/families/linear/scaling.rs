@@ -3,6 +3,7 @@
 use ndarray::{Array1, Array2, ShapeBuilder};
 use taskcast_contract::FEATURE_COUNT;
 
+use super::l2::Real;
 use crate::dataset::Rows;
 
 /// Per-feature mean and scale, and the columns the regressions may use.
@@ -27,10 +28,11 @@ pub(super) struct Scaling {
 const COLLINEAR_RESIDUAL: f64 = 1e-4;
 
 impl Scaling {
-    pub(super) fn fit(rows: &Rows, idx: &[usize]) -> Scaling {
-        let n = idx.len().max(1) as f64;
+    /// From rows `idx` (twice iterated: the means, then the covariance).
+    pub(super) fn fit(rows: &Rows, idx: impl Iterator<Item = usize> + Clone) -> Scaling {
+        let n = idx.clone().count().max(1) as f64;
         let mut mean = [0f64; FEATURE_COUNT];
-        for &i in idx {
+        for i in idx.clone() {
             for (j, v) in rows.row(i).iter().enumerate() {
                 mean[j] += f64::from(*v);
             }
@@ -40,7 +42,7 @@ impl Scaling {
         // the upper triangle is filled.
         let mut cov = [[0f64; FEATURE_COUNT]; FEATURE_COUNT];
         let mut centred = [0f64; FEATURE_COUNT];
-        for &i in idx {
+        for i in idx {
             for (c, (v, m)) in centred.iter_mut().zip(rows.row(i).iter().zip(&mean)) {
                 *c = f64::from(*v) - m;
             }
@@ -59,36 +61,31 @@ impl Scaling {
         }
     }
 
-    /// The standardised used columns of rows `idx`, row-major: what a pass
-    /// row by row (the time head's normal equations) reads.
-    pub(super) fn matrix(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
-        self.fill(
-            rows,
-            idx,
-            Array2::<f64>::zeros((idx.len(), self.used.len())),
-        )
+    /// Row `row`'s standardised used columns, into `out` (one per used
+    /// column): what every regression reads.
+    pub(super) fn standardise(&self, row: &[f32], out: &mut [f64]) {
+        for (o, &j) in out.iter_mut().zip(&self.used) {
+            *o = (f64::from(row[j]) - self.mean[j]) / self.scale[j];
+        }
     }
 
-    /// The same, column-major: what linfa's logistic regression reads.
+    /// The standardised used columns of rows `idx`, column-major: what
+    /// linfa's logistic regression reads.
     /// Its gradient is `xᵀ·r`, and ndarray (without BLAS) computes that one
     /// column of `x` at a time; row-major, each column is a walk through the
     /// whole matrix with a stride of one row, so every gradient read the
     /// matrix once per column, and the fit's time grew with the square of
     /// the columns (schema v2: 17.9 → 43.4 s on `assist2017`, BENCHMARKS.md).
-    pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
-        self.fill(
-            rows,
-            idx,
-            Array2::<f64>::zeros((idx.len(), self.used.len()).f()),
-        )
-    }
-
-    fn fill(&self, rows: &Rows, idx: &[usize], mut x: Array2<f64>) -> Array2<f64> {
+    pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<Real> {
+        let mut x = Array2::<Real>::zeros((idx.len(), self.used.len()).f());
+        let mut buf = [0f64; FEATURE_COUNT];
+        let buf = &mut buf[..self.used.len()];
         for (r, &i) in idx.iter().enumerate() {
-            let row = rows.row(i);
-            for (c, &j) in self.used.iter().enumerate() {
-                x[[r, c]] = (f64::from(row[j]) - self.mean[j]) / self.scale[j];
-            }
+            self.standardise(rows.row(i), buf);
+            x.row_mut(r)
+                .iter_mut()
+                .zip(buf.iter())
+                .for_each(|(x, v)| *x = *v as Real);
         }
         x
     }

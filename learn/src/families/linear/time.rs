@@ -1,7 +1,7 @@
 //! The time head: the median of log-seconds by least absolute deviations, a
 //! per-row scale from enough timed rows, and the interval of the residuals.
 
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, ArrayView1};
 use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 
 use super::dot;
@@ -64,13 +64,55 @@ pub(crate) struct TimeHead {
     pub(crate) scale: Option<TimeScale>,
 }
 
+/// Weights on standardised used columns and an intercept.
+type Fit = (Array1<f64>, f64);
+
+/// The timed rows' standardised used columns, read one row at a time.
+///
+/// Why no matrix: every pass of the head (the normal equations, the
+/// reweighting, the scale's regression) reads the rows once, in order, and
+/// an f64 matrix of them was as large as the logistic fit's, which it
+/// followed: at 1 M rows the two were the run's peak in turn (issue 29).
+/// Standardising a row again per pass costs a few divisions per column.
+/// The values are the matrix's and every sum is taken in the same order
+/// (`predict` below), so the head is the same to the bit.
+struct Standardised<'a> {
+    rows: &'a Rows,
+    idx: &'a [usize],
+    scaling: &'a Scaling,
+}
+
+impl Standardised<'_> {
+    fn ncols(&self) -> usize {
+        self.scaling.used.len()
+    }
+
+    /// Calls `f` with each row's position and standardised used columns.
+    fn each(&self, mut f: impl FnMut(usize, &[f64])) {
+        let mut buf = [0f64; FEATURE_COUNT];
+        let x = &mut buf[..self.ncols()];
+        for (r, &i) in self.idx.iter().enumerate() {
+            self.scaling.standardise(self.rows.row(i), x);
+            f(r, x);
+        }
+    }
+
+    /// `x·β + c` per row, each row's sum taken by ndarray's dot product, as
+    /// its matrix-vector product takes it.
+    fn predict(&self, (beta, c): &Fit) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.idx.len());
+        self.each(|_, x| out.push(ArrayView1::from(x).dot(beta) + c));
+        out
+    }
+}
+
 /// The median of log-seconds by least absolute deviations: iteratively
 /// reweighted least squares from the least-squares fit.
-fn median_regression(x: ArrayView2<'_, f64>, y: &[f64]) -> Option<(Array1<f64>, f64)> {
+fn median_regression(x: &Standardised<'_>, y: &[f64]) -> Option<Fit> {
     let mut loc = least_squares(x, y, None)?;
     let mut w = vec![1.0; y.len()];
     for _ in 0..LAD_ITERATIONS {
-        let pred = x.dot(&loc.0) + loc.1;
+        let pred = x.predict(&loc);
         for ((wi, yi), pi) in w.iter_mut().zip(y).zip(pred.iter()) {
             *wi = 1.0 / (yi - pi).abs().max(LAD_FLOOR);
         }
@@ -93,11 +135,7 @@ fn median_regression(x: ArrayView2<'_, f64>, y: &[f64]) -> Option<(Array1<f64>, 
 /// Weighted least squares with an intercept: minimises
 /// `Σ wᵢ (yᵢ − x·β − c)² + TIME_RIDGE·Σw·|β|²` by the normal equations and a
 /// Cholesky factor (at most 25 unknowns). `None` when not positive definite.
-fn least_squares(
-    x: ArrayView2<'_, f64>,
-    y: &[f64],
-    w: Option<&[f64]>,
-) -> Option<(Array1<f64>, f64)> {
+fn least_squares(x: &Standardised<'_>, y: &[f64], w: Option<&[f64]>) -> Option<Fit> {
     let k = x.ncols();
     let d = k + 1;
     // Upper triangle of the normal matrix, row-major.
@@ -105,7 +143,7 @@ fn least_squares(
     let mut rhs = vec![0f64; d];
     let mut total = 0f64;
     let mut xi = vec![0f64; d];
-    for (r, row) in x.outer_iter().enumerate() {
+    x.each(|r, row| {
         let wi = w.map_or(1.0, |w| w[r]);
         total += wi;
         xi[..k]
@@ -120,7 +158,7 @@ fn least_squares(
                 a[i * d + j] += wx * xi[j];
             }
         }
-    }
+    });
     for i in 0..k {
         a[i * d + i] += TIME_RIDGE * total;
     }
@@ -250,15 +288,15 @@ pub(crate) fn fit_time(
     per_row_scale: bool,
 ) -> Result<TimeHead, FitError> {
     let singular = || FitError::Linfa("time regression: singular design".into());
-    let ts = Scaling::fit(rows, idx);
-    let x = ts.matrix(rows, idx);
+    let ts = Scaling::fit(rows, idx.iter().copied());
+    let x = Standardised {
+        rows,
+        idx,
+        scaling: &ts,
+    };
     let y: Vec<f64> = idx.iter().filter_map(|&i| rows.log_time(i)).collect();
-    let loc = median_regression(x.view(), &y).ok_or_else(singular)?;
-    let resid: Vec<f64> = y
-        .iter()
-        .zip((x.dot(&loc.0) + loc.1).iter())
-        .map(|(y, p)| y - p)
-        .collect();
+    let loc = median_regression(&x, &y).ok_or_else(singular)?;
+    let resid: Vec<f64> = y.iter().zip(x.predict(&loc)).map(|(y, p)| y - p).collect();
     let (weights, bias) = ts.unfold(&loc.0, loc.1);
     if idx.len() < MIN_SCALE_ROWS || !per_row_scale {
         return Ok(TimeHead {
@@ -269,8 +307,8 @@ pub(crate) fn fit_time(
         });
     }
     let target: Vec<f64> = resid.iter().map(|r| (r.abs() + SCALE_FLOOR).ln()).collect();
-    let scale = least_squares(x.view(), &target, None).ok_or_else(singular)?;
-    let ls = x.dot(&scale.0) + scale.1;
+    let scale = least_squares(&x, &target, None).ok_or_else(singular)?;
+    let ls = x.predict(&scale);
     let (lo, hi) = ls
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -330,5 +368,42 @@ mod tests {
         let mut reversed = u.clone();
         reversed.reverse();
         assert_eq!(slice_ends(offsets, u), slice_ends(offsets, reversed));
+    }
+
+    /// `n` rows of varied features (a few constant columns, which the
+    /// scaling leaves out) with a time each.
+    fn varied_rows(n: usize) -> Rows {
+        let mut rows = Rows::default();
+        for i in 0..n {
+            rows.x.extend((0..FEATURE_COUNT).map(|j| match j % 5 {
+                0 => 1.0,
+                _ => ((i * 37 + j * 11) % 101) as f32 / 7.0 - (j as f32).sqrt(),
+            }));
+            rows.seconds.push(Some(5.0 + (i % 17) as f64));
+            rows.correct.push(i % 3 == 0);
+        }
+        rows
+    }
+
+    #[test]
+    fn row_by_row_products_are_the_matrix_products_to_the_bit() {
+        let rows = varied_rows(700);
+        let idx: Vec<usize> = (0..rows.len()).step_by(2).collect();
+        let scaling = Scaling::fit(&rows, idx.iter().copied());
+        let x = Standardised {
+            rows: &rows,
+            idx: &idx,
+            scaling: &scaling,
+        };
+        assert!(x.ncols() > 20 && x.ncols() < FEATURE_COUNT, "{}", x.ncols());
+        // The matrix the head used to build, and its product with ndarray.
+        let mut m = ndarray::Array2::<f64>::zeros((idx.len(), x.ncols()));
+        x.each(|r, v| m.row_mut(r).assign(&ArrayView1::from(v)));
+        let fit: Fit = (
+            (0..x.ncols()).map(|j| 0.37 * j as f64 - 1.3).collect(),
+            0.25,
+        );
+        let want = m.dot(&fit.0) + fit.1;
+        assert_eq!(x.predict(&fit), want.to_vec());
     }
 }

@@ -63,8 +63,13 @@ impl Standardiser {
     /// Standardises one raw row into `out`.
     pub fn apply(&self, row: &[f32], out: &mut [f32]) {
         for j in 0..FEATURE_COUNT {
-            out[j] = (row[j] - self.mean[j]) * self.inv_std[j];
+            out[j] = self.one(j, row[j]);
         }
+    }
+
+    /// Feature `j`'s value `v`, standardised.
+    pub fn one(&self, j: usize, v: f32) -> f32 {
+        (v - self.mean[j]) * self.inv_std[j]
     }
 }
 

@@ -268,7 +268,7 @@ pub fn fit(ds: &Dataset, cfg: &MlpConfig, seed: u64) -> Result<Mlp, FitError> {
     let (maps, vocab) = vocabularies(ds);
     let (fit_rows, val_rows) = validation_split(rows, cfg.validation_share);
     let standardiser = Standardiser::fit(&rows.x, &fit_rows);
-    let data = Data::for_fit(rows, &maps, &standardiser);
+    let data = Data::for_fit(rows, &maps);
     let (fit_t, val_t) = (data.timed(&fit_rows), data.timed(&val_rows));
     // Whether the data supports a time head is decided once per run
     // (crate::time_support); without one the time output falls back to the

@@ -51,9 +51,13 @@ impl Layout {
 }
 
 /// Per-row training targets and inputs.
+///
+/// The features are not here: a batch standardises its rows of the raw ones
+/// as it is filled. A standardised copy of every training row was as large
+/// as the rows themselves, while an epoch reads at most
+/// [`MlpConfig::max_rows_per_epoch`](super::MlpConfig::max_rows_per_epoch) of
+/// them; it set `auto`'s peak at 1 M rows (issue 29).
 pub(super) struct Data {
-    /// Standardised features, row-major.
-    xs: Vec<f32>,
     /// Embedding indices per row (topic, difficulty).
     idx: Vec<[u32; INDEXED]>,
     /// 1.0 for correct.
@@ -63,23 +67,11 @@ pub(super) struct Data {
 }
 
 impl Data {
-    /// The training rows standardised, with their embedding indices (`maps`:
-    /// dataset index → embedding row, per input) and targets.
-    pub(super) fn for_fit(
-        rows: &Rows,
-        maps: &[Vec<u32>; INDEXED],
-        standardiser: &Standardiser,
-    ) -> Data {
-        let mut xs = vec![0f32; rows.x.len()];
-        for i in 0..rows.len() {
-            standardiser.apply(
-                rows.row(i),
-                &mut xs[i * FEATURE_COUNT..(i + 1) * FEATURE_COUNT],
-            );
-        }
+    /// The training rows' embedding indices (`maps`: dataset index →
+    /// embedding row, per input) and targets.
+    pub(super) fn for_fit(rows: &Rows, maps: &[Vec<u32>; INDEXED]) -> Data {
         let at = |m: &Vec<u32>, i: u32| m.get(i as usize).copied().unwrap_or(0);
         Data {
-            xs,
             idx: (0..rows.len())
                 .map(|i| {
                     [
@@ -201,7 +193,7 @@ fn eval_loss(net: &FoldedNet, x: &[f32], data: &Data, rows: &[usize], layout: La
 pub(super) struct Trainer<'a> {
     /// Raw feature rows, row-major (the folded network standardises them).
     pub x: &'a [f32],
-    /// Standardised rows, embedding indices and targets.
+    /// Embedding indices and targets.
     pub data: &'a Data,
     /// Embedding rows per input, OOV row included.
     pub vocab_sizes: [usize; INDEXED],
@@ -265,9 +257,10 @@ impl Batch {
         }
     }
 
-    /// Fills the batch from `rows`, masking each id to OOV (0) with
-    /// probability `oov_rate`.
-    fn fill(&mut self, net: &Net, data: &Data, rows: &[usize], oov_rate: f32, rng: &mut StdRng) {
+    /// Fills the batch from `rows` (their raw features `x`, standardised
+    /// here), masking each id to OOV (0) with probability `oov_rate`.
+    fn fill(&mut self, net: &Net, trainer: &Trainer<'_>, rows: &[usize], rng: &mut StdRng) {
+        let (data, oov_rate) = (trainer.data, trainer.cfg.oov_rate);
         if self.x.nrows() != rows.len() {
             self.x = Array2::zeros((rows.len(), net::input_width(FEATURE_COUNT)));
         }
@@ -288,8 +281,9 @@ impl Batch {
                 }
                 at += EMBEDDINGS[k];
             }
-            for d in 0..FEATURE_COUNT {
-                row[at + d] = data.xs[r * FEATURE_COUNT + d];
+            let raw = &trainer.x[r * FEATURE_COUNT..(r + 1) * FEATURE_COUNT];
+            for (d, &v) in raw.iter().enumerate() {
+                row[at + d] = trainer.standardiser.one(d, v);
             }
         }
     }
@@ -426,7 +420,7 @@ impl Trainer<'_> {
             if rows.len() < 2 {
                 continue;
             }
-            batch.fill(net, self.data, rows, cfg.oov_rate, rng);
+            batch.fill(net, self, rows, rng);
             let loss = |out: &Array2<f32>, rows: &[usize]| batch_loss(self.data, layout, out, rows);
             train_loss += train_step(net, adam, &batch.x, &batch.ids, rows, &loss, step, rng);
             trained += rows.len();
@@ -472,7 +466,6 @@ impl Mlp {
             x.extend_from_slice(rows.row(i));
         }
         let data = Data {
-            xs: Vec::new(),
             idx: ids,
             y: idx
                 .iter()
