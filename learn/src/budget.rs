@@ -46,9 +46,9 @@ impl LearnerCut {
 }
 
 /// Default budget: 1.5 million rows. A `linear` run peaks in its logistic
-/// fit, at about 330 bytes per row read (the features, labels and keys, and
-/// the fit's f32 design matrix): a startup run on a 10 M-row table with this
-/// budget peaked at 536 MiB (BENCHMARKS.md, "Training memory, second step";
+/// fit, at about 300 bytes per row read (the features and labels, and the
+/// fit's f32 design matrix): a startup run on a 10 M-row table with this
+/// budget peaked at 499 MiB (BENCHMARKS.md, "Training memory, second step";
 /// 1.04–1.11 GB when the budget was set, with f64 matrices), under the 2 GiB
 /// the Kubernetes manifests give the trainer. The hold-out cost is nil at
 /// that size: on 1 M simulated rows, models trained on the most recent 250 k

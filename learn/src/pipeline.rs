@@ -382,11 +382,11 @@ fn verify_export(
         topic: rows.topic[..n].to_vec(),
         difficulty: rows.difficulty[..n].to_vec(),
         item: rows.item[..n].to_vec(),
-        keys: rows.keys[..n].to_vec(),
+        key_tables: std::sync::Arc::clone(&rows.key_tables),
         baselines: Default::default(),
     };
     let model = OnnxModel::load(onnx, 1)?;
-    let got = model.run(&sample.x, &sample.keys)?;
+    let got = model.run(&sample.x, &sample.keys())?;
     let want = fitted.predict(&sample);
     if let Some(bad) = got
         .iter()

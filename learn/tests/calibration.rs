@@ -51,7 +51,7 @@ fn onnx_outputs(fitted: &Fitted, ds: &Dataset) -> Vec<Output> {
     let bytes = Artifact::write(fitted.graph(), &meta).expect("artifact");
     let model = OnnxModel::load(&bytes, 1).expect("ONNX Runtime loads it");
     model
-        .run(&ds.holdout.x, &ds.holdout.keys)
+        .run(&ds.holdout.x, &ds.holdout.keys())
         .expect("ONNX Runtime runs it")
 }
 

@@ -163,7 +163,7 @@ fn check(rows: Vec<TaskRow>, w: u32) -> Result<(), TestCaseError> {
                 let (want, keys) = inference_row(view, i, fold, w, ds.clock);
                 prop_assert!(ti < ds.train.len());
                 prop_assert_eq!(bits(ds.train.row(ti)), bits(&want), "training row {}", ti);
-                prop_assert_eq!(ds.train.keys[ti], keys);
+                prop_assert_eq!(ds.train.key(ti), keys);
                 ti += 1;
             } else {
                 let (want, keys) = inference_row(&usable, i, &serving, w, ds.clock);
@@ -175,7 +175,7 @@ fn check(rows: Vec<TaskRow>, w: u32) -> Result<(), TestCaseError> {
                     hi,
                     &usable[0].user_id
                 );
-                prop_assert_eq!(ds.holdout.keys[hi], keys);
+                prop_assert_eq!(ds.holdout.key(hi), keys);
                 hi += 1;
             }
         }

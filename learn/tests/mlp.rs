@@ -104,9 +104,9 @@ fn assert_export_matches(m: &Mlp, ds: &Dataset) {
     // The dataset's own rows, looked up by their keys as serving will.
     let n = ds.holdout.len().min(500);
     let got = onnx
-        .run(&ds.holdout.x[..n * FEATURE_COUNT], &ds.holdout.keys[..n])
+        .run(&ds.holdout.x[..n * FEATURE_COUNT], &ds.holdout.keys()[..n])
         .unwrap();
-    let want = m.predict(&ds.holdout.x[..n * FEATURE_COUNT], &ds.holdout.keys[..n]);
+    let want = m.predict(&ds.holdout.x[..n * FEATURE_COUNT], &ds.holdout.keys()[..n]);
     assert!(max_difference(&got, &want) < 1e-4);
 }
 
@@ -136,7 +136,7 @@ fn export_reproduces_forward_pass_both_architectures_and_without_times() {
     .unwrap();
     assert!(!m.learned_time());
     assert_export_matches(&m, &ds);
-    let out = m.predict(&ds.holdout.x, &ds.holdout.keys);
+    let out = m.predict(&ds.holdout.x, &ds.holdout.keys());
     for o in &out {
         assert!(
             o.log_seconds
@@ -157,7 +157,7 @@ fn the_learner_reaches_the_model_only_through_its_history() {
     assert_eq!(fields, [IndexField::Topic, IndexField::Difficulty]);
     let onnx = load_onnx(&m);
     let x = ds.holdout.row(0).to_vec();
-    let known = ds.holdout.keys[0];
+    let known = ds.holdout.key(0);
     let stranger = RowKeys {
         user: label_key("never-seen-learner"),
         ..known
@@ -289,7 +289,7 @@ fn training_is_deterministic_for_a_seed() {
     let run = |seed| -> Vec<Output> {
         mlp::fit(&ds, &cfg, seed)
             .unwrap()
-            .predict(&ds.holdout.x, &ds.holdout.keys)
+            .predict(&ds.holdout.x, &ds.holdout.keys())
     };
     let (a, b, c) = (run(9), run(9), run(10));
     assert_eq!(a, b);

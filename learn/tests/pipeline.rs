@@ -221,7 +221,7 @@ fn check_export_matches_linfa(ds: &Dataset) -> bool {
     let model = linear::fit(&ds.train, &opts, ds.time_modeled()).expect("fit");
     let onnx = Artifact::write(model.graph(), &metadata(ds)).unwrap();
     let ort = OnnxModel::load(&onnx, 1).unwrap();
-    let got = ort.run(&ds.holdout.x, &ds.holdout.keys).unwrap();
+    let got = ort.run(&ds.holdout.x, &ds.holdout.keys()).unwrap();
     let rust = predict(&model, &ds.holdout);
     let (want, pos) = linfa_p_correct(&ds.train, &ds.holdout);
     assert_eq!(got.len(), ds.holdout.len());
@@ -419,7 +419,7 @@ async fn training_rows_use_out_of_fold_priors() {
     let mut checked = 0;
     for (i, user) in ds.train.user.iter().enumerate() {
         // Rows featurised without items (dataset::hides_items) have no item prior.
-        if *user == a_id && ds.train.keys[i].item != 0 {
+        if *user == a_id && ds.train.key(i).item != 0 {
             let v = ds.train.row(i)[item_logit];
             assert_eq!(v.to_bits(), want.to_bits(), "row {i}: {v} vs {want}");
             // B only ever failed, so A's item prior says "hard".

@@ -149,7 +149,7 @@ async fn run(size: &Size) -> Result {
     let onnx = Artifact::write(fitted.graph(), &metadata).expect("export");
     let model = OnnxModel::load(&onnx, 1).expect("load");
     let scored = model
-        .run(&ds.holdout.x, &ds.holdout.keys)
+        .run(&ds.holdout.x, &ds.holdout.keys())
         .expect("score hold-out");
     assert_eq!(scored.len(), ds.holdout.len());
     let export = t.elapsed().as_secs_f64();

@@ -38,7 +38,7 @@ fn compare_architectures_on_real_data() {
             };
             let m = mlp::fit(&ds, &cfg, seed).unwrap();
             let fit_s = started.elapsed().as_secs_f64();
-            let preds = m.predict(&ds.holdout.x, &ds.holdout.keys);
+            let preds = m.predict(&ds.holdout.x, &ds.holdout.keys());
             let s = evaluate::score(&ds.holdout, &preds, ds.time_modeled());
             let mm = &s.metrics;
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));

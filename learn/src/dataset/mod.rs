@@ -31,6 +31,7 @@ mod priors;
 mod view;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use taskcast_contract::features::{
     DEFAULT_HISTORY_WINDOW, label_key, log_time, unix_seconds_ms, window,
@@ -105,8 +106,10 @@ pub struct Rows {
     pub difficulty: Vec<u32>,
     /// Item index into [`Dataset::items`] (0 = none).
     pub item: Vec<u32>,
-    /// Label keys for a model's index inputs.
-    pub keys: Vec<RowKeys>,
+    /// The label keys of the indices above, for a model's index inputs
+    /// ([`Rows::key`]): one table per vocabulary, shared by both sides of
+    /// a dataset, instead of 32 bytes of keys on every row.
+    pub key_tables: Arc<KeyTables>,
     /// Baselines' predictions (hold-out only): see [`Baselines`].
     pub baselines: Baselines,
 }
@@ -125,7 +128,7 @@ impl Rows {
             topic: Vec::with_capacity(n),
             difficulty: Vec::with_capacity(n),
             item: Vec::with_capacity(n),
-            keys: Vec::with_capacity(n),
+            key_tables: Arc::default(),
             baselines: Baselines {
                 population: Vec::with_capacity(b),
                 learner: Vec::with_capacity(b),
@@ -135,26 +138,53 @@ impl Rows {
     }
 
     /// The training rows of several datasets as one set, for a model fitted
-    /// across apps (`trainer-svc pretrain`): learner indices are offset so
-    /// that learners of different datasets stay apart. Index columns (topic,
-    /// difficulty, item) keep each dataset's own numbering and mean nothing
-    /// across them; baselines are left empty.
+    /// across apps (`trainer-svc pretrain`): learner, topic, difficulty and
+    /// item indices are offset by the vocabularies before them, so that
+    /// datasets stay apart and every row keeps its own label keys; baselines
+    /// are left empty.
     pub fn pooled<'a>(parts: impl IntoIterator<Item = &'a Rows> + Clone) -> Rows {
         let n = parts.clone().into_iter().map(Rows::len).sum();
         let mut all = Rows::with_capacity(n, false);
-        let mut user_base = 0u32;
+        let mut tables = KeyTables::default();
         for r in parts {
+            // Each part's index 0 (key 0, "none") lands on its own first
+            // entry, whose key is 0 too.
+            let offsets = [
+                &tables.user,
+                &tables.topic,
+                &tables.difficulty,
+                &tables.item,
+            ]
+            .map(|t| t.len() as u32);
             all.x.extend_from_slice(&r.x);
             all.correct.extend_from_slice(&r.correct);
             all.seconds.extend_from_slice(&r.seconds);
-            all.user.extend(r.user.iter().map(|u| u + user_base));
-            all.topic.extend_from_slice(&r.topic);
-            all.difficulty.extend_from_slice(&r.difficulty);
-            all.item.extend_from_slice(&r.item);
-            all.keys.extend_from_slice(&r.keys);
-            user_base += r.user.iter().max().map_or(0, |u| u + 1);
+            all.user.extend(r.user.iter().map(|u| u + offsets[0]));
+            all.topic.extend(r.topic.iter().map(|u| u + offsets[1]));
+            all.difficulty
+                .extend(r.difficulty.iter().map(|u| u + offsets[2]));
+            all.item.extend(r.item.iter().map(|u| u + offsets[3]));
+            tables.append(&r.key_tables);
         }
+        all.key_tables = Arc::new(tables);
         all
+    }
+
+    /// Row `i`'s label keys.
+    pub fn key(&self, i: usize) -> RowKeys {
+        let t = &self.key_tables;
+        let at = |table: &[u64], id: u32| table.get(id as usize).copied().unwrap_or(0);
+        RowKeys {
+            user: at(&t.user, self.user[i]),
+            topic: at(&t.topic, self.topic[i]),
+            difficulty: at(&t.difficulty, self.difficulty[i]),
+            item: at(&t.item, self.item[i]),
+        }
+    }
+
+    /// Every row's label keys, in row order (what a model run takes).
+    pub fn keys(&self) -> Vec<RowKeys> {
+        (0..self.len()).map(|i| self.key(i)).collect()
     }
 
     /// Number of rows.
@@ -191,6 +221,44 @@ pub struct Vocab {
     ids: HashMap<String, u32>,
     /// Labels by index; `labels[0]` is the empty label.
     pub labels: Vec<String>,
+}
+
+/// The label key ([`label_key`]) of every vocabulary entry, by index: what
+/// turns a row's indices back into the keys a model's index inputs look up.
+/// Index 0, the empty label, has key 0 ("none") in every table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyTables {
+    /// Learner keys.
+    pub user: Vec<u64>,
+    /// Topic keys.
+    pub topic: Vec<u64>,
+    /// Effective difficulty keys.
+    pub difficulty: Vec<u64>,
+    /// Item keys.
+    pub item: Vec<u64>,
+}
+
+impl KeyTables {
+    fn of(ds: &Dataset) -> KeyTables {
+        let keys = |v: &Vocab| v.labels.iter().map(|l| label_key(l)).collect();
+        KeyTables {
+            user: keys(&ds.users),
+            topic: keys(&ds.topics),
+            difficulty: keys(&ds.difficulties),
+            item: keys(&ds.items),
+        }
+    }
+
+    fn append(&mut self, other: &KeyTables) {
+        for (mine, theirs) in [
+            (&mut self.user, &other.user),
+            (&mut self.topic, &other.topic),
+            (&mut self.difficulty, &other.difficulty),
+            (&mut self.item, &other.item),
+        ] {
+            mine.extend_from_slice(theirs);
+        }
+    }
 }
 
 impl Vocab {
@@ -325,6 +393,9 @@ pub async fn build_with(
         .await?;
     ds.census = census;
     ds.census.skipped = skipped;
+    let tables = Arc::new(KeyTables::of(&ds));
+    ds.train.key_tables = Arc::clone(&tables);
+    ds.holdout.key_tables = tables;
     Ok(ds)
 }
 
@@ -498,7 +569,12 @@ impl RowPass {
             out.topic.push(topic);
             out.difficulty.push(difficulty);
             out.item.push(item);
-            out.keys.push(RowKeys::new(learner.user_key, &cand));
+            // The indices carry the keys (`Rows::key`): the effective
+            // difficulty's label must be the one its key came from.
+            debug_assert_eq!(
+                label_key(&ds.difficulties.labels[difficulty as usize]),
+                cand.difficulty
+            );
             if side == Side::Holdout {
                 self.baselines
                     .predict(&mut out.baselines, &earlier, cand.topic, &self.serving);

@@ -231,7 +231,7 @@ impl Fitted {
                     }
                 })
                 .collect(),
-            Fitted::Mlp(m) => m.predict(&rows.x, &rows.keys),
+            Fitted::Mlp(m) => m.predict(&rows.x, &rows.keys()),
         }
     }
 

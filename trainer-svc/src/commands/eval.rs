@@ -156,7 +156,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             // Plot what serving would say: the exported file, not the
             // in-memory fit (export is verified equal, but this is the truth).
             let model = OnnxModel::load(&trained.onnx, 1)?;
-            let preds = model.run(&ds.holdout.x, &ds.holdout.keys)?;
+            let preds = model.run(&ds.holdout.x, &ds.holdout.keys())?;
             let name = format!("{} on {} (hold-out)", family.name(), file_name(path));
             let files = plots::write_all(
                 &dir.join(family.name()),

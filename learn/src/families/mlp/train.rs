@@ -459,7 +459,7 @@ impl Mlp {
     /// [`FitReport::nets`](super::FitReport::nets) order. `rows` must be the training rows of the
     /// dataset the model was fitted on.
     pub fn losses(&self, rows: &Rows, idx: &[usize]) -> Vec<f64> {
-        let keys: Vec<RowKeys> = idx.iter().map(|&i| rows.keys[i]).collect();
+        let keys: Vec<RowKeys> = idx.iter().map(|&i| rows.key(i)).collect();
         let ids = self.indices(&keys);
         let mut x = Vec::with_capacity(idx.len() * FEATURE_COUNT);
         for &i in idx {
