@@ -120,6 +120,11 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
+/// One request's rows in a run of their own.
+fn run_alone(model: &OnnxModel, x: &[f32], keys: &[RowKeys]) -> RunResult {
+    model.run(x, keys).map_err(|e| e.to_string())
+}
+
 impl Batcher {
     /// A queue batching by `config`.
     pub fn new(config: BatchConfig) -> Self {
@@ -137,13 +142,13 @@ impl Batcher {
     /// bits (at most 4.8e-7 measured; `tests/batching.rs` allows 1e-6).
     pub async fn run(&self, model: &OnnxModel, x: Vec<f32>, keys: Vec<RowKeys>) -> RunResult {
         if !self.config.batches(keys.len()) {
-            return model.run(&x, &keys).map_err(|e| e.to_string());
+            return run_alone(model, &x, &keys);
         }
         if !self.config.others_in_flight() {
             // Alone on the server, so no collector exists to join: run at
             // once, without the queue's lock.
             self.observe(1);
-            return model.run(&x, &keys).map_err(|e| e.to_string());
+            return run_alone(model, &x, &keys);
         }
         let queued = {
             let mut state = self.lock();
@@ -178,7 +183,7 @@ impl Batcher {
         let batch = self.take(keys.len());
         self.observe(1 + batch.len());
         if batch.is_empty() {
-            return model.run(&x, &keys).map_err(|e| e.to_string());
+            return run_alone(model, &x, &keys);
         }
         let rows = keys.len() + batch.iter().map(|j| j.keys.len()).sum::<usize>();
         let mut all_x = x;

@@ -4,11 +4,10 @@
 //! learner by learner); [`MemorySource`] holds rows in memory (a CSV file,
 //! tests, the simulator).
 
-use std::collections::HashMap;
-
 use taskcast_contract::TaskRow;
 
 use crate::budget;
+use crate::dataset::Vocab;
 
 /// Something that yields learners' attempts, one learner at a time, each in
 /// chronological order. Called once per pass.
@@ -32,40 +31,16 @@ pub struct SourceError(pub String);
 /// The rows are kept packed: each distinct label (learner, topic,
 /// difficulty, item) once, a row as indices into them, and a learner's
 /// [`TaskRow`]s made only while that learner is visited. A `TaskRow` holds
-/// four strings, about 250 bytes a row with their heap blocks; packed it is
-/// 64. A CSV file's rows stay in memory until they are featurised, beside the
+/// four strings: by arithmetic about 270 bytes a row (144 for the struct and
+/// four small heap blocks); packed it is 64 (checked below). A CSV file's rows stay in memory until they are featurised, beside the
 /// features, and at 1 M rows they were the `train` command's peak (issue 29).
-#[derive(Default)]
 pub struct MemorySource {
-    labels: Labels,
+    /// Every label of every kind, interned once.
+    vocab: Vocab,
     rows: Vec<Packed>,
 }
 
-/// Interned labels.
-#[derive(Default)]
-struct Labels {
-    ids: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-}
-
-impl Labels {
-    fn id(&mut self, label: String) -> u32 {
-        if let Some(&i) = self.ids.get(label.as_str()) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        let label = label.into_boxed_str();
-        self.ids.insert(label.clone(), i);
-        self.names.push(label);
-        i
-    }
-
-    fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
-    }
-}
-
-/// A [`TaskRow`] with its strings interned in [`Labels`].
+/// A [`TaskRow`] with its strings interned in the source's vocabulary.
 #[derive(Clone, Copy)]
 struct Packed {
     user: u32,
@@ -77,6 +52,9 @@ struct Packed {
     completed_at_ms: i64,
     started_at_ms: Option<i64>,
 }
+
+// The size the type's docs give a packed row.
+const _: () = assert!(std::mem::size_of::<Packed>() == 64);
 
 impl MemorySource {
     /// Groups `rows` by learner, ordered by time within each.
@@ -102,22 +80,22 @@ impl MemorySource {
     /// Keeps only the learners a training budget of `max_rows` takes
     /// ([`budget::select_recent`]; 0: all).
     pub fn with_budget(self, max_rows: u64) -> Self {
-        let labels = &self.labels;
+        let labels = &self.vocab.labels;
         let rows = budget::select_recent_by(self.rows, max_rows, |r| {
-            (labels.name(r.user), r.completed_at_ms)
+            (labels[r.user as usize].as_str(), r.completed_at_ms)
         });
         MemorySource {
-            labels: self.labels,
+            vocab: self.vocab,
             rows,
         }
     }
 
     fn pack(&mut self, r: TaskRow) -> Packed {
         Packed {
-            user: self.labels.id(r.user_id),
-            topic: self.labels.id(r.topic),
-            difficulty: self.labels.id(r.difficulty),
-            item: r.item_id.map(|i| self.labels.id(i)),
+            user: self.vocab.id(&r.user_id),
+            topic: self.vocab.id(&r.topic),
+            difficulty: self.vocab.id(&r.difficulty),
+            item: r.item_id.map(|i| self.vocab.id(&i)),
             correct: r.correct,
             seconds: r.seconds,
             completed_at_ms: r.completed_at_ms,
@@ -126,7 +104,7 @@ impl MemorySource {
     }
 
     fn unpack(&self, p: &Packed) -> TaskRow {
-        let name = |id| self.labels.name(id).to_string();
+        let name = |id: u32| self.vocab.labels[id as usize].clone();
         TaskRow {
             user_id: name(p.user),
             item_id: p.item.map(name),
@@ -144,16 +122,18 @@ impl FromIterator<TaskRow> for MemorySource {
     /// Packs the rows as they come, then groups them by learner, ordered by
     /// time within each.
     fn from_iter<I: IntoIterator<Item = TaskRow>>(rows: I) -> Self {
-        let mut source = MemorySource::default();
+        let mut source = MemorySource {
+            vocab: Vocab::new(),
+            rows: Vec::new(),
+        };
         for r in rows {
             let p = source.pack(r);
             source.rows.push(p);
         }
-        let labels = &source.labels;
+        let labels = &source.vocab.labels;
         source.rows.sort_by(|a, b| {
-            labels
-                .name(a.user)
-                .cmp(labels.name(b.user))
+            labels[a.user as usize]
+                .cmp(&labels[b.user as usize])
                 .then(a.completed_at_ms.cmp(&b.completed_at_ms))
         });
         source

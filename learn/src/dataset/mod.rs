@@ -262,14 +262,16 @@ impl KeyTables {
 }
 
 impl Vocab {
-    fn new() -> Self {
+    /// An empty vocabulary: only the empty label, at index 0.
+    pub(crate) fn new() -> Self {
         Vocab {
             ids: HashMap::new(),
             labels: vec![String::new()],
         }
     }
 
-    fn id(&mut self, label: &str) -> u32 {
+    /// `label`'s index, added if new (the empty label is 0).
+    pub(crate) fn id(&mut self, label: &str) -> u32 {
         if label.is_empty() {
             return 0;
         }

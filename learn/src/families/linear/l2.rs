@@ -5,6 +5,11 @@ use linfa::prelude::*;
 use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
 use ndarray::{Array1, ArrayView1, ArrayView2};
 
+use super::{FALLBACK_ALPHA, GRADIENT_TOLERANCE_PER_ROW, L2_GRID, MAX_ITERATIONS};
+use crate::dataset::Rows;
+use crate::families::FitError;
+use crate::families::calibration::row_log_loss;
+
 /// The element type of the logistic fits' design matrix and parameters.
 ///
 /// f32, as the features themselves are. In f64 the matrix took 8 bytes per
@@ -14,11 +19,6 @@ use ndarray::{Array1, ArrayView1, ArrayView2};
 /// memory, second step"). What f32 costs is where the optimiser stops: the
 /// order of a gradient's sums moves it (see [`super::linfa_probabilities`]).
 pub(super) type Real = f32;
-
-use super::{FALLBACK_ALPHA, GRADIENT_TOLERANCE_PER_ROW, L2_GRID, MAX_ITERATIONS};
-use crate::dataset::Rows;
-use crate::families::FitError;
-use crate::families::calibration::row_log_loss;
 
 /// The logit on standardised columns, `w·x + b`, as p(correct).
 pub(super) struct Logit {
@@ -31,18 +31,22 @@ impl Logit {
         x: ArrayView2<'_, Real>,
         fitted: &FittedLogisticRegression<Real, bool>,
     ) -> Vec<f64> {
-        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+        let sign = Logit::sign(fitted);
         let z = x.dot(fitted.params()) + fitted.intercept();
         z.iter().map(|&v| sign * f64::from(v)).collect()
+    }
+
+    /// linfa's "positive" class is the more frequent label, not `true`:
+    /// −1 when `false` is positive, or the model would predict the
+    /// complement.
+    fn sign(fitted: &FittedLogisticRegression<Real, bool>) -> f64 {
+        if fitted.labels().pos.class { 1.0 } else { -1.0 }
     }
 }
 
 impl From<&FittedLogisticRegression<Real, bool>> for Logit {
     fn from(fitted: &FittedLogisticRegression<Real, bool>) -> Logit {
-        // linfa's "positive" class is the more frequent label, not `true`:
-        // flip when `false` is positive, or the model would predict the
-        // complement.
-        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+        let sign = Logit::sign(fitted);
         Logit {
             w: fitted.params().mapv(|w| f64::from(w) * sign),
             b: f64::from(fitted.intercept()) * sign,

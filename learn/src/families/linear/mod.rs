@@ -278,6 +278,16 @@ pub(crate) fn timed(rows: &Rows, idx: impl IntoIterator<Item = usize>) -> Vec<us
         .collect()
 }
 
+/// The training rows in the order the logistic fits read them: the fit rows
+/// of the inner validation split, then the slice ([`validation_split`]);
+/// and how many fit rows there are.
+fn fit_order(rows: &Rows) -> (Vec<usize>, usize) {
+    let (mut order, val_idx) = validation_split(rows, VALIDATION_SHARE);
+    let n_fit = order.len();
+    order.extend_from_slice(&val_idx);
+    (order, n_fit)
+}
+
 /// Fits the linear family on `rows` (all the training rows: the inner
 /// validation slice is split off here). Without `learn_time` (the data
 /// cannot support a time head: [`crate::time_support`]) times come
@@ -287,26 +297,22 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         return Err(FitError::Empty);
     }
     check_both_outcomes(rows)?;
-    let (fit_idx, val_idx) = validation_split(rows, VALIDATION_SHARE);
+    let (order, n_fit) = fit_order(rows);
+    let (fit_idx, val_idx) = order.split_at(n_fit);
     let n = rows.len() as f64;
     // Standardisation uses features only, of training rows only; one for
     // every fit below, so that they are fits of the same parameters.
     let mut scaling = Scaling::fit(rows, 0..rows.len());
     scaling.used.retain(|j| !opts.p_excluded.contains(j));
     let slice_usable = val_idx.len() >= MIN_SELECTION_ROWS
-        && both_outcomes(rows, &val_idx)
-        && both_outcomes(rows, &fit_idx);
+        && both_outcomes(rows, val_idx)
+        && both_outcomes(rows, fit_idx);
     let mut info = LinearInfo {
         validation_rows: val_idx.len(),
         ..LinearInfo::default()
     };
     // One column-major matrix for every logistic fit below, the fit rows
     // first: the grid and the slice read views of it, the final fit all of it.
-    // The fit rows' indices are the first part of the order's.
-    let n_fit = fit_idx.len();
-    let mut order = fit_idx;
-    order.extend_from_slice(&val_idx);
-    let fit_idx = &order[..n_fit];
     let x = scaling.columns(rows, &order);
     let y = outcomes(rows, &order);
     let (fit_x, val_x) = x.view().split_at(Axis(0), n_fit);
@@ -350,7 +356,6 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     // final fit's iterations on every row are the dearest of all.
     let fitted = logistic(x.view(), y.view(), info.alpha, start)?;
     drop(x);
-    drop(order);
     let logit = Logit::from(&fitted);
     let (mut p_weights, mut p_bias) = scaling.unfold(&logit.w, logit.b);
     if let Some(z) = val_logits {
@@ -438,8 +443,7 @@ pub fn linfa_probabilities(
     if train.is_empty() {
         return Err(FitError::Empty);
     }
-    let (fit_idx, val_idx) = validation_split(train, VALIDATION_SHARE);
-    let order: Vec<usize> = fit_idx.into_iter().chain(val_idx).collect();
+    let (order, _) = fit_order(train);
     let scaling = Scaling::fit(train, 0..train.len());
     let x = scaling.columns(train, &order);
     let y = outcomes(train, &order);

@@ -63,7 +63,7 @@ impl Scaling {
 
     /// Row `row`'s standardised used columns, into `out` (one per used
     /// column): what every regression reads.
-    pub(super) fn standardise(&self, row: &[f32], out: &mut [f64]) {
+    fn standardise(&self, row: &[f32], out: &mut [f64]) {
         for (o, &j) in out.iter_mut().zip(&self.used) {
             *o = (f64::from(row[j]) - self.mean[j]) / self.scale[j];
         }
@@ -78,16 +78,24 @@ impl Scaling {
     /// the columns (schema v2: 17.9 → 43.4 s on `assist2017`, BENCHMARKS.md).
     pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<Real> {
         let mut x = Array2::<Real>::zeros((idx.len(), self.used.len()).f());
+        self.each_row(rows, idx, |r, v| {
+            x.row_mut(r)
+                .iter_mut()
+                .zip(v)
+                .for_each(|(x, v)| *x = *v as Real);
+        });
+        x
+    }
+
+    /// Calls `f` with the position of each row of `idx` and its standardised
+    /// used columns, one row at a time.
+    pub(super) fn each_row(&self, rows: &Rows, idx: &[usize], mut f: impl FnMut(usize, &[f64])) {
         let mut buf = [0f64; FEATURE_COUNT];
         let buf = &mut buf[..self.used.len()];
         for (r, &i) in idx.iter().enumerate() {
             self.standardise(rows.row(i), buf);
-            x.row_mut(r)
-                .iter_mut()
-                .zip(buf.iter())
-                .for_each(|(x, v)| *x = *v as Real);
+            f(r, buf);
         }
-        x
     }
 
     /// Weights on standardised used columns → weights and bias on raw rows.

@@ -88,13 +88,8 @@ impl Standardised<'_> {
     }
 
     /// Calls `f` with each row's position and standardised used columns.
-    fn each(&self, mut f: impl FnMut(usize, &[f64])) {
-        let mut buf = [0f64; FEATURE_COUNT];
-        let x = &mut buf[..self.ncols()];
-        for (r, &i) in self.idx.iter().enumerate() {
-            self.scaling.standardise(self.rows.row(i), x);
-            f(r, x);
-        }
+    fn each(&self, f: impl FnMut(usize, &[f64])) {
+        self.scaling.each_row(self.rows, self.idx, f);
     }
 
     /// `x·β + c` per row, each row's sum taken by ndarray's dot product, as
