@@ -7,7 +7,8 @@
 //!
 //! In the order of one run:
 //! - [`source`] and [`budget`]: where rows come from, and which learners a
-//!   run reads when there are more rows than its budget;
+//!   run reads when there are more rows than its budget; [`vocab`]: label
+//!   interning, shared by sources and the dataset;
 //! - [`dataset`]: two streaming passes from rows to features, with
 //!   out-of-fold priors, the hold-out and the baselines' predictions;
 //!   [`time_support`]: whether the data can teach and judge a time head;
@@ -29,3 +30,4 @@ pub mod pipeline;
 pub mod pretrain;
 pub mod source;
 pub mod time_support;
+pub mod vocab;

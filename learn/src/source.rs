@@ -7,7 +7,7 @@
 use taskcast_contract::TaskRow;
 
 use crate::budget;
-use crate::dataset::Vocab;
+use crate::vocab::Vocab;
 
 /// Something that yields learners' attempts, one learner at a time, each in
 /// chronological order. Called once per pass.

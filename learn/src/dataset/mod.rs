@@ -41,6 +41,7 @@ use taskcast_contract::{
     CandidateKey, Event, FEATURE_COUNT, FeatureContext, PriorTable, Priors, RowKeys, TaskRow,
 };
 
+pub use crate::vocab::Vocab;
 use baselines::{BaselineInputs, EarlierAttempts};
 pub use baselines::{BaselinePrediction, Baselines};
 use census::usable;
@@ -215,14 +216,6 @@ impl Rows {
     }
 }
 
-/// String interner for vocabularies; index 0 is reserved for "none".
-#[derive(Clone, Debug, Default)]
-pub struct Vocab {
-    ids: HashMap<String, u32>,
-    /// Labels by index; `labels[0]` is the empty label.
-    pub labels: Vec<String>,
-}
-
 /// The label key ([`label_key`]) of every vocabulary entry, by index: what
 /// turns a row's indices back into the keys a model's index inputs look up.
 /// Index 0, the empty label, has key 0 ("none") in every table.
@@ -258,30 +251,6 @@ impl KeyTables {
         ] {
             mine.extend_from_slice(theirs);
         }
-    }
-}
-
-impl Vocab {
-    /// An empty vocabulary: only the empty label, at index 0.
-    pub(crate) fn new() -> Self {
-        Vocab {
-            ids: HashMap::new(),
-            labels: vec![String::new()],
-        }
-    }
-
-    /// `label`'s index, added if new (the empty label is 0).
-    pub(crate) fn id(&mut self, label: &str) -> u32 {
-        if label.is_empty() {
-            return 0;
-        }
-        if let Some(&i) = self.ids.get(label) {
-            return i;
-        }
-        let i = self.labels.len() as u32;
-        self.ids.insert(label.to_string(), i);
-        self.labels.push(label.to_string());
-        i
     }
 }
 
