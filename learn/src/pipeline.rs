@@ -377,7 +377,7 @@ fn verify_export(
     let sample = dataset::Rows {
         x: rows.x[..n * FEATURE_COUNT].to_vec(),
         correct: rows.correct[..n].to_vec(),
-        seconds: rows.seconds[..n].to_vec(),
+        seconds: rows.seconds.head(n),
         user: rows.user[..n].to_vec(),
         topic: rows.topic[..n].to_vec(),
         difficulty: rows.difficulty[..n].to_vec(),

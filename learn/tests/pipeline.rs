@@ -330,7 +330,7 @@ async fn split_is_chronological_per_learner() {
         let secs = |r: &Rows| -> Vec<f64> {
             (0..r.len())
                 .filter(|&i| r.user[i] == uid)
-                .map(|i| r.seconds[i].unwrap())
+                .map(|i| r.seconds.get(i).unwrap())
                 .collect()
         };
         let (train, held) = (secs(&ds.train), secs(&ds.holdout));

@@ -36,9 +36,9 @@ pub enum FitError {
         /// The one outcome there is.
         correct: bool,
     },
-    /// linfa refused the problem.
-    #[error("linfa: {0}")]
-    Linfa(String),
+    /// The optimiser or a regression could not fit the problem.
+    #[error("fit failed: {0}")]
+    Optimiser(String),
 }
 
 fn outcome(correct: bool) -> &'static str {

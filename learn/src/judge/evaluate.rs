@@ -44,7 +44,7 @@ pub fn score(rows: &Rows, preds: &[Output], with_times: bool) -> Scored {
         if with_times {
             lts.push(f64::from(o.log_seconds[1]));
         }
-        acc.push(p, rows.correct[i], interval, rows.seconds[i]);
+        acc.push(p, rows.correct[i], interval, rows.seconds.get(i));
     }
     Scored {
         metrics: acc.finish(),
@@ -57,7 +57,7 @@ fn score_baseline(rows: &Rows, preds: &[BaselinePrediction], with_times: bool) -
     let mut acc = MetricsAccumulator::new();
     for (i, (p, q)) in preds.iter().enumerate() {
         let interval = q.filter(|_| with_times).map(|q| (q[0], q[1], q[2]));
-        acc.push(*p, rows.correct[i], interval, rows.seconds[i]);
+        acc.push(*p, rows.correct[i], interval, rows.seconds.get(i));
     }
     acc.finish()
 }

@@ -213,7 +213,7 @@ fn holdout_plot_data(ds: &Dataset, preds: &[Output]) -> PlotData {
         data.y.push(rows.correct[i]);
         let e = per_learner.entry(rows.user[i]).or_insert((p, p, 0));
         *e = (e.0.min(p), e.1.max(p), e.2 + 1);
-        if with_times && let Some(actual) = rows.seconds[i] {
+        if with_times && let Some(actual) = rows.seconds.get(i) {
             let q = o.log_seconds.map(|v| f64::from(v).exp());
             data.time.push(TimePoint {
                 median: q[1],

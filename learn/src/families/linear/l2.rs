@@ -1,100 +1,12 @@
-//! The logistic fits (linfa, warm-started along the grid) and the choice of
-//! L2 strength on the inner validation slice.
+//! The choice of L2 strength on the inner validation slice: the grid's
+//! logistic fits ([`super::logistic`]), warm-started along it.
 
-use linfa::prelude::*;
-use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
-use ndarray::{Array1, ArrayView1, ArrayView2};
+use ndarray::Array1;
 
-use super::{FALLBACK_ALPHA, GRADIENT_TOLERANCE_PER_ROW, L2_GRID, MAX_ITERATIONS};
-use crate::dataset::Rows;
+use super::logistic::{Design, fit};
+use super::{FALLBACK_ALPHA, L2_GRID};
 use crate::families::FitError;
 use crate::families::calibration::row_log_loss;
-
-/// The element type of the logistic fits' design matrix and parameters.
-///
-/// f32, as the features themselves are. In f64 the matrix took 8 bytes per
-/// used column per training row, the largest allocation of a `linear` run
-/// (issue 29); in f32 the developers' files moved by at most 0.0001 in
-/// hold-out AUC and log loss and 0.0002 in ECE (BENCHMARKS.md, "Training
-/// memory, second step"). What f32 costs is where the optimiser stops: the
-/// order of a gradient's sums moves it (see [`super::linfa_probabilities`]).
-pub(super) type Real = f32;
-
-/// The logit on standardised columns, `w·x + b`, as p(correct).
-pub(super) struct Logit {
-    pub(super) w: Array1<f64>,
-    pub(super) b: f64,
-}
-
-impl Logit {
-    pub(super) fn of(
-        x: ArrayView2<'_, Real>,
-        fitted: &FittedLogisticRegression<Real, bool>,
-    ) -> Vec<f64> {
-        let sign = Logit::sign(fitted);
-        let z = x.dot(fitted.params()) + fitted.intercept();
-        z.iter().map(|&v| sign * f64::from(v)).collect()
-    }
-
-    /// linfa's "positive" class is the more frequent label, not `true`:
-    /// −1 when `false` is positive, or the model would predict the
-    /// complement.
-    fn sign(fitted: &FittedLogisticRegression<Real, bool>) -> f64 {
-        if fitted.labels().pos.class { 1.0 } else { -1.0 }
-    }
-}
-
-impl From<&FittedLogisticRegression<Real, bool>> for Logit {
-    fn from(fitted: &FittedLogisticRegression<Real, bool>) -> Logit {
-        let sign = Logit::sign(fitted);
-        Logit {
-            w: fitted.params().mapv(|w| f64::from(w) * sign),
-            b: f64::from(fitted.intercept()) * sign,
-        }
-    }
-}
-
-/// linfa's L2 logistic regression of `y` on standardised `x` (column-major:
-/// [`super::scaling::Scaling::columns`] says why), from `initial` (linfa's
-/// own parameters of an earlier fit, the intercept last) when given. Views,
-/// so that the grid's fits share one matrix instead of copying it each.
-pub(super) fn logistic(
-    x: ArrayView2<'_, Real>,
-    y: ArrayView1<'_, bool>,
-    alpha: f64,
-    initial: Option<Array1<Real>>,
-) -> Result<FittedLogisticRegression<Real, bool>, FitError> {
-    let n = x.nrows();
-    let mut params = LogisticRegression::default()
-        .alpha(alpha as Real)
-        .max_iterations(MAX_ITERATIONS)
-        // linfa's loss is summed over rows, so its gradient grows with n: a
-        // fixed tolerance is never met on large tables and every fit ran to
-        // the iteration cap. Scaling by n makes it a per-row tolerance.
-        .gradient_tolerance((GRADIENT_TOLERANCE_PER_ROW * n as f64) as Real);
-    if let Some(p) = initial {
-        params = params.initial_params(p);
-    }
-    params
-        .fit(&linfa::DatasetBase::new(x, y))
-        .map_err(|e| FitError::Linfa(e.to_string()))
-}
-
-/// linfa's parameters of a fit, intercept last: a warm start for the next.
-pub(super) fn warm_start(fitted: &FittedLogisticRegression<Real, bool>) -> Array1<Real> {
-    let mut p = fitted.params().to_vec();
-    p.push(fitted.intercept());
-    Array1::from_vec(p)
-}
-
-pub(super) fn outcomes(rows: &Rows, idx: &[usize]) -> Array1<bool> {
-    idx.iter().map(|&i| rows.correct[i]).collect()
-}
-
-pub(super) fn both_outcomes(rows: &Rows, idx: &[usize]) -> bool {
-    let pos = idx.iter().filter(|&&i| rows.correct[i]).count();
-    pos > 0 && pos < idx.len()
-}
 
 /// One strength of the grid, fitted on the fit rows and scored on the slice.
 struct Tried {
@@ -103,9 +15,9 @@ struct Tried {
     z: Vec<f64>,
     /// The slice's log loss, per row.
     losses: Vec<f64>,
-    /// linfa's parameters of the fit: the final fit on every row starts
-    /// from the chosen one's.
-    params: Array1<Real>,
+    /// The fit's parameters: the final fit on every row starts from the
+    /// chosen one's.
+    params: Array1<f64>,
 }
 
 impl Tried {
@@ -129,14 +41,10 @@ impl Tried {
     }
 }
 
-/// The fit rows and the inner validation slice, as standardised columns and
-/// outcomes: views of one matrix (the fit rows first), so the grid's fits and
-/// the final fit on every row read the same memory.
+/// The fit rows and the inner validation slice.
 pub(super) struct Split<'a> {
-    pub(super) fit_x: ArrayView2<'a, Real>,
-    pub(super) fit_y: ArrayView1<'a, bool>,
-    pub(super) val_x: ArrayView2<'a, Real>,
-    pub(super) val_y: ArrayView1<'a, bool>,
+    pub(super) fit: Design<'a>,
+    pub(super) val: Design<'a>,
 }
 
 /// What [`choose_l2`] settled on.
@@ -146,7 +54,7 @@ pub(super) struct Choice {
     /// The slice's logits from the fit on the other rows.
     pub(super) z: Vec<f64>,
     /// That fit's parameters, a warm start for the final fit.
-    pub(super) params: Array1<Real>,
+    pub(super) params: Array1<f64>,
 }
 
 /// The per-row L2 strength the slice prefers, and the slice's logits under
@@ -174,7 +82,8 @@ pub(super) struct Choice {
 /// than the best so far (the loss is unimodal in λ): on large tables only the
 /// first few strengths are fitted.
 pub(super) fn choose_l2(split: &Split<'_>) -> Result<Choice, FitError> {
-    let n_fit = split.fit_x.nrows() as f64;
+    let n_fit = split.fit.len() as f64;
+    let val_y = split.val.outcomes();
     // The fallback's prior is the least regularisation there is: the slice
     // may strengthen it, never loosen it.
     let floor = FALLBACK_ALPHA / n_fit;
@@ -184,13 +93,13 @@ pub(super) fn choose_l2(split: &Split<'_>) -> Result<Choice, FitError> {
     let mut start = None;
     let mut best = 0;
     for l2 in candidates {
-        let fitted = logistic(split.fit_x, split.fit_y, l2 * n_fit, start.take())?;
-        let params = warm_start(&fitted);
+        let fitted = fit(split.fit, l2 * n_fit, start.take())?;
+        let params = fitted.params();
         start = Some(params.clone());
-        let z = Logit::of(split.val_x, &fitted);
+        let z = split.val.logits(&fitted);
         let losses = z
             .iter()
-            .zip(split.val_y)
+            .zip(&val_y)
             .map(|(&z, &y)| row_log_loss(z, y))
             .collect();
         let t = Tried {

@@ -1,4 +1,5 @@
-//! Family `linear`: linfa's L2 logistic regression for correctness and a
+//! Family `linear`: an L2 logistic regression (linfa's objective and
+//! optimiser, streamed over the rows: [`logistic`]) for correctness and a
 //! linear model of log-seconds for time, on standardised features. The
 //! standardisation and the calibration are folded back into the weights, so
 //! the exported graph takes the shared feature rows as they are.
@@ -32,16 +33,15 @@
 
 //!
 //! The pieces: [`scaling`] (standardisation and the columns a regression may
-//! use), [`l2`] (the logistic fits and the choice of strength), [`time`]
-//! (the median regression, the per-row scale and the interval).
+//! use), [`logistic`] (the logistic fit), [`l2`] (the choice of strength),
+//! [`time`] (the median regression, the per-row scale and the interval).
 
 mod l2;
+mod logistic;
 mod scaling;
 mod time;
 
 use std::collections::BTreeMap;
-
-use ndarray::Axis;
 
 use taskcast_contract::artifact::{INPUT_FEATURES, OUTPUT_LOG_SECONDS, OUTPUT_P_CORRECT};
 use taskcast_contract::features::feature_index;
@@ -52,7 +52,8 @@ use taskcast_contract::{FEATURE_COUNT, FeatureRow};
 use super::calibration::{MIN_CALIBRATION_ROWS, Platt, calibrated_losses, mean_loss};
 use super::{FitError, VALIDATION_SHARE, check_both_outcomes, validation_split};
 use crate::dataset::Rows;
-use l2::{Logit, Split, both_outcomes, choose_l2, logistic, outcomes};
+use l2::{Split, choose_l2};
+use logistic::Design;
 use scaling::Scaling;
 pub use time::{MIN_SCALE_ROWS, MIN_SLICE_INTERVAL_ROWS, TimeScale};
 pub(crate) use time::{TimeHead, fit_time, interval, slice_interval};
@@ -298,30 +299,29 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     }
     check_both_outcomes(rows)?;
     let (order, n_fit) = fit_order(rows);
-    let (fit_idx, val_idx) = order.split_at(n_fit);
     let n = rows.len() as f64;
     // Standardisation uses features only, of training rows only; one for
     // every fit below, so that they are fits of the same parameters.
     let mut scaling = Scaling::fit(rows, 0..rows.len());
     scaling.used.retain(|j| !opts.p_excluded.contains(j));
-    let slice_usable = val_idx.len() >= MIN_SELECTION_ROWS
-        && both_outcomes(rows, val_idx)
-        && both_outcomes(rows, fit_idx);
-    let mut info = LinearInfo {
-        validation_rows: val_idx.len(),
-        ..LinearInfo::default()
+    // Every logistic fit below reads the training rows in one order, the fit
+    // rows first: the grid and the slice read parts of it, the final fit all.
+    let all = Design {
+        rows,
+        scaling: &scaling,
+        idx: &order,
     };
-    // One column-major matrix for every logistic fit below, the fit rows
-    // first: the grid and the slice read views of it, the final fit all of it.
-    let x = scaling.columns(rows, &order);
-    let y = outcomes(rows, &order);
-    let (fit_x, val_x) = x.view().split_at(Axis(0), n_fit);
-    let (fit_y, val_y) = y.view().split_at(Axis(0), n_fit);
+    let (fit_rows, val_rows) = all.split_at(n_fit);
     let split = Split {
-        fit_x,
-        fit_y,
-        val_x,
-        val_y,
+        fit: fit_rows,
+        val: val_rows,
+    };
+    let slice_usable = split.val.len() >= MIN_SELECTION_ROWS
+        && split.val.both_outcomes()
+        && split.fit.both_outcomes();
+    let mut info = LinearInfo {
+        validation_rows: split.val.len(),
+        ..LinearInfo::default()
     };
     // The slice's logits from a fit that did not see it, for the calibration;
     // with a chosen strength, also that fit's parameters, where the final fit
@@ -342,11 +342,11 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         // A fixed or fallback strength: the slice's logits still come from
         // a fit on the other rows, with the same per-row strength.
         None if opts.calibrate
-            && val_idx.len() >= MIN_CALIBRATION_ROWS
-            && both_outcomes(rows, fit_idx) =>
+            && split.val.len() >= MIN_CALIBRATION_ROWS
+            && split.fit.both_outcomes() =>
         {
-            let fitted = logistic(split.fit_x, split.fit_y, l2 * n_fit as f64, None)?;
-            Some(Logit::of(split.val_x, &fitted))
+            let fitted = logistic::fit(split.fit, l2 * n_fit as f64, None)?;
+            Some(split.val.logits(&fitted))
         }
         None => None,
     };
@@ -354,12 +354,10 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
     info.alpha = opts.alpha.unwrap_or(l2 * n);
     // Warm: the fit without the slice is most of the way there, and the
     // final fit's iterations on every row are the dearest of all.
-    let fitted = logistic(x.view(), y.view(), info.alpha, start)?;
-    drop(x);
-    let logit = Logit::from(&fitted);
+    let logit = logistic::fit(all, info.alpha, start)?;
     let (mut p_weights, mut p_bias) = scaling.unfold(&logit.w, logit.b);
     if let Some(z) = val_logits {
-        let y: Vec<bool> = val_idx.iter().map(|&i| rows.correct[i]).collect();
+        let y = split.val.outcomes();
         if opts.calibrate {
             info.calibration = Platt::fit_if_significant(&z, &y);
         }
@@ -372,12 +370,17 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
         info.validation_losses = calibrated_losses(&z, &y, None);
     }
 
+    // The slice's timed rows, for the interval's ends; the order vector (8
+    // bytes a training row) is freed before the time head, which comes at
+    // the end of the run's peak (issue 29).
+    let val_t = timed(rows, split.val.idx.iter().copied());
+    drop(order);
     let all_t = timed(rows, 0..rows.len());
     let (model, time_scale) = if learn_time && all_t.len() > FEATURE_COUNT * 2 {
         let mut head = fit_time(rows, &all_t, opts.per_row_scale)?;
         info.time_scaled = head.scale.is_some();
         // The interval's ends from the slice's residuals (`slice_interval`).
-        if let Some(offsets) = slice_interval(&head, rows, &timed(rows, val_idx.iter().copied())) {
+        if let Some(offsets) = slice_interval(&head, rows, &val_t) {
             head.offsets = offsets;
             info.time_interval_from_slice = true;
         }
@@ -429,29 +432,31 @@ pub fn fit(rows: &Rows, opts: &LinearOptions, learn_time: bool) -> Result<Linear
 /// standardises, from one logistic fit on all of `train` with `alpha`; and
 /// linfa's positive class (`labels().pos`). The probabilities are of that
 /// class, so they are p(correct) only when it is `true`. A reference for
-/// checking [`fit`]'s folded weights (with that `alpha` and no calibration)
-/// and the exported graph against linfa itself. The rows are in the order
-/// [`fit`]'s final fit reads them (the fit rows, then the slice): in f32 the
-/// order of a gradient's sums moves where the optimiser stops, by up to
-/// 2·10⁻³ in p on the pipeline test's small table, which would hide what
-/// the comparison is for.
+/// checking [`fit`]'s streamed fit and folded weights (with that `alpha` and
+/// no calibration) and the exported graph against linfa itself: a design
+/// matrix in f64, which [`fit`] never builds, with the rows in the order
+/// [`fit`]'s final fit sums them (the fit rows, then the slice).
 pub fn linfa_probabilities(
     train: &Rows,
     alpha: f64,
     eval: &Rows,
 ) -> Result<(Vec<f64>, bool), FitError> {
+    use linfa::prelude::*;
+
     if train.is_empty() {
         return Err(FitError::Empty);
     }
     let (order, _) = fit_order(train);
     let scaling = Scaling::fit(train, 0..train.len());
     let x = scaling.columns(train, &order);
-    let y = outcomes(train, &order);
-    let fitted = logistic(x.view(), y.view(), alpha, None)?;
+    let y: ndarray::Array1<bool> = order.iter().map(|&i| train.correct[i]).collect();
+    let fitted = linfa_logistic::LogisticRegression::default()
+        .alpha(alpha)
+        .max_iterations(MAX_ITERATIONS)
+        .gradient_tolerance(GRADIENT_TOLERANCE_PER_ROW * train.len() as f64)
+        .fit(&linfa::DatasetBase::new(x, y))
+        .map_err(|e| FitError::Optimiser(format!("linfa: {e}")))?;
     let idx: Vec<usize> = (0..eval.len()).collect();
     let p = fitted.predict_probabilities(&scaling.columns(eval, &idx));
-    Ok((
-        p.iter().map(|&v| f64::from(v)).collect(),
-        fitted.labels().pos.class,
-    ))
+    Ok((p.to_vec(), fitted.labels().pos.class))
 }

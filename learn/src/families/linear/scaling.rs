@@ -1,9 +1,8 @@
 //! Standardising the feature columns, and which of them a regression may use.
 
-use ndarray::{Array1, Array2, ShapeBuilder};
+use ndarray::{Array1, Array2};
 use taskcast_contract::FEATURE_COUNT;
 
-use super::l2::Real;
 use crate::dataset::Rows;
 
 /// Per-feature mean and scale, and the columns the regressions may use.
@@ -69,20 +68,14 @@ impl Scaling {
         }
     }
 
-    /// The standardised used columns of rows `idx`, column-major: what
-    /// linfa's logistic regression reads.
-    /// Its gradient is `xᵀ·r`, and ndarray (without BLAS) computes that one
-    /// column of `x` at a time; row-major, each column is a walk through the
-    /// whole matrix with a stride of one row, so every gradient read the
-    /// matrix once per column, and the fit's time grew with the square of
-    /// the columns (schema v2: 17.9 → 43.4 s on `assist2017`, BENCHMARKS.md).
-    pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<Real> {
-        let mut x = Array2::<Real>::zeros((idx.len(), self.used.len()).f());
+    /// The standardised used columns of rows `idx`, as a matrix: what
+    /// linfa's logistic regression reads, for the reference fit
+    /// ([`super::linfa_probabilities`]); the family's own fits stream
+    /// ([`super::logistic`]).
+    pub(super) fn columns(&self, rows: &Rows, idx: &[usize]) -> Array2<f64> {
+        let mut x = Array2::<f64>::zeros((idx.len(), self.used.len()));
         self.each_row(rows, idx, |r, v| {
-            x.row_mut(r)
-                .iter_mut()
-                .zip(v)
-                .for_each(|(x, v)| *x = *v as Real);
+            x.row_mut(r).assign(&ndarray::ArrayView1::from(v))
         });
         x
     }

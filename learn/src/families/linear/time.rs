@@ -282,7 +282,7 @@ pub(crate) fn fit_time(
     idx: &[usize],
     per_row_scale: bool,
 ) -> Result<TimeHead, FitError> {
-    let singular = || FitError::Linfa("time regression: singular design".into());
+    let singular = || FitError::Optimiser("time regression: singular design".into());
     let ts = Scaling::fit(rows, idx.iter().copied());
     let x = Standardised {
         rows,
@@ -291,7 +291,14 @@ pub(crate) fn fit_time(
     };
     let y: Vec<f64> = idx.iter().filter_map(|&i| rows.log_time(i)).collect();
     let loc = median_regression(&x, &y).ok_or_else(singular)?;
-    let resid: Vec<f64> = y.iter().zip(x.predict(&loc)).map(|(y, p)| y - p).collect();
+    // The per-row vectors below reuse each other's memory where one is done
+    // with (the residuals overwrite the targets, the standardised residuals
+    // the residuals): at 1 M rows each is 8 MB, and the head runs at the end
+    // of the logistic fit's peak (issue 29).
+    let mut resid = y;
+    for (r, p) in resid.iter_mut().zip(x.predict(&loc)) {
+        *r -= p;
+    }
     let (weights, bias) = ts.unfold(&loc.0, loc.1);
     if idx.len() < MIN_SCALE_ROWS || !per_row_scale {
         return Ok(TimeHead {
@@ -303,17 +310,17 @@ pub(crate) fn fit_time(
     }
     let target: Vec<f64> = resid.iter().map(|r| (r.abs() + SCALE_FLOOR).ln()).collect();
     let scale = least_squares(&x, &target, None).ok_or_else(singular)?;
+    drop(target);
     let ls = x.predict(&scale);
     let (lo, hi) = ls
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(*v), hi.max(*v))
         });
-    let u = resid
-        .iter()
-        .zip(ls.iter())
-        .map(|(r, s)| r / s.exp())
-        .collect();
+    let mut u = resid;
+    for (r, s) in u.iter_mut().zip(&ls) {
+        *r /= s.exp();
+    }
     let (sw, sb) = ts.unfold(&scale.0, scale.1);
     Ok(TimeHead {
         weights,
