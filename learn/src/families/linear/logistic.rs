@@ -252,6 +252,93 @@ fn log_sigmoid(z: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use taskcast_contract::FEATURE_COUNT;
+
+    /// `n` rows whose features are a deterministic hash of their position
+    /// and whose outcome is mostly their first feature's sign.
+    fn noisy_rows(n: usize) -> Rows {
+        let mut rows = Rows::default();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for i in 0..n {
+            let x: Vec<f32> = (0..FEATURE_COUNT)
+                .map(|j| next() * (j + 1) as f32)
+                .collect();
+            rows.correct.push(x[0] + 0.3 * next() > 0.0 || i % 7 == 0);
+            rows.x.extend(x);
+            rows.seconds.push(None);
+        }
+        rows
+    }
+
+    #[test]
+    fn the_gradient_is_the_loss_s_derivative() {
+        let rows = noisy_rows(300);
+        let scaling = Scaling::fit(&rows, 0..rows.len());
+        let idx: Vec<usize> = (0..rows.len()).rev().collect();
+        let loss = Loss {
+            design: Design {
+                rows: &rows,
+                scaling: &scaling,
+                idx: &idx,
+            },
+            alpha: 3.0,
+            last: Mutex::new(None),
+        };
+        let k = scaling.used.len();
+        let p = Array1::from_iter((0..=k).map(|j| 0.1 * j as f64 - 0.4));
+        let at = loss.pass(&p);
+        let h = 1e-5;
+        for j in 0..=k {
+            let mut up = p.clone();
+            up[j] += h;
+            let mut down = p.clone();
+            down[j] -= h;
+            let numeric = (loss.pass(&up).cost - loss.pass(&down).cost) / (2.0 * h);
+            assert!(
+                (numeric - at.gradient[j]).abs() < 1e-5 * (1.0 + numeric.abs()),
+                "column {j}: {numeric} vs {}",
+                at.gradient[j]
+            );
+        }
+        // The cached answer is the pass's, and a second point is not served
+        // from the first's cache.
+        assert_eq!(loss.evaluate(&p).cost, at.cost);
+        assert_ne!(loss.evaluate(&up_by(&p, 0.5)).cost, at.cost);
+    }
+
+    fn up_by(p: &Array1<f64>, d: f64) -> Array1<f64> {
+        p.mapv(|v| v + d)
+    }
+
+    #[test]
+    fn the_fit_separates_what_the_rows_separate() {
+        let rows = noisy_rows(2000);
+        let scaling = Scaling::fit(&rows, 0..rows.len());
+        let idx: Vec<usize> = (0..rows.len()).collect();
+        let design = Design {
+            rows: &rows,
+            scaling: &scaling,
+            idx: &idx,
+        };
+        let fitted = fit(design, 1.0, None).expect("fit");
+        // The first feature decides the outcome: its weight dominates.
+        let first = fitted.w[0];
+        assert!(first > 1.0, "{first}");
+        assert!(fitted.w.iter().skip(1).all(|w| w.abs() < first / 3.0));
+        let z = design.logits(&fitted);
+        let right = z
+            .iter()
+            .zip(design.outcomes())
+            .filter(|(z, y)| (**z > 0.0) == *y)
+            .count();
+        assert!(right as f64 / rows.len() as f64 > 0.8, "{right}");
+    }
 
     #[test]
     fn sigmoid_and_its_log_agree_far_out() {
