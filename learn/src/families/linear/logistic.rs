@@ -122,6 +122,17 @@ pub(super) fn fit(
         alpha,
         last: Mutex::new(None),
     };
+    // linfa refused non-finite rows up front; here the loss at the start
+    // says it (a NaN or infinite feature makes it NaN or infinite whatever
+    // the weights). Not optional: on a NaN loss the line search never ends
+    // (a test ran for ten minutes). The optimiser's first question is this
+    // point's cost and gradient, so the pass is not repeated.
+    let first = problem.evaluate(&start);
+    if !first.cost.is_finite() || first.gradient.iter().any(|g| !g.is_finite()) {
+        return Err(FitError::Optimiser(
+            "the log loss is not finite (a non-finite feature?)".into(),
+        ));
+    }
     // The loss is summed over rows, so its gradient grows with them: a fixed
     // tolerance is never met on large tables and every fit ran to the cap.
     // Scaling by the rows makes it a per-row tolerance.
@@ -216,8 +227,16 @@ impl CostFunction for Loss<'_> {
     type Param = Array1<f64>;
     type Output = f64;
 
+    /// An error where the loss is not finite (weights large enough to
+    /// overflow a logit): a line search ends on it, and L-BFGS ends with its
+    /// best point, where on a NaN it would search forever.
     fn cost(&self, p: &Array1<f64>) -> Result<f64, argmin::core::Error> {
-        Ok(self.evaluate(p).cost)
+        let cost = self.evaluate(p).cost;
+        if cost.is_finite() {
+            Ok(cost)
+        } else {
+            Err(argmin::core::Error::msg("the log loss is not finite"))
+        }
     }
 }
 
@@ -310,6 +329,23 @@ mod tests {
         // from the first's cache.
         assert_eq!(loss.evaluate(&p).cost, at.cost);
         assert_ne!(loss.evaluate(&up_by(&p, 0.5)).cost, at.cost);
+    }
+
+    #[test]
+    fn a_non_finite_feature_is_an_error_not_a_constant_model() {
+        let mut rows = noisy_rows(200);
+        let scaling = Scaling::fit(&rows, 0..rows.len());
+        rows.x[3] = f32::NAN;
+        let idx: Vec<usize> = (0..rows.len()).collect();
+        let design = Design {
+            rows: &rows,
+            scaling: &scaling,
+            idx: &idx,
+        };
+        assert!(matches!(
+            fit(design, 1.0, None),
+            Err(FitError::Optimiser(_))
+        ));
     }
 
     fn up_by(p: &Array1<f64>, d: f64) -> Array1<f64> {
