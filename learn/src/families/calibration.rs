@@ -204,7 +204,7 @@ impl Platt {
 pub const SIGNIFICANCE_CHI2: f64 = 5.99;
 
 /// `ln(1 + e^z)` without overflow, in f64.
-fn softplus64(z: f64) -> f64 {
+pub(crate) fn softplus64(z: f64) -> f64 {
     z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 

@@ -69,7 +69,7 @@ pub struct ServeConfig {
     /// rows than this), so a run's time and memory have a ceiling whatever
     /// completed_tasks holds. Whole histories, not rows after a date, because
     /// a row's features depend on the learner's earlier attempts. At the
-    /// default a run peaks near 400 MiB (about 250 bytes per row read);
+    /// default a run peaks near 400 MiB (about 220 bytes per row read);
     /// 0 reads every row. The retrain trigger still counts every new row.
     #[arg(long, env = "TASKCAST_MAX_TRAINING_ROWS", default_value_t = taskcast_learn::budget::DEFAULT_MAX_TRAINING_ROWS)]
     pub max_training_rows: u64,
